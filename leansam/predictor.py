@@ -1,0 +1,244 @@
+"""``SamPredictor``: a drop-in for segment_anything's predictor, for every registered model.
+
+    predictor = leansam.SamPredictor(leansam.build_model("mobile_sam"))
+    predictor.set_image(image)                                   # H x W x 3 uint8 RGB
+    masks, scores, low_res = predictor.predict(box=np.array([x0, y0, x1, y1]))
+
+Coordinate conventions:
+
+* :meth:`SamPredictor.predict` takes prompts in pixels of the original image
+  (x, y; boxes XYXY), exactly like segment_anything.
+* :meth:`SamPredictor.predict_torch` takes prompts already mapped to the
+  model's input frame with ``predictor.transform.apply_coords_torch`` /
+  ``apply_boxes_torch`` (again like segment_anything), or, with
+  ``original_coords=True``, in pixels of the original image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .models.sam import ImageFeatures, Sam
+from .transforms import ImageTransform
+
+
+class PromptTransform:
+    """Maps prompts from original-image pixels to the model's input frame.
+
+    Mirrors segment_anything's ``ResizeLongestSide`` methods so code written for
+    it keeps working, but follows the model's own transform (squashing families included).
+    """
+
+    def __init__(self, transform: ImageTransform) -> None:
+        self.t = transform
+
+    def _scale(self, original_size: tuple[int, int]) -> tuple[float, float]:
+        fh, fw = self.t.frame_size(tuple(original_size))
+        return fw / original_size[1], fh / original_size[0]
+
+    def apply_coords(self, coords: np.ndarray, original_size: tuple[int, ...]) -> np.ndarray:
+        """... x 2 (x, y) original pixels -> input frame."""
+        sx, sy = self._scale(original_size)
+        out = np.array(coords, dtype=float, copy=True)
+        out[..., 0] *= sx
+        out[..., 1] *= sy
+        return out
+
+    def apply_boxes(self, boxes: np.ndarray, original_size: tuple[int, ...]) -> np.ndarray:
+        """B x 4 XYXY original pixels -> input frame."""
+        return self.apply_coords(np.asarray(boxes).reshape(-1, 2, 2), original_size).reshape(-1, 4)
+
+    def apply_coords_torch(self, coords: torch.Tensor, original_size: tuple[int, ...]) -> torch.Tensor:
+        sx, sy = self._scale(original_size)
+        return coords.float() * coords.new_tensor([sx, sy], dtype=torch.float)
+
+    def apply_boxes_torch(self, boxes: torch.Tensor, original_size: tuple[int, ...]) -> torch.Tensor:
+        return self.apply_coords_torch(boxes.reshape(-1, 2, 2), original_size).reshape(-1, 4)
+
+
+class SamPredictor:
+    """Computes an image's features once, then answers many prompts against them.
+
+    Args:
+        model: a :class:`~leansam.models.sam.Sam` (e.g. from :func:`leansam.build_model`).
+        mask_threshold: logit threshold for binary masks (0.0).
+        max_hole_area: fill background holes up to this many pixels in each mask (SAM 2 option; 0 = off).
+        max_sprinkle_area: remove foreground specks up to this many pixels (SAM 2 option; 0 = off).
+    """
+
+    def __init__(
+        self,
+        model: Sam,
+        mask_threshold: float = 0.0,
+        max_hole_area: float = 0.0,
+        max_sprinkle_area: float = 0.0,
+    ) -> None:
+        self.model = model.eval()
+        self.transform = PromptTransform(model.transform)
+        self.mask_threshold = mask_threshold
+        self.max_hole_area = max_hole_area
+        self.max_sprinkle_area = max_sprinkle_area
+        self.reset_image()
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    # --- image -------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        """Computes the features of ``image`` (H x W x 3 uint8, RGB or BGR per ``image_format``)."""
+        if image_format not in ("RGB", "BGR"):
+            raise ValueError(f"image_format must be 'RGB' or 'BGR', not {image_format!r}")
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an H x W x 3 uint8 image, got shape {image.shape} and dtype {image.dtype}")
+        if image.shape[0] == 0 or image.shape[1] == 0:
+            raise ValueError(f"image has zero size {image.shape[:2]}")
+        if image_format == "BGR":
+            image = image[..., ::-1]
+        self.reset_image()
+        x = self.model.preprocess(image)
+        self.features = self.model.encode_image(x)
+        self.original_size = (int(image.shape[0]), int(image.shape[1]))
+        self.input_size = self.model.transform.frame_size(self.original_size)
+        self.is_image_set = True
+
+    @torch.no_grad()
+    def set_features(self, features: ImageFeatures, original_size: tuple[int, int]) -> None:
+        """Uses precomputed features (e.g. from a batched encoder call) for the image of ``original_size``."""
+        self.reset_image()
+        self.features = features
+        self.original_size = (int(original_size[0]), int(original_size[1]))
+        self.input_size = self.model.transform.frame_size(self.original_size)
+        self.is_image_set = True
+
+    def get_image_embedding(self) -> torch.Tensor:
+        """The image embedding, 1 x 256 x 64 x 64."""
+        self._check_image()
+        return self.features.embed
+
+    def reset_image(self) -> None:
+        self.is_image_set = False
+        self.features: ImageFeatures | None = None
+        self.original_size: tuple[int, int] | None = None
+        self.input_size: tuple[int, int] | None = None
+
+    def _check_image(self) -> None:
+        if not self.is_image_set:
+            raise RuntimeError("call set_image() before predicting")
+
+    # --- prompts -----------------------------------------------------------------------------------
+    def predict(
+        self,
+        point_coords: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Masks for one prompt set, all coordinates in pixels of the original image.
+
+        Args:
+            point_coords: N x 2 (x, y), or None.
+            point_labels: N (1 foreground, 0 background), or None.
+            box: 4 (or 1 x 4) XYXY, or None.
+            mask_input: 1 x 256 x 256 low-res logits from a previous call, or None.
+            multimask_output: 3 candidate masks (True) or 1.
+            return_logits: return logits instead of binary masks.
+
+        Returns:
+            masks C x H x W (bool, or float32 logits), scores C, low-res logits C x 256 x 256.
+        """
+        self._check_image()
+        dev = self.device
+        coords = labels = boxes = masks = None
+        if point_coords is not None:
+            if point_labels is None:
+                raise ValueError("point_labels must be given with point_coords")
+            coords = torch.as_tensor(np.asarray(point_coords, dtype=np.float32), device=dev).reshape(1, -1, 2)
+            labels = torch.as_tensor(np.asarray(point_labels), device=dev).reshape(1, -1)
+            if coords.shape[1] != labels.shape[1]:
+                raise ValueError(f"{coords.shape[1]} points but {labels.shape[1]} labels")
+        if box is not None:
+            boxes = torch.as_tensor(np.asarray(box, dtype=np.float32), device=dev).reshape(1, 4)
+        if mask_input is not None:
+            masks = torch.as_tensor(np.asarray(mask_input, dtype=np.float32), device=dev).reshape(1, 1, 256, 256)
+        out_masks, iou, low = self.predict_torch(
+            coords, labels, boxes, masks, multimask_output, return_logits, original_coords=True
+        )
+        return out_masks[0].cpu().numpy(), iou[0].float().cpu().numpy(), low[0].float().cpu().numpy()
+
+    @torch.no_grad()
+    def predict_torch(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+        *,
+        original_coords: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """B prompt sets decoded in ONE batched call.
+
+        Args:
+            point_coords: B x N x 2 (x, y), or None.
+            point_labels: B x N, or None.
+            boxes: B x 4 XYXY, or None (B boxes: one mask set per box).
+            mask_input: B x 1 x 256 x 256 low-res logits, or None.
+            multimask_output: 3 masks per prompt set (True) or 1.
+            return_logits: return logits instead of binary masks.
+            original_coords: prompts are in original-image pixels (True) or already in
+                the model's input frame as segment_anything expects (False, default).
+
+        Returns:
+            masks B x C x H x W, IoU predictions B x C, low-res logits B x C x 256 x 256.
+        """
+        self._check_image()
+        if point_coords is None and boxes is None and mask_input is None:
+            raise ValueError("no prompt given: pass point_coords/point_labels, boxes or mask_input")
+        size = self.original_size
+        if not original_coords:
+            # Undo the frame mapping: the model lays out and maps prompts from original pixels itself.
+            sx, sy = self.transform._scale(size)
+            inv = torch.tensor([1.0 / sx, 1.0 / sy], device=self.device)
+            point_coords = point_coords.float() * inv if point_coords is not None else None
+            boxes = (boxes.float().reshape(-1, 2, 2) * inv).reshape(-1, 4) if boxes is not None else None
+        self._check_prompts(point_coords, point_labels, boxes)
+        points = self.model.prepare_prompts(point_coords, point_labels, boxes, size)
+        low, iou, _ = self.model.decode(self.features, points, mask_input, multimask_output)
+        masks = self.model.postprocess_masks(low, size)
+        clamp = self.model.transform.low_res_clamp
+        if clamp is not None:
+            low = low.clamp(-clamp, clamp)
+        if return_logits:
+            return masks, iou, low
+        binary = masks > self.mask_threshold
+        if self.max_hole_area > 0 or self.max_sprinkle_area > 0:
+            from .postprocess import fill_holes_and_remove_sprinkles
+
+            binary = fill_holes_and_remove_sprinkles(binary, self.max_hole_area, self.max_sprinkle_area)
+        return binary, iou, low
+
+    def _check_prompts(
+        self, coords: torch.Tensor | None, labels: torch.Tensor | None, boxes: torch.Tensor | None
+    ) -> None:
+        if coords is not None:
+            if labels is None or coords.shape[:-1] != labels.shape or coords.shape[-1] != 2:
+                raise ValueError("point_coords must be B x N x 2 with point_labels B x N")
+            if not torch.isfinite(coords).all():
+                raise ValueError("point coordinates must be finite (got NaN or inf)")
+            bad = set(torch.unique(labels).tolist()) - {0, 1, -1, 2, 3}
+            if bad:
+                raise ValueError(f"point labels must be 1 (foreground) or 0 (background), got {sorted(bad)}")
+        if boxes is not None:
+            if boxes.shape[-1] != 4:
+                raise ValueError("boxes must be B x 4 (XYXY)")
+            if not torch.isfinite(boxes).all():
+                raise ValueError("box coordinates must be finite (got NaN or inf)")
+            if coords is not None and coords.shape[0] not in (1, boxes.shape[0]) and boxes.shape[0] != 1:
+                raise ValueError(f"{coords.shape[0]} point sets but {boxes.shape[0]} boxes")

@@ -1,0 +1,164 @@
+"""The model registry: one frozen record per model, with the metadata of its official weights.
+
+Entries live in ``leansam/zoo/<family>.py`` (a tuple ``MODELS``), imported lazily on
+first use so that ``import leansam`` stays cheap and has no side effects.
+
+    >>> import leansam
+    >>> leansam.list_models("*sam*")[:3]
+    >>> leansam.get_model_info("sam_vit_b").weights.url
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import functools
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .transforms import ImageTransform
+
+if TYPE_CHECKING:
+    from .models.sam import PromptStyle, Sam
+
+# Family modules under leansam/zoo/. Add a family by adding its module name here.
+ZOO_FAMILIES: tuple[str, ...] = (
+    "sam",
+    "tiny_vit",
+    "repvit",
+    "efficientvit",
+    "hiera",
+    "efficientsam",
+    "slimsam",
+    "default",
+)
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Where a model's official checkpoint comes from and what it is.
+
+    Attributes:
+        url: official download URL (``package://<file>`` for weights shipped inside leansam).
+        file_name: official file name; the cache stores the file under this name.
+        sha256: full hex digest of the official file, or None when upstream publishes none
+            and no copy could be hashed here (the file is then loaded without a hash check, and
+            ``leansam models`` says so).
+        license: licence of the weights (SPDX id where one exists).
+        source: official repository URL.
+        paper: paper title or arXiv id.
+        wrappers: keys under which the file may nest the state_dict (e.g. ``("model",)``).
+        pickled_module: the official file is a pickled ``nn.Module`` (needs an explicit opt-in).
+    """
+
+    url: str
+    file_name: str
+    sha256: str | None
+    license: str
+    source: str
+    paper: str
+    wrappers: tuple[str, ...] = ()
+    pickled_module: bool = False
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A registered model.
+
+    Attributes:
+        name: registry name (``sam_vit_b``).
+        family: architecture family (``sam``, ``tiny_vit``, ...).
+        builder: ``"module:function"`` returning an un-initialised-weights :class:`Sam`.
+        weights: official checkpoint metadata, or None (architecture only).
+        transform: pre/post-processing of the family.
+        prompt_style: prompt layout of the family (None: SAM's).
+        checkpoint_filter: ``"module:function"`` mapping an official state_dict to
+            leansam keys: ``f(state) -> (state, set_aside_keys)``; None when keys already match.
+        n_params: exact parameter count of the official (image-mode) model, checked by the tests.
+        description: one line for ``leansam models``.
+        default: the model used when none is named.
+    """
+
+    name: str
+    family: str
+    builder: str
+    weights: Weights | None
+    transform: ImageTransform = field(default_factory=ImageTransform)
+    prompt_style: PromptStyle | None = None
+    checkpoint_filter: str | None = None
+    n_params: int | None = None
+    description: str = ""
+    default: bool = False
+
+    @property
+    def input_size(self) -> int:
+        return self.transform.encoder_size
+
+    def build(self) -> Sam:
+        """The architecture with freshly initialised weights (no checkpoint)."""
+        model = _resolve(self.builder)()
+        model.transform = self.transform
+        if self.prompt_style is not None:
+            model.prompt_style = self.prompt_style
+        model.name = self.name
+        return model.eval()
+
+    def filter_state_dict(self, state: dict) -> tuple[dict, list[str]]:
+        """Applies the family's checkpoint filter: (state in leansam keys, keys set aside)."""
+        if self.checkpoint_filter is None:
+            return state, []
+        return _resolve(self.checkpoint_filter)(state)
+
+
+class UnknownModelError(KeyError):
+    """Raised for a name that is not in the registry; the message lists close matches."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; keep the message readable.
+        return str(self.args[0])
+
+
+def _resolve(ref: str) -> Callable:
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+@functools.cache
+def _registry() -> dict[str, ModelInfo]:
+    out: dict[str, ModelInfo] = {}
+    for fam in ZOO_FAMILIES:
+        try:
+            mod = importlib.import_module(f"leansam.zoo.{fam}")
+        except ModuleNotFoundError as e:
+            if e.name == f"leansam.zoo.{fam}":
+                continue  # family not written yet
+            raise
+        for info in mod.MODELS:
+            if info.name in out:
+                raise RuntimeError(f"model {info.name!r} registered twice")
+            out[info.name] = info
+    return out
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Sorted registry names matching a shell-style ``pattern`` (``"*sam*"``, ``"efficientvit_*"``)."""
+    return sorted(n for n in _registry() if fnmatch.fnmatchcase(n, pattern))
+
+
+def get_model_info(name: str) -> ModelInfo:
+    """The :class:`ModelInfo` of ``name``; :class:`UnknownModelError` naming close matches otherwise."""
+    reg = _registry()
+    if name in reg:
+        return reg[name]
+    close = difflib.get_close_matches(name, list(reg), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise UnknownModelError(f"unknown model {name!r}{hint} (`leansam models` lists them)")
+
+
+def default_model_name() -> str:
+    """The registry's default model (leansam's bundled one when present, else the smallest SAM)."""
+    for info in _registry().values():
+        if info.default:
+            return info.name
+    return "sam_vit_b"

@@ -1,0 +1,1 @@
+"""Registry entries, one module per family (each defines ``MODELS: tuple[ModelInfo, ...]``)."""
