@@ -198,18 +198,20 @@ def read_state_dict(
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} for {who} is empty (0 bytes): truncated download?")
     if _is_safetensors(path):
-        from safetensors import SafetensorsError
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         try:
             return load_file(str(path))
-        except (SafetensorsError, OSError, ValueError) as e:
+        except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"cannot read safetensors checkpoint {path} for {who}: {e}") from e
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         text = str(e)
-        if "weights_only" in text or "Unsupported global" in text or "GLOBAL" in text:
+        # Only a disallowed global means "real pickle with foreign objects"; any other
+        # unpickling failure (bad opcode, short read) is a corrupt file.
+        if "Unsupported global" in text:
             if not trust_pickle:
                 raise CheckpointError(
                     f"checkpoint {path} for {who} contains pickled Python objects, not only tensors; "
@@ -220,9 +222,17 @@ def read_state_dict(
         else:
             raise CheckpointError(
                 f"cannot read checkpoint {path} for {who}: not a valid PyTorch or safetensors file "
-                f"({type(e).__name__}: {text.splitlines()[0] if text else ''}); it may be truncated or corrupt"
+                f"({_reason(e)}); it may be truncated or corrupt"
             ) from e
     return _unwrap(obj, path, who, info)
+
+
+def _reason(e: Exception) -> str:
+    """The informative line of a torch.load error (its first line is often generic)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    detail = next((ln for ln in lines if "error" in ln.lower() and "WeightsUnpickler" not in ln), None)
+    detail = detail or next((ln for ln in lines if ln.startswith("Unsupported")), None) or (lines[0] if lines else "")
+    return f"{type(e).__name__}: {detail[:200]}"
 
 
 def _is_safetensors(path: Path) -> bool:

@@ -31,6 +31,7 @@ ZOO_FAMILIES: tuple[str, ...] = (
     "efficientvit",
     "hiera",
     "efficientsam",
+    "efficienttam",
     "slimsam",
     "default",
 )

@@ -106,11 +106,11 @@ def preprocess(image: np.ndarray, t: ImageTransform) -> torch.Tensor:
     if t.interpolation == "pil_bilinear":
         if (new_h, new_w) != (h, w):
             image = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+        x = _to_tensor(image)
         if t.input_scale != 1.0:
             x = x * t.input_scale
     else:
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+        x = _to_tensor(image)
         if t.input_scale != 1.0:
             x = x * t.input_scale
         if (new_h, new_w) != (h, w):
@@ -127,6 +127,13 @@ def preprocess(image: np.ndarray, t: ImageTransform) -> torch.Tensor:
         # Pad after normalising: the padding is 0 in normalised units, as upstream.
         x = F.pad(x, (0, s - new_w, 0, s - new_h))
     return x.contiguous()
+
+
+def _to_tensor(image: np.ndarray) -> torch.Tensor:
+    """H x W x 3 uint8 -> 1 x 3 x H x W float32 (copies read-only arrays such as PIL's)."""
+    if not image.flags.writeable or not image.flags.c_contiguous:
+        image = np.array(image, copy=True, order="C")
+    return torch.from_numpy(image).permute(2, 0, 1)[None].float()
 
 
 def postprocess_logits(

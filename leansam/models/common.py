@@ -7,6 +7,8 @@ official checkpoint of any family loads into them unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -48,10 +50,12 @@ class MLPBlock(nn.Module):
 
 
 class MLP(nn.Module):
-    """``num_layers`` Linear layers with ReLU between them. Keys: ``layers.N``.
+    """``num_layers`` Linear layers with an activation between them. Keys: ``layers.N``.
 
     Used by the mask decoder's hypernetworks and IoU head.
     ``sigmoid_output`` applies a sigmoid to the result (SAM 2's IoU head).
+    ``act`` is the activation between layers: ReLU (SAM, default) or e.g. ``F.gelu``
+    (EfficientSAM's decoder heads).
     """
 
     def __init__(
@@ -61,19 +65,21 @@ class MLP(nn.Module):
         output_dim: int,
         num_layers: int,
         sigmoid_output: bool = False,
+        act: Callable[[torch.Tensor], torch.Tensor] = F.relu,
     ) -> None:
         super().__init__()
         dims_in = [input_dim] + [hidden_dim] * (num_layers - 1)
         dims_out = [hidden_dim] * (num_layers - 1) + [output_dim]
         self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(dims_in, dims_out))
         self.sigmoid_output = sigmoid_output
+        self.act = act
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             x = layer(x)
             if i < last:
-                x = F.relu(x)
+                x = self.act(x)
         return torch.sigmoid(x) if self.sigmoid_output else x
 
 

@@ -5,7 +5,10 @@ Keys follow segment-anything (``transformer.*``, ``iou_token``, ``mask_tokens``,
 ``iou_prediction_head.layers.M``). The SAM 2 decoder is this decoder with three
 documented options switched on — an object-score token (``obj_score_token``,
 ``pred_obj_score_head``), a sigmoid on the IoU head, and high-resolution skip
-features (``conv_s0``/``conv_s1``) — not a separate copy.
+features (``conv_s0``/``conv_s1``) — not a separate copy. EfficientSAM's decoder
+is this one with GELU token MLPs, a GroupNorm in the upscaling path and its own
+token self-attention residual (``activation``, ``upscaling_norm``,
+``self_attn_pe_residual``).
 
 Speed notes (CPU): many prompts on one image are decoded in one call; the
 image tokens are shared across prompts until the first image-to-token update,
@@ -14,6 +17,8 @@ convolutions run as one matmul plus a pixel shuffle.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -55,7 +60,13 @@ class TokenAttention(nn.Module):
 
 
 class TwoWayBlock(nn.Module):
-    """Tokens attend to themselves and to the image, then the image attends to the tokens."""
+    """Tokens attend to themselves and to the image, then the image attends to the tokens.
+
+    ``self_attn_pe_residual`` selects EfficientSAM's token self-attention: the query PE is
+    added to the tokens themselves (so it also enters the values and the residual stream),
+    and the first layer keeps its residual connection. SAM adds the PE to queries/keys only
+    and the first layer has no residual.
+    """
 
     def __init__(
         self,
@@ -65,23 +76,30 @@ class TwoWayBlock(nn.Module):
         attention_downsample_rate: int,
         skip_first_layer_pe: bool,
         norm_eps: float,
+        mlp_act: type[nn.Module] = nn.ReLU,
+        self_attn_pe_residual: bool = False,
     ) -> None:
         super().__init__()
         self.self_attn = TokenAttention(dim, num_heads)
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.cross_attn_token_to_image = TokenAttention(dim, num_heads, attention_downsample_rate)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
-        self.mlp = MLPBlock(dim, mlp_dim, nn.ReLU)
+        self.mlp = MLPBlock(dim, mlp_dim, mlp_act)
         self.norm3 = nn.LayerNorm(dim, eps=norm_eps)
         self.norm4 = nn.LayerNorm(dim, eps=norm_eps)
         self.cross_attn_image_to_token = TokenAttention(dim, num_heads, attention_downsample_rate)
         self.skip_first_layer_pe = skip_first_layer_pe
+        self.self_attn_pe_residual = self_attn_pe_residual
 
     def forward(
         self, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor, key_pe: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """queries B x T x C (tokens); keys Bk x N x C (image, Bk = 1 while still shared)."""
-        if self.skip_first_layer_pe:
+        if self.self_attn_pe_residual:
+            if not self.skip_first_layer_pe:
+                queries = queries + query_pe
+            queries = queries + self.self_attn(queries, queries, queries)
+        elif self.skip_first_layer_pe:
             queries = self.self_attn(queries, queries, queries)
         else:
             q = queries + query_pe
@@ -113,10 +131,21 @@ class TwoWayTransformer(nn.Module):
         mlp_dim: int = 2048,
         attention_downsample_rate: int = 2,
         norm_eps: float = 1e-5,
+        mlp_act: type[nn.Module] = nn.ReLU,
+        self_attn_pe_residual: bool = False,
     ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            TwoWayBlock(embedding_dim, num_heads, mlp_dim, attention_downsample_rate, i == 0, norm_eps)
+            TwoWayBlock(
+                embedding_dim,
+                num_heads,
+                mlp_dim,
+                attention_downsample_rate,
+                i == 0,
+                norm_eps,
+                mlp_act,
+                self_attn_pe_residual,
+            )
             for i in range(depth)
         )
         self.final_attn_token_to_image = TokenAttention(embedding_dim, num_heads, attention_downsample_rate)
@@ -170,6 +199,13 @@ class MaskDecoder(nn.Module):
             (``conv_s0``/``conv_s1`` project them once per image, see :meth:`project_high_res`).
         dynamic_multimask_via_stability: SAM 2's rule for ``multimask_output=False``:
             fall back to the best multimask output when token 0 is unstable.
+        activation: activation of the token MLPs (transformer MLP, hypernetworks, IoU and
+            object-score heads): ``relu`` (SAM) or ``gelu`` (EfficientSAM). The upscaling
+            path always uses GELU.
+        upscaling_norm: norm after the first transposed convolution: ``layernorm2d``
+            (per-pixel over channels, eps 1e-6; SAM) or ``groupnorm`` (``GroupNorm(1, C)``:
+            over channels AND pixels, eps 1e-5; EfficientSAM). Same keys and shapes.
+        self_attn_pe_residual: EfficientSAM's token self-attention, see :class:`TwoWayBlock`.
     """
 
     def __init__(
@@ -186,10 +222,23 @@ class MaskDecoder(nn.Module):
         dynamic_multimask_via_stability: bool = False,
         dynamic_multimask_stability_delta: float = 0.05,
         dynamic_multimask_stability_thresh: float = 0.98,
+        activation: Literal["relu", "gelu"] = "relu",
+        upscaling_norm: Literal["layernorm2d", "groupnorm"] = "layernorm2d",
+        self_attn_pe_residual: bool = False,
     ) -> None:
         super().__init__()
+        if activation not in ("relu", "gelu"):
+            raise ValueError(f"activation must be 'relu' or 'gelu', not {activation!r}")
+        if upscaling_norm not in ("layernorm2d", "groupnorm"):
+            raise ValueError(f"upscaling_norm must be 'layernorm2d' or 'groupnorm', not {upscaling_norm!r}")
+        act_module, act_fn = (nn.ReLU, F.relu) if activation == "relu" else (nn.GELU, F.gelu)
         self.transformer_dim = transformer_dim
-        self.transformer = TwoWayTransformer(embedding_dim=transformer_dim, norm_eps=norm_eps)
+        self.transformer = TwoWayTransformer(
+            embedding_dim=transformer_dim,
+            norm_eps=norm_eps,
+            mlp_act=act_module,
+            self_attn_pe_residual=self_attn_pe_residual,
+        )
         self.num_multimask_outputs = num_multimask_outputs
         self.num_mask_tokens = num_multimask_outputs + 1
         self.iou_token = nn.Embedding(1, transformer_dim)
@@ -199,7 +248,9 @@ class MaskDecoder(nn.Module):
             self.obj_score_token = nn.Embedding(1, transformer_dim)
         self.output_upscaling = nn.Sequential(
             nn.ConvTranspose2d(transformer_dim, transformer_dim // 4, kernel_size=2, stride=2),
-            LayerNorm2d(transformer_dim // 4),
+            LayerNorm2d(transformer_dim // 4)
+            if upscaling_norm == "layernorm2d"
+            else nn.GroupNorm(1, transformer_dim // 4),
             nn.GELU(),
             nn.ConvTranspose2d(transformer_dim // 4, transformer_dim // 8, kernel_size=2, stride=2),
             nn.GELU(),
@@ -209,13 +260,19 @@ class MaskDecoder(nn.Module):
             self.conv_s0 = nn.Conv2d(transformer_dim, transformer_dim // 8, kernel_size=1)
             self.conv_s1 = nn.Conv2d(transformer_dim, transformer_dim // 4, kernel_size=1)
         self.output_hypernetworks_mlps = nn.ModuleList(
-            MLP(transformer_dim, transformer_dim, transformer_dim // 8, 3) for _ in range(self.num_mask_tokens)
+            MLP(transformer_dim, transformer_dim, transformer_dim // 8, 3, act=act_fn)
+            for _ in range(self.num_mask_tokens)
         )
         self.iou_prediction_head = MLP(
-            transformer_dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth, sigmoid_output=iou_sigmoid
+            transformer_dim,
+            iou_head_hidden_dim,
+            self.num_mask_tokens,
+            iou_head_depth,
+            sigmoid_output=iou_sigmoid,
+            act=act_fn,
         )
         if pred_obj_score:
-            self.pred_obj_score_head = MLP(transformer_dim, transformer_dim, 1, 3)
+            self.pred_obj_score_head = MLP(transformer_dim, transformer_dim, 1, 3, act=act_fn)
         self.dynamic_multimask_via_stability = dynamic_multimask_via_stability
         self.dynamic_multimask_stability_delta = dynamic_multimask_stability_delta
         self.dynamic_multimask_stability_thresh = dynamic_multimask_stability_thresh

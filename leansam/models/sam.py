@@ -37,7 +37,8 @@ class PromptStyle:
             ``always``: one padding point in every case (SAM 2, which passes boxes as points);
             ``fixed``: pad every point list to ``pad_to`` points (EfficientSAM).
         pad_to: list length for ``pad="fixed"``.
-        pad_coord: coordinate of padding points in original-image pixels (EfficientSAM: -1).
+        pad_coord: coordinate of padding points in the model's prompt frame, i.e. after the
+            original-to-frame rescaling (EfficientSAM pads its rescaled points with -1).
     """
 
     box_first: bool = False
@@ -161,18 +162,19 @@ class Sam(nn.Module):
         b = max(p.shape[0] for p in parts_c)
         coords = torch.cat([p.expand(b, -1, -1) for p in parts_c], dim=1)
         labels = torch.cat([p.expand(b, -1) for p in parts_l], dim=1)
+        h, w = original_size
+        fh, fw = self.transform.frame_size(original_size)
+        coords = coords * coords.new_tensor([fw / w, fh / h])
         n_pad = 0
         if style.pad == "always" or (style.pad == "no_box" and boxes is None):
             n_pad = 1
         elif style.pad == "fixed":
             n_pad = max(0, style.pad_to - coords.shape[1])
         if n_pad:
+            # Padding is appended in the prompt frame (after rescaling), as upstream does.
             coords = torch.cat([coords, coords.new_full((b, n_pad, 2), style.pad_coord)], dim=1)
             labels = torch.cat([labels, labels.new_full((b, n_pad), -1)], dim=1)
-        h, w = original_size
-        fh, fw = self.transform.frame_size(original_size)
-        scale = coords.new_tensor([fw / w, fh / h])
-        return coords * scale, labels
+        return coords, labels
 
     # --- decoding --------------------------------------------------------------------------------
     def decode(

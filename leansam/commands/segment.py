@@ -1,0 +1,113 @@
+"""``leansam segment``: masks for point / box prompts on one image."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from ..data.coco import encode_mask, mask_bbox
+from ..io import InputError, OutputDir, load_image, write_json, write_png
+from ..predictor import SamPredictor
+from ..visualize import draw_overlay
+from .common import describe_checkpoint, log, model_from_args, resolve_model_name, sync
+
+
+def _check_prompts_inside(points: list, boxes: list, h: int, w: int) -> None:
+    for x, y, _ in points:
+        if not (0 <= x <= w and 0 <= y <= h):
+            raise InputError(f"point ({x:g}, {y:g}) is outside the {w} x {h} image")
+    for x0, y0, x1, y1 in boxes:
+        if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
+            raise InputError(f"box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) is outside the {w} x {h} image")
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.point and not args.box:
+        raise InputError("no prompt given: add --point X,Y[,LABEL] and/or --box X0,Y0,X1,Y1")
+    name = resolve_model_name(args)
+    image = load_image(args.image, max_pixels=args.max_pixels)
+    h, w = image.shape[:2]
+    _check_prompts_inside(args.point, args.box, h, w)
+    out = OutputDir(args.out)  # fails early if --out is a file
+    try:
+        model = model_from_args(args, name)
+        predictor = SamPredictor(model)
+        dev = model.device
+
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            predictor.set_image(image)
+        sync(dev)
+        t_encode = time.perf_counter() - t0
+
+        pts = np.array([p[:2] for p in args.point], dtype=np.float32).reshape(-1, 2)
+        labels = np.array([p[2] for p in args.point], dtype=np.int64)
+        boxes = np.array(args.box, dtype=np.float32).reshape(-1, 4)
+        n_prompts = max(1, len(boxes))
+        coords_t = labels_t = boxes_t = None
+        if len(pts):
+            coords_t = torch.from_numpy(pts)[None].expand(n_prompts, -1, -1).to(dev)
+            labels_t = torch.from_numpy(labels)[None].expand(n_prompts, -1).to(dev)
+        if len(boxes):
+            boxes_t = torch.from_numpy(boxes).to(dev)
+
+        t0 = time.perf_counter()
+        masks, scores, _ = predictor.predict_torch(
+            coords_t, labels_t, boxes_t, multimask_output=args.multimask, original_coords=True
+        )
+        sync(dev)
+        t_decode = time.perf_counter() - t0
+        log(
+            f"encoded {w}x{h} image in {t_encode * 1000:.0f} ms; decoded {n_prompts} prompt(s) "
+            f"in one call in {t_decode * 1000:.0f} ms"
+        )
+
+        masks = masks.cpu().numpy()
+        scores = scores.float().cpu().numpy()
+        records, flat = [], []
+        for i in range(masks.shape[0]):
+            prompt: dict = {}
+            if len(pts):
+                prompt["points"] = [[float(x), float(y), int(lab)] for (x, y), lab in zip(pts, labels)]
+            if len(boxes):
+                prompt["box"] = [float(v) for v in boxes[i]]
+            for j in range(masks.shape[1]):
+                m = masks[i, j]
+                k = len(flat)
+                flat.append(m)
+                fname = f"mask_{k:03d}.png"
+                write_png(out.path(fname), m)
+                records.append(
+                    {
+                        "id": k,
+                        "prompt_index": i,
+                        "prompt": prompt,
+                        "score": float(scores[i, j]),
+                        "area": int(m.sum()),
+                        "bbox": mask_bbox(m),
+                        "segmentation": encode_mask(m),
+                        "file": fname,
+                    }
+                )
+        overlay = draw_overlay(image, flat, pts if len(pts) else None, labels, boxes if len(boxes) else None)
+        write_png(out.path("overlay.png"), overlay)
+        write_json(
+            out.path("masks.json"),
+            {
+                "model": name,
+                "checkpoint": describe_checkpoint(args, name),
+                "image": {"file": str(args.image), "height": h, "width": w},
+                "multimask": bool(args.multimask),
+                "timing_ms": {"encode": t_encode * 1000, "decode": t_decode * 1000},
+                "masks": records,
+            },
+        )
+    except BaseException:
+        out.discard()
+        raise
+    out.commit()
+    log(f"wrote {len(records)} mask(s), masks.json and overlay.png to {args.out}")
+    return 0

@@ -1,0 +1,1 @@
+"""Data sets: procedural synthetic COCO data (``synth``) and COCO-format helpers (``coco``)."""

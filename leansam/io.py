@@ -1,0 +1,176 @@
+"""Reading images and writing results safely.
+
+``load_image`` turns any file PIL can read into the H x W x 3 uint8 RGB array the
+models expect, in the orientation a viewer displays (EXIF rotation applied), and
+raises :class:`InputError` with one readable sentence for everything else.
+Writers go through a temporary file and an atomic rename, so an interrupted
+run never leaves a half-written output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# 2^28 pixels (~16k x 16k) by default: well above any camera, below a decompression bomb.
+DEFAULT_MAX_PIXELS = 1 << 28
+
+
+class InputError(ValueError):
+    """Bad user input (file, image, prompt, option). The CLI prints it as ``error: ...`` and exits 2."""
+
+
+def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Reads an image file as H x W x 3 uint8 RGB, EXIF orientation applied.
+
+    Grayscale, palette, RGBA/LA (composited over white), CMYK and 16-bit images
+    are converted; 16-bit values are scaled to 8 bits (v / 257, rounded).
+
+    Raises:
+        InputError: missing file, not an image, truncated/corrupt data, zero size,
+            or more than ``max_pixels`` pixels (decompression bomb).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"no such file: {path}")
+    if not path.is_file():
+        raise InputError(f"not a file: {path}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+    except UnidentifiedImageError:
+        raise InputError(f"{path} is not an image file (or its format is not supported)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputError(f"{path} is too large to decode safely (decompression bomb?)") from None
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e}") from None
+    with img:
+        w, h = img.size
+        if w == 0 or h == 0:
+            raise InputError(f"{path} has zero size ({w} x {h})")
+        if w * h > max_pixels:
+            raise InputError(
+                f"{path} is {w} x {h} = {w * h} pixels, above the limit of {max_pixels} "
+                f"(a decompression bomb, or raise the limit with --max-pixels)"
+            )
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                img.load()
+                img = ImageOps.exif_transpose(img)
+        except (OSError, SyntaxError, ValueError) as e:
+            raise InputError(f"{path} is truncated or corrupt: {e}") from None
+        return _to_rgb8(img)
+
+
+def _to_rgb8(img: Image.Image) -> np.ndarray:
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img)
+        if mode == "I" and arr.size and (arr.min() < 0 or arr.max() > 65535):
+            lo, hi = float(arr.min()), float(arr.max())
+            arr8 = ((arr - lo) * (255.0 / max(hi - lo, 1.0))).round()
+        else:
+            arr8 = (arr.astype(np.float64) / 257.0).round()
+        gray = np.clip(arr8, 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        finite = arr[np.isfinite(arr)]
+        scale = 255.0 if finite.size and finite.max() <= 1.0 else 1.0
+        gray = np.clip(np.nan_to_num(arr * scale), 0, 255).round().astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        mode = img.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    rgb = np.asarray(img.convert("RGB"))
+    return np.array(rgb, dtype=np.uint8, copy=True, order="C")
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | Path) -> Iterator[Path]:
+    """Yields a temporary path next to ``dest``; renames it onto ``dest`` only on success."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, dest)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+
+
+def write_json(dest: str | Path, obj: object) -> None:
+    """Writes JSON atomically."""
+    with atomic_path(dest) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1) + "\n")
+
+
+def write_png(dest: str | Path, array: np.ndarray) -> None:
+    """Writes an H x W (bool / uint8) or H x W x 3 uint8 RGB array as PNG, atomically."""
+    if array.dtype == bool:
+        array = array.astype(np.uint8) * 255
+    with atomic_path(dest) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
+
+
+class OutputDir:
+    """Stages outputs in a hidden temporary folder and moves them into ``dest`` on :meth:`commit`.
+
+    Nothing appears in ``dest`` before every file was written. Files of an
+    earlier leansam run in ``dest`` that the new run does not produce (e.g. extra
+    ``mask_*.png``) are removed; unrelated files are left alone.
+    """
+
+    def __init__(self, dest: str | Path, owned_patterns: tuple[str, ...] = ("mask_*.png",)) -> None:
+        self.dest = Path(dest)
+        if self.dest.exists() and not self.dest.is_dir():
+            raise InputError(f"output path {self.dest} exists and is not a folder")
+        self.dest.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(dir=self.dest.parent, prefix=f".{self.dest.name}.tmp-"))
+        self.owned_patterns = owned_patterns
+
+    def path(self, name: str) -> Path:
+        return self.tmp / name
+
+    def commit(self) -> None:
+        self.dest.mkdir(parents=True, exist_ok=True)
+        new = {p.name for p in self.tmp.iterdir()}
+        for pattern in self.owned_patterns:
+            for old in self.dest.glob(pattern):
+                if old.name not in new:
+                    old.unlink()
+        # The manifest-like files (json) are moved last so they never describe missing files.
+        for p in sorted(self.tmp.iterdir(), key=lambda p: (p.suffix == ".json", p.name)):
+            os.replace(p, self.dest / p.name)
+        self.tmp.rmdir()
+
+    def discard(self) -> None:
+        for p in self.tmp.iterdir():
+            p.unlink()
+        self.tmp.rmdir()
+
+    def __enter__(self) -> OutputDir:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()

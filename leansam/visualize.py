@@ -1,0 +1,48 @@
+"""Overlays of masks, points and boxes on an image (for the CLI's overlay.png)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def palette(n: int, seed: int = 0) -> np.ndarray:
+    """n distinct-ish RGB colours (uint8, n x 3): evenly spaced hues, fixed order."""
+    hues = (np.arange(n) * 0.618033988749895 + seed * 0.1) % 1.0
+    hsv = np.stack([hues * 179, np.full(n, 200), np.full(n, 255)], 1).astype(np.uint8)[None]
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0]
+
+
+def draw_overlay(
+    image: np.ndarray,
+    masks: list[np.ndarray] | np.ndarray,
+    points: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    boxes: np.ndarray | None = None,
+    alpha: float = 0.5,
+) -> np.ndarray:
+    """H x W x 3 uint8 RGB with each H x W bool mask tinted in its own colour and outlined.
+
+    points: N x 2 (x, y) original pixels, drawn green (label 1) or red (label 0).
+    boxes: M x 4 XYXY original pixels, drawn as rectangles.
+    """
+    out = image.astype(np.float32).copy()
+    colors = palette(len(masks))
+    for m, c in zip(masks, colors):
+        m = np.asarray(m, dtype=bool)
+        out[m] = out[m] * (1 - alpha) + c.astype(np.float32) * alpha
+    out = out.round().clip(0, 255).astype(np.uint8)
+    thickness = max(1, round(max(image.shape[:2]) / 400))
+    for m, c in zip(masks, colors):
+        contours, _ = cv2.findContours(np.asarray(m, dtype=np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(out, contours, -1, tuple(int(v) for v in c), thickness)
+    if boxes is not None:
+        for x0, y0, x1, y1 in np.asarray(boxes).reshape(-1, 4):
+            cv2.rectangle(out, (round(x0), round(y0)), (round(x1), round(y1)), (0, 128, 255), thickness + 1)
+    if points is not None:
+        radius = 3 * thickness + 2
+        for (x, y), lab in zip(np.asarray(points).reshape(-1, 2), np.asarray(labels).reshape(-1)):
+            color = (0, 220, 0) if lab == 1 else (230, 0, 0)
+            cv2.circle(out, (round(x), round(y)), radius, color, -1)
+            cv2.circle(out, (round(x), round(y)), radius, (255, 255, 255), max(1, thickness // 2))
+    return out

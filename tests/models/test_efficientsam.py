@@ -1,0 +1,154 @@
+"""EfficientSAM ViT-Ti / ViT-S: strict loading of official-format checkpoints and parity with the fixtures.
+
+The fixtures (``shared/parity/efficientsam_vit{t,s}``) hold what the official
+``yformer/EfficientSAM`` code computed on deterministic stand-in weights (fp16 arrays).
+Observed on CPU / torch 2.13 (max abs diffs): embedding 1.9e-3 (= the fp16 storage error of
+values up to 5.1; the fp32-vs-fp64 noise of the official encoder is 1.2e-5), low-res logits
+<= 6.5e-4 (fp16 storage), IoU <= 4e-7, masks <= 2 differing pixels of 921,600.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import leansam
+from leansam.checkpoints import CheckpointError, expected_shapes, load_checkpoint
+from leansam.registry import get_model_info
+from leansam.zoo.efficientsam import filter_fn
+from tests import parity as P
+
+NAMES = ("efficientsam_vitt", "efficientsam_vits")
+PE_BUFFER = "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"
+
+
+@pytest.fixture(scope="module", params=NAMES)
+def name(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def ckpt_path(name: str, tmp_path_factory: pytest.TempPathFactory):
+    file_name = get_model_info(name).weights.file_name
+    return P.write_stand_in_checkpoint(name, tmp_path_factory.mktemp(name) / file_name)
+
+
+@pytest.fixture(scope="module")
+def model(name: str, ckpt_path) -> leansam.Sam:
+    return leansam.build_model(name, checkpoint=ckpt_path)
+
+
+@pytest.fixture(scope="module")
+def case(name: str) -> dict[str, np.ndarray]:
+    return P.load_case(name)
+
+
+@pytest.fixture(scope="module")
+def predictor(model: leansam.Sam, case: dict[str, np.ndarray]) -> leansam.SamPredictor:
+    p = leansam.SamPredictor(model)
+    p.set_image(case["image"])
+    return p
+
+
+# --- registry, key layout, parameter count ------------------------------------------------------
+@pytest.mark.parametrize("model_name", NAMES)
+def test_exact_parameter_count_and_official_key_layout(model_name: str) -> None:
+    info = get_model_info(model_name)
+    with torch.device("meta"):
+        m = info.build()
+    assert sum(p.numel() for p in m.parameters()) == info.n_params
+    keys = P.manifest(model_name)["keys"]
+    # nn.Parameters = every float tensor of the official state_dict except the PE buffer.
+    n_floats = sum(int(np.prod(s)) for _, s, _ in keys)
+    assert info.n_params == n_floats - 256 == P.meta(model_name)["n_params"] - 256
+    # Every official key, renamed by the filter, with its exact shape, and nothing else.
+    mapped, set_aside = filter_fn({k: torch.empty(s, device="meta") for k, s, _ in keys})
+    assert set_aside == []
+    assert {k: tuple(v.shape) for k, v in mapped.items()} == expected_shapes(info)
+
+
+@pytest.mark.parametrize("model_name", NAMES)
+def test_registry_entry(model_name: str) -> None:
+    info = get_model_info(model_name)
+    official = P.manifest(model_name)["official"]
+    assert info.family == "efficientsam"
+    assert info.weights.license == "Apache-2.0"
+    assert info.weights.wrappers == ("model",)
+    assert info.weights.file_name == official["checkpoint_file"]
+    assert info.weights.url.startswith("https://github.com/yformer/EfficientSAM/raw/main/weights/")
+    assert info.transform.resize == "square" and info.transform.upsample == "bicubic" and not info.transform.crop
+    assert info.prompt_style.box_first and info.prompt_style.pad == "fixed" and info.prompt_style.pad_to == 6
+
+
+def test_regenerated_checkpoint_is_the_fixture(name: str, ckpt_path) -> None:
+    obj = torch.load(ckpt_path, weights_only=True)
+    assert set(obj) == {"model"}
+    total = sum(float(v.double().abs().sum()) for v in obj["model"].values() if v.is_floating_point())
+    assert total == pytest.approx(P.meta(name)["state_abs_sum"], rel=1e-12)
+
+
+def test_strict_load_loads_every_tensor(model: leansam.Sam, ckpt_path) -> None:
+    state = torch.load(ckpt_path, weights_only=True)["model"]
+    mapped, _ = filter_fn(state)
+    own = model.state_dict()
+    assert set(own) == set(mapped) and len(mapped) == len(state)
+    assert all(torch.equal(own[k], v) for k, v in mapped.items())
+
+
+def test_unknown_key_is_reported_not_dropped(name: str) -> None:
+    info = get_model_info(name)
+    state = {k: torch.zeros(s) for k, s, _ in P.manifest(name)["keys"] if "blocks" not in k}
+    state["mask_decoder.some_new_head.weight"] = torch.zeros(1)
+    with torch.device("meta"):
+        m = info.build()
+    with pytest.raises(CheckpointError, match="some_new_head"):
+        load_checkpoint(m, info, state)
+
+
+# --- parity --------------------------------------------------------------------------------------
+def test_embedding_matches_fixture(model: leansam.Sam, case: dict[str, np.ndarray]) -> None:
+    with torch.no_grad():
+        emb = model.image_encoder(P.encoder_input(case))
+    assert emb.shape == (1, 256, 64, 64)
+    P.assert_close_scaled(emb, case["embedding"], tol=1e-4, what="embedding vs fixture")
+
+
+@pytest.mark.parametrize("prompt_set", P.PROMPT_SETS)
+def test_predictor_matches_fixture(predictor: leansam.SamPredictor, case: dict, prompt_set: str) -> None:
+    masks, iou, low = predictor.predict(**P.case_prompts(case, prompt_set), multimask_output=True)
+    P.assert_close_scaled(low, case[f"{prompt_set}_low_res_logits"], tol=1e-3, what="low-res logits")
+    assert np.abs(iou - case[f"{prompt_set}_iou"]).max() <= 1e-4
+    ref_masks = P.case_masks(case, prompt_set)
+    assert masks.shape == ref_masks.shape and masks.dtype == bool
+    assert (masks != ref_masks).mean() <= 1e-3
+
+
+# --- EfficientSAM prompt conventions --------------------------------------------------------------
+def test_prompt_layout_box_first_padded_to_six_in_frame(model: leansam.Sam) -> None:
+    size = (480, 640)
+    coords, labels = model.prepare_prompts(
+        torch.tensor([[[320.0, 240.0]]]), torch.tensor([[1]]), torch.tensor([[64.0, 48.0, 128.0, 96.0]]), size
+    )
+    assert labels.tolist() == [[2, 3, 1, -1, -1, -1]]
+    expected = [[102.4, 102.4], [204.8, 204.8], [512.0, 512.0]] + [[-1.0, -1.0]] * 3
+    torch.testing.assert_close(coords[0], torch.tensor(expected))  # padding is -1 in the 1024 frame
+
+
+def test_mask_prompt_is_refused(predictor: leansam.SamPredictor, case: dict) -> None:
+    with pytest.raises(ValueError, match="mask"):
+        predictor.predict(**P.case_prompts(case, "points"), mask_input=np.zeros((1, 256, 256), np.float32))
+
+
+def test_many_prompts_in_one_call_match_one_by_one(predictor: leansam.SamPredictor) -> None:
+    rng = np.random.default_rng(2)
+    pts = rng.uniform(20, 460, (5, 2, 2)).astype(np.float32)
+    lab = np.array([[1, 0]] * 5)
+    masks, iou, low = predictor.predict_torch(
+        torch.from_numpy(pts), torch.from_numpy(lab), multimask_output=False, original_coords=True
+    )
+    for i in range(5):
+        m1, s1, l1 = predictor.predict(pts[i], lab[i], multimask_output=False)
+        assert np.abs(low[i].numpy() - l1).max() <= 1e-4
+        assert np.abs(iou[i].numpy() - s1).max() <= 1e-5
+        assert (masks[i].numpy() != m1).mean() <= 1e-4
