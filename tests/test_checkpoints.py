@@ -54,7 +54,9 @@ def test_bare_wrapped_and_safetensors_read_the_same(tmp_path, state, info, bare_
 def test_safetensors_checkpoint_builds_a_working_model(tmp_path, state):
     save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "sam.safetensors")
     model = leansam.build_model(NAME, checkpoint=tmp_path / "sam.safetensors")
-    assert torch.equal(model.state_dict()["mask_decoder.iou_token.weight"], state["mask_decoder.iou_token.weight"])
+    assert torch.equal(
+        model.state_dict()["mask_decoder.iou_token.weight"], state["mask_decoder.iou_token.weight"]
+    )
 
 
 @pytest.mark.parametrize("cut", [0, 100, 0.5])

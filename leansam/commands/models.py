@@ -34,6 +34,12 @@ def _row(name: str) -> dict:
     }
 
 
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list the registered models")
+    p.add_argument("pattern", nargs="?", default="*", help="shell pattern, e.g. '*sam*'")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
 def run(args: argparse.Namespace) -> int:
     rows = [_row(n) for n in list_models(args.pattern)]
     if args.json:

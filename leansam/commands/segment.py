@@ -12,7 +12,34 @@ from ..data.coco import encode_mask, mask_bbox
 from ..io import InputError, OutputDir, load_image, write_json, write_png
 from ..predictor import SamPredictor
 from ..visualize import draw_overlay
-from .common import describe_checkpoint, log, model_from_args, resolve_model_name, sync
+from .common import (
+    add_image_args,
+    add_model_args,
+    describe_checkpoint,
+    log,
+    model_from_args,
+    parse_box,
+    parse_point,
+    resolve_model_name,
+    sync,
+)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("segment", help="promptable segmentation of one image (points and/or boxes)")
+    add_image_args(p)
+    p.add_argument("--point", type=parse_point, action="append", default=[], metavar="X,Y[,LABEL]")
+    p.add_argument(
+        "--box",
+        type=parse_box,
+        action="append",
+        default=[],
+        metavar="X0,Y0,X1,Y1",
+        help="one prompt per box (the points, if any, are added to each box)",
+    )
+    p.add_argument("--multimask", action="store_true", help="3 candidate masks per prompt instead of 1")
+    p.add_argument("--out", default="out", help="output folder (default ./out)")
+    add_model_args(p)
 
 
 def _check_prompts_inside(points: list, boxes: list, h: int, w: int) -> None:

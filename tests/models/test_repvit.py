@@ -189,16 +189,18 @@ def _assert_within_scaled(mine: torch.Tensor, ref: torch.Tensor, tol: float, wha
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_reparameterize_structure_and_small_input_parity(name: str, sams: dict[str, leansam.Sam]) -> None:
-    encoder = sams[name].image_encoder
-    fused = copy.deepcopy(encoder).reparameterize()
+def test_reparameterize_structure_and_exactness(name: str, sams: dict[str, leansam.Sam]) -> None:
+    encoder64 = copy.deepcopy(sams[name].image_encoder).double()
+    fused64 = copy.deepcopy(encoder64).reparameterize()
     # Nothing left to fold: no BatchNorm, no three-branch mixer.
-    assert not any(isinstance(m, (nn.BatchNorm2d, RepDWConv)) for m in fused.modules())
-    assert sum(p.numel() for p in fused.parameters()) < ENCODER_PARAMS[name]
-    fused.reparameterize()  # idempotent
-    x = _small_input()
+    assert not any(isinstance(m, (nn.BatchNorm2d, RepDWConv)) for m in fused64.modules())
+    assert sum(p.numel() for p in fused64.parameters()) < ENCODER_PARAMS[name]
+    fused64.reparameterize()  # idempotent
+    # In float64 the folding is exact up to ~1e-14: any algebra slip would show far above that.
+    # (fp32 rounding noise alone reaches ~2e-5 of the output scale on some inputs.)
+    x = _small_input()[:1, :, :64, :96].double()  # float64 convs are slow on CPU: keep it tiny
     with torch.no_grad():
-        _assert_within_scaled(fused(x), encoder(x), 1e-4, f"{name} reparameterized vs unfused (128x192)")
+        _assert_within_scaled(fused64(x), encoder64(x), 1e-10, f"{name} reparameterized vs unfused (fp64)")
 
 
 # The full-size check of RepViT-SAM costs one more M2.3 forward at 1024 (several seconds on 2 cores).
@@ -224,10 +226,11 @@ def test_batch_of_two_equals_singles(name: str, sams: dict[str, leansam.Sam]) ->
     stride = REPVIT_CONFIGS[name].total_stride
     assert stride == 16
     assert tuple(both.shape) == (2, 256, 128 // stride, 192 // stride)
-    # Batched and single convolutions may take different kernels: equal up to fp32 rounding
-    # (bit-identical in float64).
-    _assert_within_scaled(both, singles, 1e-4, f"{name} batch of 2 vs singles")
     assert not torch.allclose(both[0], both[1])
+    # Batched and single convolutions may take different kernels whose float32 rounding differs
+    # by up to ~1e-4 of the output scale on these small inputs (in float64 the two agree to
+    # ~1e-15, checked once by hand); images mixing in the batch would differ by O(1).
+    _assert_within_scaled(both, singles, 1e-3, f"{name} batch of 2 vs singles")
 
 
 # --- predictor parity ----------------------------------------------------------------------------

@@ -132,7 +132,9 @@ def test_many_boxes_in_one_call_match_official_one_by_one(predictors, case):
     h, w = case["image"].shape[:2]
     x0 = rng.uniform(0, w - 60, 12)
     y0 = rng.uniform(0, h - 60, 12)
-    boxes = np.stack([x0, y0, x0 + rng.uniform(20, 60, 12), y0 + rng.uniform(20, 60, 12)], 1).astype(np.float32)
+    boxes = np.stack([x0, y0, x0 + rng.uniform(20, 60, 12), y0 + rng.uniform(20, 60, 12)], 1).astype(
+        np.float32
+    )
     masks, iou, low = mine.predict_torch(
         None, None, torch.from_numpy(boxes), multimask_output=False, original_coords=True
     )

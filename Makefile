@@ -1,0 +1,41 @@
+# leansam developer commands. `make demo` and `make test` work on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PARITY_DIR ?= $(abspath ../shared/parity)
+
+.PHONY: setup demo test test-slow lint format bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(VENV)/bin/leansam segment leansam/assets/example.jpg --box 60,60,330,300 --point 200,180 --out demo_out
+	@echo "overlay written to demo_out/overlay.png"
+
+test: setup
+	$(VENV)/bin/ruff check leansam tests
+	$(VENV)/bin/ruff format --check leansam tests
+	LEANSAM_PARITY_DIR=$(PARITY_DIR) $(PY) -m pytest -q
+
+test-slow: setup
+	LEANSAM_PARITY_DIR=$(PARITY_DIR) $(PY) -m pytest -q -m slow
+
+lint: setup
+	$(VENV)/bin/ruff check leansam tests
+	$(VENV)/bin/ruff format --check leansam tests
+
+format: setup
+	$(VENV)/bin/ruff format leansam tests
+	$(VENV)/bin/ruff check --fix leansam tests
+
+bench: setup
+	$(PY) -m benchmarks.foundation --out docs/benchmarks
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache .ruff_cache
