@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import shutil
 import tempfile
 import urllib.error
 import urllib.request
+import zipfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -206,7 +208,7 @@ def read_state_dict(
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"cannot read safetensors checkpoint {path} for {who}: {e}") from e
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(_unzip_single_checkpoint(path) or path, map_location="cpu", weights_only=True)
     except Exception as e:
         text = str(e)
         # Only a disallowed global means "real pickle with foreign objects"; any other
@@ -227,6 +229,23 @@ def read_state_dict(
     return _unwrap(obj, path, who, info)
 
 
+def _unzip_single_checkpoint(path: Path) -> io.BytesIO | None:
+    """A plain zip archive holding one .pt/.pth file (EfficientSAM ViT-S ships so): that file's bytes.
+
+    torch's own zip format (a folder with data.pkl) is left to torch.load.
+    """
+    if not zipfile.is_zipfile(path):
+        return None
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+        if any(n.endswith("data.pkl") for n in names):
+            return None
+        members = [n for n in names if n.endswith((".pt", ".pth")) and not n.startswith("__MACOSX")]
+        if len(members) != 1:
+            return None
+        return io.BytesIO(z.read(members[0]))
+
+
 def _reason(e: Exception) -> str:
     """The informative line of a torch.load error (its first line is often generic)."""
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
@@ -245,13 +264,17 @@ def _is_safetensors(path: Path) -> bool:
 
 
 def _load_trusted_pickle(path: Path, who: str) -> object:
+    """A pickled model or object, read by leansam's restricted unpickler (no foreign code runs)."""
+    from .pickle_safe import PickledCheckpointError, UnsafePickleError, load_pickled_module_checkpoint
+
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        return load_pickled_module_checkpoint(path)
+    except UnsafePickleError as e:
+        raise CheckpointError(f"refusing to unpickle checkpoint {path} for {who}: {e}") from e
+    except PickledCheckpointError as e:
+        raise CheckpointError(f"cannot use checkpoint {path} for {who}: {e}") from e
     except Exception as e:
         raise CheckpointError(f"cannot unpickle checkpoint {path} for {who}: {e}") from e
-    if isinstance(obj, torch.nn.Module):
-        return obj.state_dict()
-    return obj
 
 
 def _unwrap(obj: object, path: Path, who: str, info: ModelInfo | None) -> dict[str, torch.Tensor]:
@@ -361,10 +384,10 @@ def load_model(
     verified = False
     if checkpoint is None and pretrained and info.weights is not None:
         checkpoint, verified = resolve_checkpoint(info, allow_download=allow_download, progress=progress)
-    model = info.build()
     if checkpoint is None:
-        return model, None
+        return info.build(), None
     state = read_state_dict(checkpoint, info, trust_pickle=trust_pickle)
+    model = info.build(state)
     report = load_checkpoint(model, info, state, checkpoint)
     report.sha256_verified = verified
     return model.eval(), report

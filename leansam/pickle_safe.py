@@ -348,7 +348,7 @@ class Unpickler(pickle.Unpickler):
             )
         if root == "torch" and not module.startswith("torch.nn."):
             raise UnsafePickleError(f"checkpoint pickle refers to {module}.{name}, which is not allowed")
-        if not all(part.isidentifier() for part in module.split(".")) or not name.isidentifier():
+        if not all(part.isidentifier() for part in [*module.split("."), *name.split(".")]):
             raise UnsafePickleError(f"malformed global {module!r}.{name!r}")
         if key not in self._stubs:
             self._stubs[key] = _StubMeta(name, (StubObject,), {"_stub_module": module, "_stub_name": name})

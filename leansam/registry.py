@@ -77,6 +77,9 @@ class ModelInfo:
         prompt_style: prompt layout of the family (None: SAM's).
         checkpoint_filter: ``"module:function"`` mapping an official state_dict to
             leansam keys: ``f(state) -> (state, set_aside_keys)``; None when keys already match.
+        arch_from_state: ``"module:function"`` for families whose official files fix the
+            architecture themselves (SlimSAM's globally pruned models): ``f(filtered_state) ->
+            Sam | None``; None (or a None result) builds ``builder`` as usual.
         n_params: exact parameter count of the official (image-mode) model, checked by the tests.
         description: one line for ``leansam models``.
         default: the model used when none is named.
@@ -89,6 +92,7 @@ class ModelInfo:
     transform: ImageTransform = field(default_factory=ImageTransform)
     prompt_style: PromptStyle | None = None
     checkpoint_filter: str | None = None
+    arch_from_state: str | None = None
     n_params: int | None = None
     description: str = ""
     default: bool = False
@@ -97,9 +101,17 @@ class ModelInfo:
     def input_size(self) -> int:
         return self.transform.encoder_size
 
-    def build(self) -> Sam:
-        """The architecture with freshly initialised weights (no checkpoint)."""
-        model = _resolve(self.builder)()
+    def build(self, state: dict | None = None) -> Sam:
+        """The architecture with freshly initialised weights (no checkpoint).
+
+        With ``state`` (a checkpoint's state_dict, official keys) and an ``arch_from_state``
+        hook, the architecture is the one that checkpoint describes.
+        """
+        model = None
+        if state is not None and self.arch_from_state is not None:
+            model = _resolve(self.arch_from_state)(self.filter_state_dict(dict(state))[0])
+        if model is None:
+            model = _resolve(self.builder)()
         model.transform = self.transform
         if self.prompt_style is not None:
             model.prompt_style = self.prompt_style

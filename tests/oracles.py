@@ -95,6 +95,54 @@ def install_torchvision_stub() -> None:
     )
 
 
+def install_timm_stub() -> None:
+    """A minimal ``timm`` for MobileSAM's TinyViT: DropPath, to_2tuple, trunc_normal_, register_model.
+
+    Only eval-mode behaviour matters for parity: DropPath is the identity there.
+    """
+    if "timm" in sys.modules:
+        return
+
+    class DropPath(torch.nn.Module):
+        def __init__(self, drop_prob: float = 0.0) -> None:
+            super().__init__()
+            self.drop_prob = drop_prob
+
+        def forward(self, x):
+            if not self.training or self.drop_prob == 0.0:
+                return x
+            keep = 1 - self.drop_prob
+            mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+            return x * mask / keep
+
+    def to_2tuple(x):
+        return tuple(x) if isinstance(x, (tuple, list)) else (x, x)
+
+    timm = types.ModuleType("timm")
+    models = types.ModuleType("timm.models")
+    layers = types.ModuleType("timm.models.layers")
+    registry = types.ModuleType("timm.models.registry")
+    layers.DropPath = DropPath
+    layers.to_2tuple = to_2tuple
+    layers.trunc_normal_ = torch.nn.init.trunc_normal_
+    registry.register_model = lambda fn: fn
+    models.layers, models.registry, timm.models = layers, registry, models
+    sys.modules.update(
+        {"timm": timm, "timm.models": models, "timm.models.layers": layers, "timm.models.registry": registry}
+    )
+
+
+def mobile_sam():
+    """The official MobileSAM package (PyPI ``mobilesam-mirror``, module ``mobile_sam``; test-only)."""
+    install_torchvision_stub()
+    install_timm_stub()
+    try:
+        import mobile_sam
+    except ImportError:
+        pytest.fail("the parity oracle `mobilesam-mirror` is not installed: pip install -e '.[test]'")
+    return mobile_sam
+
+
 def segment_anything():
     """The official ``segment_anything`` package (test-only dependency)."""
     install_torchvision_stub()

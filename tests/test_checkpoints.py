@@ -171,3 +171,12 @@ def test_corrupt_cached_file_is_reported(tmp_path, monkeypatch, info):
     cached.write_bytes(b"not the official file")
     with pytest.raises(CheckpointError, match="corrupt or not the official file"):
         resolve_checkpoint(info, progress=False)
+
+
+def test_zipped_checkpoint_like_efficientsam_vits(tmp_path, state, info, bare_file):
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "efficient_sam_vits.pt.zip", "w") as z:
+        z.write(bare_file, "weights/efficient_sam_vits.pt")
+    got = read_state_dict(tmp_path / "efficient_sam_vits.pt.zip", info)
+    assert got.keys() == state.keys() and torch.equal(got["image_encoder.pos_embed"], state["image_encoder.pos_embed"])

@@ -13,7 +13,7 @@ token self-attention residual (``activation``, ``upscaling_norm``,
 Speed notes (CPU): many prompts on one image are decoded in one call; the
 image tokens are shared across prompts until the first image-to-token update,
 so their key/value projections are computed once; the stride-2 transposed
-convolutions run as one matmul plus a pixel shuffle.
+convolutions run channels-last as plain matmuls.
 """
 
 from __future__ import annotations
@@ -25,6 +25,33 @@ import torch.nn.functional as F
 from torch import nn
 
 from .common import MLP, LayerNorm2d, MLPBlock
+
+
+def _bmm(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Batched x @ y for Bx x M x K and By x K x N where Bx or By may be 1 (broadcast).
+
+    ``torch.matmul`` materialises the broadcast operand for every batch entry; here a
+    batch-1 operand is folded into one plain matrix product instead (no copies).
+    """
+    bx, by = x.shape[0], y.shape[0]
+    if bx == by:
+        return torch.bmm(x, y)
+    if by == 1:
+        return (x.reshape(-1, x.shape[-1]) @ y[0]).view(bx, x.shape[1], y.shape[-1])
+    k, n = y.shape[1], y.shape[2]
+    out = x[0] @ y.transpose(0, 1).reshape(k, by * n)  # M x (By * N)
+    return out.view(x.shape[1], by, n).transpose(0, 1)
+
+
+def _softmax_short_rows(x: torch.Tensor) -> torch.Tensor:
+    """Softmax over a short last dimension (a few prompt tokens), in place on ``x``.
+
+    ``Tensor.softmax`` is ~3x slower on CPU for rows this short; this is the same formula
+    (max-subtracted, so as stable).
+    """
+    x = x - x.amax(dim=-1, keepdim=True)
+    x.exp_()
+    return x.div_(x.sum(dim=-1, keepdim=True))
 
 
 class TokenAttention(nn.Module):
@@ -57,6 +84,60 @@ class TokenAttention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v)
         b, h, n, d = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, h * d))
+
+    # The two cross attentions of the decoder pair a handful of prompt tokens (T ~ 5-12) with
+    # thousands of image tokens. Projecting every image token (N x C x D) dominates the
+    # decoder's cost, so when T is small the projections are folded into the token side:
+    #   (W_q q) . (W_k x) = (W_k^T W_q q) . x      and      sum_n p_n (W_v x_n) = W_v sum_n p_n x_n,
+    # which is the same arithmetic reassociated (equal up to float rounding).
+    def folds(self, n_tokens: int) -> bool:
+        """Whether the folded form is cheaper than projecting the image tokens."""
+        return n_tokens * self.num_heads < self.internal_dim
+
+    def forward_tokens_to_image(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_pe: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Tokens attend to the image. q: B x T x C; k, v: Bi x N x C (Bi = 1 or B); keys = k + k_pe.
+
+        Same result as ``self(q, k + k_pe, v)`` without projecting the N image tokens.
+        """
+        b, t, c = q.shape
+        h, d = self.num_heads, self.internal_dim // self.num_heads
+        qp = self.q_proj(q).view(b, t, h, d) * d**-0.5
+        wk = self.k_proj.weight.view(h, d, c)
+        q_img = torch.einsum("bthd,hdc->bthc", qp, wk).reshape(b, t * h, c)  # queries in image space
+        q_bias = torch.einsum("bthd,hd->bth", qp, self.k_proj.bias.view(h, d)).reshape(b, t * h, 1)
+        logits = _bmm(q_img, k.transpose(1, 2))
+        if k_pe is not None:
+            logits = logits + _bmm(q_img, k_pe.transpose(1, 2))
+        attn = (logits + q_bias).softmax(dim=-1)  # B x T*H x N
+        mixed = _bmm(attn, v).view(b, t, h, c)  # attention-weighted image tokens
+        out = torch.einsum("bthc,hdc->bthd", mixed, self.v_proj.weight.view(h, d, c)) + self.v_proj.bias.view(h, d)
+        return self.out_proj(out.reshape(b, t, h * d))
+
+    def forward_image_to_tokens(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pe: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The image attends to the tokens. q: Bi x N x C (queries = q + q_pe); k, v: B x T x C -> B x N x C.
+
+        Same result as ``self(q + q_pe, k, v)`` without projecting the N image tokens in or out.
+        """
+        b, t, c = k.shape
+        h, d = self.num_heads, self.internal_dim // self.num_heads
+        kp = self.k_proj(k).view(b, t, h, d) * d**-0.5
+        vp = self.v_proj(v).view(b, t, h, d)
+        k_img = torch.einsum("bthd,hdc->bhtc", kp, self.q_proj.weight.view(h, d, c)).reshape(b, h * t, c)
+        k_bias = torch.einsum("bthd,hd->bht", kp, self.q_proj.bias.view(h, d)).reshape(b, 1, h * t)
+        if q_pe is not None and q.shape[0] == 1:
+            q, q_pe = q + q_pe, None  # still the shared image: one small add
+        logits = _bmm(q, k_img.transpose(1, 2))
+        if q_pe is not None:
+            logits = logits + _bmm(q_pe, k_img.transpose(1, 2))
+        n = logits.shape[1]
+        attn = _softmax_short_rows((logits + k_bias).view(b, n, h, t)).view(b, n, h * t)
+        w_out = self.out_proj.weight.view(c, h, d)
+        v_out = torch.einsum("bthd,chd->bhtc", vp, w_out).reshape(b, h * t, c)  # values already out-projected
+        return torch.baddbmm(self.out_proj.bias.expand(b, n, c), attn, v_out)
 
 
 class TwoWayBlock(nn.Module):
@@ -107,13 +188,19 @@ class TwoWayBlock(nn.Module):
         queries = self.norm1(queries)
 
         q = queries + query_pe
-        k = keys + key_pe
-        queries = self.norm2(queries + self.cross_attn_token_to_image(q, k, keys))
+        t2i, i2t = self.cross_attn_token_to_image, self.cross_attn_image_to_token
+        if t2i.folds(q.shape[1]):
+            queries = self.norm2(queries + t2i.forward_tokens_to_image(q, keys, keys, key_pe))
+        else:
+            queries = self.norm2(queries + t2i(q, keys + key_pe, keys))
         queries = self.norm3(queries + self.mlp(queries))
 
         q = queries + query_pe
         # The image tokens stop being shared here: each prompt updates its own copy.
-        keys = self.norm4(keys + self.cross_attn_image_to_token(k, q, queries))
+        if i2t.folds(q.shape[1]):
+            keys = self.norm4(keys + i2t.forward_image_to_tokens(keys, q, queries, key_pe))
+        else:
+            keys = self.norm4(keys + i2t(keys + key_pe, q, queries))
         return queries, keys
 
 
@@ -164,25 +251,13 @@ class TwoWayTransformer(nn.Module):
         for layer in self.layers:
             queries, keys = layer(queries, keys, tokens, key_pe)
         q = queries + tokens
-        k = keys + key_pe
-        queries = self.norm_final_attn(queries + self.final_attn_token_to_image(q, k, keys))
+        final = self.final_attn_token_to_image
+        if final.folds(q.shape[1]):
+            attended = final.forward_tokens_to_image(q, keys, keys, key_pe)
+        else:
+            attended = final(q, keys + key_pe, keys)
+        queries = self.norm_final_attn(queries + attended)
         return queries, keys
-
-
-def _conv_transpose_2x2(x: torch.Tensor, layer: nn.ConvTranspose2d) -> torch.Tensor:
-    """A kernel-2, stride-2 transposed convolution as one matmul + pixel shuffle.
-
-    The 2x2 output patches do not overlap, so each input pixel maps linearly to
-    4 * C_out values. Same result as ``layer(x)``, faster on CPU.
-    """
-    b, c, h, w = x.shape
-    c_out = layer.out_channels
-    weight = layer.weight.reshape(c, c_out * 4)  # C_in x (C_out * 2 * 2)
-    y = x.permute(0, 2, 3, 1).reshape(-1, c) @ weight
-    y = y.reshape(b, h, w, c_out, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, c_out, 2 * h, 2 * w)
-    if layer.bias is not None:
-        y = y + layer.bias[:, None, None]
-    return y
 
 
 class MaskDecoder(nn.Module):
@@ -348,28 +423,60 @@ class MaskDecoder(nn.Module):
         iou_token_out = hs[:, first]
         mask_tokens_out = hs[:, first + 1 : first + 1 + self.num_mask_tokens]
 
-        src = src.transpose(1, 2).reshape(b, c, h, w)
-        dc1, ln1, act1, dc2, act2 = self.output_upscaling
-        if self.use_high_res_features:
-            if high_res_features is None:
-                raise ValueError("this decoder needs the image encoder's high-resolution features (SAM 2)")
-            feat_s0, feat_s1 = high_res_features
-            up = act1(ln1(_conv_transpose_2x2(src, dc1) + feat_s1))
-            up = act2(_conv_transpose_2x2(up, dc2) + feat_s0)
-        else:
-            up = act2(_conv_transpose_2x2(act1(ln1(_conv_transpose_2x2(src, dc1))), dc2))
-
         hyper_in = torch.stack(
             [mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
         )
-        bu, cu, hu, wu = up.shape
-        masks = (hyper_in @ up.reshape(bu, cu, hu * wu)).reshape(b, -1, hu, wu)
+        masks = self._upscale_and_project(src, h, w, hyper_in, high_res_features)
         iou = self.iou_prediction_head(iou_token_out)
         if self.pred_obj_score:
             obj = self.pred_obj_score_head(hs[:, 0])
         else:
             obj = iou.new_full((b, 1), 10.0)  # "object present" for models without the head, as SAM 2 does
         return masks, iou, obj
+
+    def _upscale_and_project(
+        self,
+        src: torch.Tensor,
+        h: int,
+        w: int,
+        hyper_in: torch.Tensor,
+        high_res_features: list[torch.Tensor] | None,
+    ) -> torch.Tensor:
+        """Image tokens B x h*w x C -> mask logits B x M x 4h x 4w (M = rows of ``hyper_in`` B x M x C/8).
+
+        Runs channels-last end to end: each kernel-2 stride-2 transposed convolution is one
+        matmul whose output columns are ordered (dy, dx, channel), so the per-pixel norm works on
+        the last dimension and only the final M-channel logits are permuted into image layout.
+        """
+        b = src.shape[0]
+        dc1, norm, act1, dc2, act2 = self.output_upscaling
+        c1, c2 = dc1.out_channels, dc2.out_channels
+        w1 = dc1.weight.permute(0, 2, 3, 1).reshape(dc1.in_channels, 4 * c1)
+        up = torch.addmm(dc1.bias.repeat(4), src.reshape(-1, src.shape[-1]), w1).view(b, h, w, 2, 2, c1)
+        feat_s0 = feat_s1 = None
+        if self.use_high_res_features:
+            if high_res_features is None:
+                raise ValueError("this decoder needs the image encoder's high-resolution features (SAM 2)")
+            f0, f1 = high_res_features  # Bf x c2 x 4h x 4w, Bf x c1 x 2h x 2w (Bf = 1 or B)
+            feat_s1 = f1.reshape(-1, c1, h, 2, w, 2).permute(0, 2, 4, 3, 5, 1)
+            feat_s0 = f0.reshape(-1, c2, h, 2, 2, w, 2, 2).permute(0, 2, 5, 3, 6, 4, 7, 1)
+            up = up + feat_s1
+        if isinstance(norm, nn.GroupNorm):  # EfficientSAM: statistics over channels and pixels
+            flat = F.layer_norm(up.reshape(b, -1), (up[0].numel(),), eps=norm.eps).view_as(up)
+            up = flat * norm.weight + norm.bias
+        else:
+            up = F.layer_norm(up, (c1,), norm.weight, norm.bias, norm.eps)
+        up = act1(up)
+        w2 = dc2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2)
+        up = torch.addmm(dc2.bias.repeat(4), up.reshape(-1, c1), w2).view(b, h, w, 2, 2, 2, 2, c2)
+        if feat_s0 is not None:
+            up = up + feat_s0
+        up = act2(up)
+        # B x (h w dy1 dx1 dy2 dx2) x C/8  @  B x C/8 x M
+        masks = torch.bmm(up.view(b, -1, c2), hyper_in.transpose(1, 2))
+        m = hyper_in.shape[1]
+        masks = masks.view(b, h, w, 2, 2, 2, 2, m).permute(0, 7, 1, 3, 5, 2, 4, 6)
+        return masks.reshape(b, m, 4 * h, 4 * w)
 
     def _dynamic_multimask(self, masks: torch.Tensor, iou: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """SAM 2: keep token 0 when its mask is stable, else the best-scoring multimask output."""

@@ -4,7 +4,8 @@ One module serves every ViT-based family:
 
 * SAM ViT-B/L/H: 64x64 absolute position embedding, 14x14 windows with a few
   global blocks, decomposed relative position in attention, SAM neck.
-* SlimSAM: the same layout with pruned widths (``embed_dim``/``mlp_dim``).
+* SlimSAM: the same layout with pruned widths (``embed_dim``/``mlp_dim``; per block
+  ``block_dims`` for the globally pruned checkpoints).
 * EfficientSAM ViT-Ti/S: global attention everywhere, no relative position, an
   absolute embedding stored at pre-training size with a class token
   (``pos_embed_cls=True``), resized bicubically at run time.
@@ -56,7 +57,19 @@ class ViTConfig:
     pos_embed_cls: bool = False
     pretrain_grid: int = 14
     neck_eps: float = 1e-6
+    # Per-block widths of a non-uniformly pruned encoder (SlimSAM global pruning): one
+    # (qk_dim, v_dim, mlp_dim) per block. q and k project to qk_dim, v to v_dim (num_heads
+    # heads each; rel-pos tables are qk_dim // num_heads wide); proj maps v_dim back to
+    # embed_dim. None: every block is (embed_dim, embed_dim, mlp_dim).
+    block_dims: tuple[tuple[int, int, int], ...] | None = None
     extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        if self.block_dims is not None:
+            if len(self.block_dims) != self.depth:
+                raise ValueError(f"block_dims has {len(self.block_dims)} entries for depth {self.depth}")
+            if any(qk % self.num_heads or v % self.num_heads for qk, v, _ in self.block_dims):
+                raise ValueError(f"block_dims q/k/v widths must be multiples of num_heads={self.num_heads}")
 
     @property
     def grid(self) -> int:
@@ -92,13 +105,24 @@ class Attention(nn.Module):
     nor a full N x N bias is ever held in memory.
     """
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool, use_rel_pos: bool, grid: tuple[int, int]) -> None:
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        qkv_bias: bool,
+        use_rel_pos: bool,
+        grid: tuple[int, int],
+        qk_dim: int | None = None,
+        v_dim: int | None = None,
+    ) -> None:
+        """``qk_dim`` / ``v_dim``: total q/k and v widths (default ``dim``; pruned encoders differ)."""
         super().__init__()
         self.num_heads = num_heads
-        self.head_dim = dim // num_heads
+        self.head_dim = (dim if qk_dim is None else qk_dim) // num_heads
+        self.v_head_dim = (dim if v_dim is None else v_dim) // num_heads
         self.scale = self.head_dim**-0.5
-        self.qkv = nn.Linear(dim, self.head_dim * num_heads * 3, bias=qkv_bias)
-        self.proj = nn.Linear(self.head_dim * num_heads, dim)
+        self.qkv = nn.Linear(dim, (2 * self.head_dim + self.v_head_dim) * num_heads, bias=qkv_bias)
+        self.proj = nn.Linear(self.v_head_dim * num_heads, dim)
         self.use_rel_pos = use_rel_pos
         if use_rel_pos:
             self.rel_pos_h = nn.Parameter(torch.zeros(2 * grid[0] - 1, self.head_dim))
@@ -107,8 +131,14 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, _ = x.shape
         n = h * w
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # each B x heads x N x head_dim
+        qkv = self.qkv(x)
+        if self.v_head_dim == self.head_dim:
+            q, k, v = qkv.reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        else:  # rows [q | k | v], v of another width
+            qk_rows = 2 * self.num_heads * self.head_dim
+            q, k = qkv[..., :qk_rows].reshape(b, n, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            v = qkv[..., qk_rows:].reshape(b, n, self.num_heads, self.v_head_dim).transpose(1, 2)
+        # q, k: B x heads x N x head_dim; v: B x heads x N x v_head_dim
         if not self.use_rel_pos:
             out = F.scaled_dot_product_attention(q, k, v)
         else:
@@ -167,13 +197,17 @@ def window_unpartition(windows: torch.Tensor, window: int, padded: tuple[int, in
 class Block(nn.Module):
     """Pre-norm transformer block on B x H x W x C tokens (windowed when ``window_size > 0``)."""
 
-    def __init__(self, cfg: ViTConfig, window_size: int) -> None:
+    def __init__(self, cfg: ViTConfig, window_size: int, dims: tuple[int, int, int] | None = None) -> None:
+        """``dims``: this block's (qk_dim, v_dim, mlp_dim) (``ViTConfig.block_dims``); None: uniform."""
         super().__init__()
         grid = (window_size, window_size) if window_size > 0 else (cfg.grid, cfg.grid)
+        qk_dim, v_dim, mlp_dim = dims if dims is not None else (cfg.embed_dim, cfg.embed_dim, cfg.mlp_dim)
         self.norm1 = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps)
-        self.attn = Attention(cfg.embed_dim, cfg.num_heads, cfg.qkv_bias, cfg.use_rel_pos, grid)
+        self.attn = Attention(
+            cfg.embed_dim, cfg.num_heads, cfg.qkv_bias, cfg.use_rel_pos, grid, qk_dim, v_dim
+        )
         self.norm2 = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps)
-        self.mlp = MLPBlock(cfg.embed_dim, cfg.mlp_dim)
+        self.mlp = MLPBlock(cfg.embed_dim, mlp_dim)
         self.window_size = window_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -226,7 +260,12 @@ class ViTImageEncoder(nn.Module):
         else:
             self.pos_embed = nn.Parameter(torch.zeros(1, cfg.grid, cfg.grid, cfg.embed_dim))
         self.blocks = nn.ModuleList(
-            Block(cfg, 0 if i in cfg.global_attn_indexes else cfg.window_size) for i in range(cfg.depth)
+            Block(
+                cfg,
+                0 if i in cfg.global_attn_indexes else cfg.window_size,
+                cfg.block_dims[i] if cfg.block_dims is not None else None,
+            )
+            for i in range(cfg.depth)
         )
         self.neck = sam_neck(cfg.embed_dim, cfg.out_chans, cfg.neck_eps)
 

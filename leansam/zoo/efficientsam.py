@@ -100,16 +100,18 @@ def build_efficientsam_vits() -> Sam:
     return build_efficientsam(EFFICIENTSAM_VIT_S)
 
 
-# Official key -> leansam key. Each pattern is anchored at the start of the key.
-_PROMPT_RENAMES = {
-    "prompt_encoder.invalid_points.": "prompt_encoder.not_a_point_embed.",
-    "prompt_encoder.point_embeddings.": "prompt_encoder.point_embeddings.1.",
-    "prompt_encoder.bbox_top_left_embeddings.": "prompt_encoder.point_embeddings.2.",
-    "prompt_encoder.bbox_bottom_right_embeddings.": "prompt_encoder.point_embeddings.3.",
-}
+# Official key -> leansam key; every pattern is anchored, so leansam keys pass through unchanged.
 _RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(p), r)
     for p, r in (
+        # Prompt encoder: four named embeddings -> SAM's point_embeddings.{label} / not_a_point_embed.
+        (r"^prompt_encoder\.invalid_points\.weight$", "prompt_encoder.not_a_point_embed.weight"),
+        (r"^prompt_encoder\.point_embeddings\.weight$", "prompt_encoder.point_embeddings.1.weight"),
+        (r"^prompt_encoder\.bbox_top_left_embeddings\.weight$", "prompt_encoder.point_embeddings.2.weight"),
+        (
+            r"^prompt_encoder\.bbox_bottom_right_embeddings\.weight$",
+            "prompt_encoder.point_embeddings.3.weight",
+        ),
         # ViT MLP: timm-style fc1/fc2 -> segment-anything's lin1/lin2.
         (r"^(image_encoder\.blocks\.\d+\.mlp\.)fc1\.", r"\1lin1."),
         (r"^(image_encoder\.blocks\.\d+\.mlp\.)fc2\.", r"\1lin2."),
@@ -133,21 +135,16 @@ _RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 def filter_fn(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Official EfficientSAM state_dict -> (leansam keys, keys set aside = none).
 
-    Renames only; every tensor is kept unchanged. Keys no rule recognises are passed
-    through for the strict loader to report.
+    Renames only; every tensor is kept unchanged. Keys no rule recognises (including keys
+    already in leansam's layout) are passed through, for the strict loader to check.
     """
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         new = key
-        for old_prefix, new_prefix in _PROMPT_RENAMES.items():
-            if key.startswith(old_prefix):
-                new = new_prefix + key[len(old_prefix) :]
+        for pattern, repl in _RULES:
+            new, n = pattern.subn(repl, key)
+            if n:
                 break
-        else:
-            for pattern, repl in _RULES:
-                new, n = pattern.subn(repl, key)
-                if n:
-                    break
         out[new] = value
     return out, []
 
@@ -186,7 +183,8 @@ MODELS = (
         "EfficientSAM-Ti: SAMI-pretrained ViT-Ti encoder",
     ),
     # Upstream ships ViT-S only as a zip (GitHub's 100 MB limit) holding efficient_sam_vits.pt;
-    # extract it and pass the .pt with --checkpoint (or place it in the cache under this name).
+    # the download (a zip) is cached under the .pt name and read directly
+    # (checkpoints.read_state_dict unzips single-file archives); the extracted .pt loads too.
     _info(
         "vits",
         "efficient_sam_vits.pt",

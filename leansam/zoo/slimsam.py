@@ -242,11 +242,6 @@ class PrunedViTArch:
         )
         if self.is_uniform:
             return ViTConfig(**kw)
-        if "block_dims" not in ViTConfig.__dataclass_fields__:
-            raise NotImplementedError(
-                "this checkpoint has per-block pruned widths, which need ViTConfig.block_dims "
-                "(leansam.models.vit) to build"
-            )
         return ViTConfig(**kw, block_dims=self.block_dims)
 
 
@@ -378,20 +373,19 @@ def read_global_pruned_checkpoint(path: str | Path) -> tuple[dict[str, torch.Ten
     blocks = enc.blocks.children()
     for i, (qk, _, _) in enumerate(arch.block_dims):
         blk = blocks[str(i)]
-        attn = blk.attn
-        heads, scale = attn.__dict__.get("num_heads"), attn.__dict__.get("scale")
+        rec = blk.attn.__dict__  # attributes the pickle recorded (absent ones are not checked)
+        heads, scale, rel = rec.get("num_heads"), rec.get("scale"), rec.get("use_rel_pos")
         window = blk.__dict__.get("window_size")
         expect_window = 0 if i in arch.global_attn_indexes else arch.window_size
-        if heads != arch.num_heads or window != expect_window:
-            raise ValueError(
-                f"block {i}: pickle says {heads} heads / window {window}, shapes say "
-                f"{arch.num_heads} / {expect_window}"
-            )
+        if heads is not None and heads != arch.num_heads:
+            raise ValueError(f"block {i}: the pickle says {heads} heads, the shapes say {arch.num_heads}")
+        if window is not None and window != expect_window:
+            raise ValueError(f"block {i}: the pickle says window {window}, the shapes say {expect_window}")
         if scale is not None and not math.isclose(scale, (qk // arch.num_heads) ** -0.5, rel_tol=1e-6):
             raise ValueError(
                 f"block {i}: attention scale {scale} is not head_dim**-0.5 = {(qk // arch.num_heads) ** -0.5}"
             )
-        if attn.__dict__.get("use_rel_pos") is False:
+        if rel is False:
             raise ValueError(f"block {i} has use_rel_pos=False but stores rel-pos tables")
     return state, arch
 
@@ -400,14 +394,6 @@ def read_global_pruned_checkpoint(path: str | Path) -> tuple[dict[str, torch.Ten
 
 _SOURCE = "https://github.com/czg1225/SlimSAM"
 _PAPER = "0.1% Data Makes Segment Anything Slim (arXiv:2312.05284)"
-
-
-def _hooks(ratio: int) -> dict[str, str]:
-    # ModelInfo.arch_from_state (per-checkpoint architecture) is proposed to the registry;
-    # until it exists, the global-pruning files cannot be built through the registry.
-    if "arch_from_state" not in ModelInfo.__dataclass_fields__:
-        return {}
-    return {"arch_from_state": f"leansam.zoo.slimsam:arch_from_state_{ratio}"}
 
 
 def _weights(ratio: int) -> Weights:
@@ -431,7 +417,7 @@ MODELS = (
         builder="leansam.zoo.slimsam:build_slimsam_50",
         weights=_weights(50),
         checkpoint_filter="leansam.zoo.slimsam:filter_fn",
-        **_hooks(50),
+        arch_from_state="leansam.zoo.slimsam:arch_from_state_50",
         n_params=27_961_776,
         description="SlimSAM-50: SAM ViT-B encoder pruned to embed 384 / MLP 1536 (also reads SlimSAM-50.pth)",
     ),
@@ -441,7 +427,7 @@ MODELS = (
         builder="leansam.zoo.slimsam:build_slimsam_77",
         weights=_weights(77),
         checkpoint_filter="leansam.zoo.slimsam:filter_fn",
-        **_hooks(77),
+        arch_from_state="leansam.zoo.slimsam:arch_from_state_77",
         n_params=9_723_528,
         description="SlimSAM-77: SAM ViT-B encoder pruned to embed 168 / MLP 696 (also reads SlimSAM-77.pth)",
     ),
