@@ -25,7 +25,17 @@ _EXPORTS = {
     "AutomaticMaskGenerator": "leansam.everything",
 }
 
-__all__ = [*_EXPORTS, "__version__"]
+__all__ = [
+    "AutomaticMaskGenerator",
+    "CheckpointError",
+    "Sam",
+    "SamPredictor",
+    "__version__",
+    "build_model",
+    "get_model_info",
+    "list_models",
+    "load_model",
+]
 
 if TYPE_CHECKING:
     from .api import build_model

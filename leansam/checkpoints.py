@@ -156,9 +156,8 @@ def verify_cached(info: ModelInfo, path: Path) -> bool:
     marker = _marker(path)
     if marker.is_file():
         parts = marker.read_text().split()
-        if len(parts) == 3 and parts[1:] == [str(st.st_size), str(st.st_mtime_ns)]:
-            if parts[0] == expected:
-                return True
+        if len(parts) == 3 and parts[1:] == [str(st.st_size), str(st.st_mtime_ns)] and parts[0] == expected:
+            return True
     digest = sha256_file(path)
     if digest != expected:
         raise CheckpointError(
@@ -170,12 +169,16 @@ def verify_cached(info: ModelInfo, path: Path) -> bool:
     return True
 
 
-def resolve_checkpoint(info: ModelInfo, allow_download: bool = True, progress: bool = True) -> tuple[Path, bool]:
+def resolve_checkpoint(
+    info: ModelInfo, allow_download: bool = True, progress: bool = True
+) -> tuple[Path, bool]:
     """(path of the official checkpoint, sha256 verified), downloading it when needed."""
     path = checkpoint_path(info)
     if not path.is_file():
         if info.weights.url.startswith("package://"):
-            raise CheckpointError(f"bundled weights of {info.name} are missing from the installation ({path})")
+            raise CheckpointError(
+                f"bundled weights of {info.name} are missing from the installation ({path})"
+            )
         if not allow_download:
             raise CheckpointError(
                 f"no checkpoint for {info.name} at {path}; download {info.weights.url} and put it there, "
@@ -250,7 +253,11 @@ def _reason(e: Exception) -> str:
     """The informative line of a torch.load error (its first line is often generic)."""
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     detail = next((ln for ln in lines if "error" in ln.lower() and "WeightsUnpickler" not in ln), None)
-    detail = detail or next((ln for ln in lines if ln.startswith("Unsupported")), None) or (lines[0] if lines else "")
+    detail = (
+        detail
+        or next((ln for ln in lines if ln.startswith("Unsupported")), None)
+        or (lines[0] if lines else "")
+    )
     return f"{type(e).__name__}: {detail[:200]}"
 
 
@@ -322,7 +329,9 @@ def _fit(info: ModelInfo, state: dict[str, torch.Tensor]) -> float:
     return ok / max(len(want), len(mapped), 1)
 
 
-def best_fitting_models(state: dict[str, torch.Tensor], exclude: str = "", top: int = 1) -> list[tuple[str, float]]:
+def best_fitting_models(
+    state: dict[str, torch.Tensor], exclude: str = "", top: int = 1
+) -> list[tuple[str, float]]:
     """Registered models whose architecture best fits a state_dict: [(name, fraction of keys+shapes that fit)]."""
     scores = [(n, _fit(i, state)) for n, i in _registry().items() if n != exclude]
     scores.sort(key=lambda t: -t[1])
@@ -360,7 +369,9 @@ def load_checkpoint(
         fits = best_fitting_models(state, exclude=info.name)
         if fits:
             name, score = fits[0]
-            lines.append(f"  it looks like a {name!r} checkpoint ({score:.0%} of keys fit): use --model {name}")
+            lines.append(
+                f"  it looks like a {name!r} checkpoint ({score:.0%} of keys fit): use --model {name}"
+            )
         else:
             lines.append("  no registered model fits it: is it a SAM-family checkpoint?")
         raise CheckpointError("\n".join(lines))

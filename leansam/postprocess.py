@@ -14,7 +14,7 @@ def _remove_small_regions(mask: np.ndarray, area: float, mode: str) -> np.ndarra
     """
     fill = mode == "holes"
     work = (fill ^ mask).astype(np.uint8)
-    n, regions, stats, _ = cv2.connectedComponentsWithStats(work, connectivity=8)
+    _, regions, stats, _ = cv2.connectedComponentsWithStats(work, connectivity=8)
     sizes = stats[1:, cv2.CC_STAT_AREA]
     small = [i + 1 for i, s in enumerate(sizes) if s < area]
     if not small:
@@ -22,7 +22,9 @@ def _remove_small_regions(mask: np.ndarray, area: float, mode: str) -> np.ndarra
     return np.where(np.isin(regions, small), fill, mask)
 
 
-def fill_holes_and_remove_sprinkles(masks: torch.Tensor, max_hole_area: float, max_sprinkle_area: float) -> torch.Tensor:
+def fill_holes_and_remove_sprinkles(
+    masks: torch.Tensor, max_hole_area: float, max_sprinkle_area: float
+) -> torch.Tensor:
     """B x C x H x W bool masks with small holes filled and small specks removed (SAM 2 semantics)."""
     out = masks.cpu().numpy().copy()
     for idx in np.ndindex(out.shape[:-2]):

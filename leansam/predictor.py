@@ -93,7 +93,9 @@ class SamPredictor:
             raise ValueError(f"image_format must be 'RGB' or 'BGR', not {image_format!r}")
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected an H x W x 3 uint8 image, got shape {image.shape} and dtype {image.dtype}")
+            raise ValueError(
+                f"expected an H x W x 3 uint8 image, got shape {image.shape} and dtype {image.dtype}"
+            )
         if image.shape[0] == 0 or image.shape[1] == 0:
             raise ValueError(f"image has zero size {image.shape[:2]}")
         if image_format == "BGR":
@@ -165,7 +167,9 @@ class SamPredictor:
         if box is not None:
             boxes = torch.as_tensor(np.asarray(box, dtype=np.float32), device=dev).reshape(1, 4)
         if mask_input is not None:
-            masks = torch.as_tensor(np.asarray(mask_input, dtype=np.float32), device=dev).reshape(1, 1, 256, 256)
+            masks = torch.as_tensor(np.asarray(mask_input, dtype=np.float32), device=dev).reshape(
+                1, 1, 256, 256
+            )
         out_masks, iou, low = self.predict_torch(
             coords, labels, boxes, masks, multimask_output, return_logits, original_coords=True
         )

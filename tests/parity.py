@@ -30,7 +30,9 @@ def parity_dir() -> Path:
         if (c / "synthetic_weights.py").exists():
             return c
     # A missing fixture folder is a broken test setup, never a pass or a skip.
-    pytest.fail(f"parity fixtures not found (looked in {[str(c) for c in candidates]}); set LEANSAM_PARITY_DIR")
+    pytest.fail(
+        f"parity fixtures not found (looked in {[str(c) for c in candidates]}); set LEANSAM_PARITY_DIR"
+    )
 
 
 @functools.cache
@@ -104,13 +106,17 @@ def case_prompts(case: dict[str, np.ndarray], prompt_set: str) -> dict[str, np.n
 PROMPT_SETS = ("points", "box", "box_points")
 
 
-def assert_close_scaled(mine: torch.Tensor | np.ndarray, ref: np.ndarray, tol: float = 1e-4, what: str = "") -> float:
+def assert_close_scaled(
+    mine: torch.Tensor | np.ndarray, ref: np.ndarray, tol: float = 1e-4, what: str = ""
+) -> float:
     """max|mine - ref| <= tol * max(1, max|ref|); returns the observed max abs difference.
 
     The fixtures store fp16, whose rounding alone is up to 4.9e-4 * |x|; the
     tolerance is therefore widened by that storage error, which is reported.
     """
-    mine = np.asarray(mine.detach().float().cpu() if isinstance(mine, torch.Tensor) else mine, dtype=np.float32)
+    mine = np.asarray(
+        mine.detach().float().cpu() if isinstance(mine, torch.Tensor) else mine, dtype=np.float32
+    )
     ref32 = ref.astype(np.float32)
     assert mine.shape == ref32.shape, f"{what}: shape {mine.shape} != {ref32.shape}"
     diff = np.abs(mine - ref32)

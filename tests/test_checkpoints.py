@@ -179,4 +179,6 @@ def test_zipped_checkpoint_like_efficientsam_vits(tmp_path, state, info, bare_fi
     with zipfile.ZipFile(tmp_path / "efficient_sam_vits.pt.zip", "w") as z:
         z.write(bare_file, "weights/efficient_sam_vits.pt")
     got = read_state_dict(tmp_path / "efficient_sam_vits.pt.zip", info)
-    assert got.keys() == state.keys() and torch.equal(got["image_encoder.pos_embed"], state["image_encoder.pos_embed"])
+    assert got.keys() == state.keys() and torch.equal(
+        got["image_encoder.pos_embed"], state["image_encoder.pos_embed"]
+    )

@@ -97,7 +97,7 @@ def test_truncated_file(tmp_path, rgb, fmt):
     Image.fromarray(big).save(p, format=fmt)
     data = p.read_bytes()
     p.write_bytes(data[: len(data) // 2])
-    with pytest.raises(InputError, match="truncated|corrupt|cannot read"):
+    with pytest.raises(InputError, match=r"truncated|corrupt|cannot read"):
         load_image(p)
 
 

@@ -112,7 +112,9 @@ class TokenAttention(nn.Module):
             logits = logits + _bmm(q_img, k_pe.transpose(1, 2))
         attn = (logits + q_bias).softmax(dim=-1)  # B x T*H x N
         mixed = _bmm(attn, v).view(b, t, h, c)  # attention-weighted image tokens
-        out = torch.einsum("bthc,hdc->bthd", mixed, self.v_proj.weight.view(h, d, c)) + self.v_proj.bias.view(h, d)
+        out = torch.einsum("bthc,hdc->bthd", mixed, self.v_proj.weight.view(h, d, c)) + self.v_proj.bias.view(
+            h, d
+        )
         return self.out_proj(out.reshape(b, t, h * d))
 
     def forward_image_to_tokens(
@@ -417,7 +419,7 @@ class MaskDecoder(nn.Module):
             src = image_embeddings + dense[:1]
         else:
             src = image_embeddings.expand(b, -1, -1, -1) + dense
-        _, c, h, w = src.shape
+        h, w = src.shape[-2:]
 
         hs, src = self.transformer(src, image_pe, tokens)
         iou_token_out = hs[:, first]
@@ -500,4 +502,6 @@ def stability_score(logits: torch.Tensor, threshold: float, offset: float) -> to
     """
     inter = (logits > threshold + offset).sum((-1, -2), dtype=torch.int32)
     union = (logits > threshold - offset).sum((-1, -2), dtype=torch.int32)
-    return torch.where(union > 0, inter.float() / union.clamp(min=1).float(), torch.ones_like(inter, dtype=torch.float))
+    return torch.where(
+        union > 0, inter.float() / union.clamp(min=1).float(), torch.ones_like(inter, dtype=torch.float)
+    )

@@ -120,7 +120,9 @@ class Sam(nn.Module):
         out = self.image_encoder(x)
         if isinstance(out, (tuple, list)):
             embed, high = out
-            projected = self.mask_decoder.project_high_res(high) if self.mask_decoder.use_high_res_features else None
+            projected = (
+                self.mask_decoder.project_high_res(high) if self.mask_decoder.use_high_res_features else None
+            )
             return ImageFeatures(embed, projected)
         return ImageFeatures(out)
 
@@ -195,7 +197,11 @@ class Sam(nn.Module):
         Returns:
             low-res logits B x M x 256 x 256, IoU predictions B x M, object-score logits B x 1.
         """
-        batch = points[0].shape[0] if points is not None else (mask_input.shape[0] if mask_input is not None else 1)
+        batch = (
+            points[0].shape[0]
+            if points is not None
+            else (mask_input.shape[0] if mask_input is not None else 1)
+        )
         sparse, dense = self.prompt_encoder(points, mask_input, batch_size=batch)
         return self.mask_decoder(
             features.embed,

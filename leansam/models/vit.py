@@ -77,8 +77,12 @@ class ViTConfig:
 
 
 SAM_VIT_B = ViTConfig(embed_dim=768, depth=12, num_heads=12, mlp_dim=3072, global_attn_indexes=(2, 5, 8, 11))
-SAM_VIT_L = ViTConfig(embed_dim=1024, depth=24, num_heads=16, mlp_dim=4096, global_attn_indexes=(5, 11, 17, 23))
-SAM_VIT_H = ViTConfig(embed_dim=1280, depth=32, num_heads=16, mlp_dim=5120, global_attn_indexes=(7, 15, 23, 31))
+SAM_VIT_L = ViTConfig(
+    embed_dim=1024, depth=24, num_heads=16, mlp_dim=4096, global_attn_indexes=(5, 11, 17, 23)
+)
+SAM_VIT_H = ViTConfig(
+    embed_dim=1280, depth=32, num_heads=16, mlp_dim=5120, global_attn_indexes=(7, 15, 23, 31)
+)
 
 
 def _rel_pos_table(rel_pos: torch.Tensor, q_size: int, k_size: int) -> torch.Tensor:
@@ -185,7 +189,9 @@ def window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[
     return x.reshape(-1, window, window, c), (hp, wp)
 
 
-def window_unpartition(windows: torch.Tensor, window: int, padded: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+def window_unpartition(
+    windows: torch.Tensor, window: int, padded: tuple[int, int], size: tuple[int, int]
+) -> torch.Tensor:
     """Inverse of :func:`window_partition`: (B*nw) x window x window x C -> B x H x W x C."""
     hp, wp = padded
     b = windows.shape[0] // ((hp // window) * (wp // window))

@@ -23,7 +23,9 @@ MODELS = (
         name="sam_vit_b",
         family="sam",
         builder="leansam.models.vit:build_sam_vit_b",
-        weights=_weights("sam_vit_b_01ec64.pth", "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912"),
+        weights=_weights(
+            "sam_vit_b_01ec64.pth", "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912"
+        ),
         n_params=93_735_472,
         description="SAM ViT-B (the original, 1024x1024 input)",
     ),
@@ -31,7 +33,9 @@ MODELS = (
         name="sam_vit_l",
         family="sam",
         builder="leansam.models.vit:build_sam_vit_l",
-        weights=_weights("sam_vit_l_0b3195.pth", "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622"),
+        weights=_weights(
+            "sam_vit_l_0b3195.pth", "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622"
+        ),
         n_params=312_342_832,
         description="SAM ViT-L",
     ),
@@ -39,7 +43,9 @@ MODELS = (
         name="sam_vit_h",
         family="sam",
         builder="leansam.models.vit:build_sam_vit_h",
-        weights=_weights("sam_vit_h_4b8939.pth", "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e"),
+        weights=_weights(
+            "sam_vit_h_4b8939.pth", "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e"
+        ),
         n_params=641_090_608,
         description="SAM ViT-H (the largest; the teacher of most efficient variants)",
     ),
