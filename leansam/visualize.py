@@ -8,6 +8,8 @@ import numpy as np
 
 def palette(n: int, seed: int = 0) -> np.ndarray:
     """n distinct-ish RGB colours (uint8, n x 3): evenly spaced hues, fixed order."""
+    if n == 0:
+        return np.zeros((0, 3), np.uint8)
     hues = (np.arange(n) * 0.618033988749895 + seed * 0.1) % 1.0
     hsv = np.stack([hues * 179, np.full(n, 200), np.full(n, 255)], 1).astype(np.uint8)[None]
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0]
@@ -34,7 +36,9 @@ def draw_overlay(
     out = out.round().clip(0, 255).astype(np.uint8)
     thickness = max(1, round(max(image.shape[:2]) / 400))
     for m, c in zip(masks, colors):
-        contours, _ = cv2.findContours(np.asarray(m, dtype=np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        contours, _ = cv2.findContours(
+            np.asarray(m, dtype=np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+        )
         cv2.drawContours(out, contours, -1, tuple(int(v) for v in c), thickness)
     if boxes is not None:
         for x0, y0, x1, y1 in np.asarray(boxes).reshape(-1, 4):

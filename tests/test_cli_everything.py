@@ -1,0 +1,119 @@
+"""``leansam everything``: outputs, and one clean error line for bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from leansam.cli import main
+from leansam.data.coco import decode_mask
+from tests import parity as P
+from tests.test_cli import assert_clean_error, run
+
+MODEL = "mobile_sam"
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return P.write_stand_in_checkpoint(MODEL, tmp_path_factory.mktemp("ck") / "mobile_sam.pt")
+
+
+@pytest.fixture(scope="module")
+def image_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("img") / "scene.png"
+    Image.fromarray(P.load_case(MODEL)["image"]).save(path)
+    return path
+
+
+def test_boxes_strategy_writes_one_record_per_box(tmp_path, ckpt, image_file, capsys):
+    boxes = tmp_path / "dets.json"
+    boxes.write_text(json.dumps([{"bbox": [10, 10, 100, 80], "score": 0.9}, {"bbox": [300, 200, 200, 150]}]))
+    out = tmp_path / "out"
+    code, _, err = run(
+        [
+            "everything",
+            image_file,
+            "--strategy",
+            "boxes",
+            "--boxes",
+            boxes,
+            "--model",
+            MODEL,
+            "--checkpoint",
+            ckpt,
+            "--out",
+            out,
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    meta = json.loads((out / "masks.json").read_text())
+    assert meta["strategy"] == "boxes" and meta["stats"]["prompts_decoded"] == 2
+    assert len(meta["masks"]) == 2
+    for rec in meta["masks"]:
+        m = decode_mask(rec["segmentation"], 480, 640)
+        assert rec["area"] == int(m.sum())
+    assert np.asarray(Image.open(out / "overlay.png")).shape == (480, 640, 3)
+
+
+def test_grid_strategy_runs_with_progress(tmp_path, ckpt, image_file, capsys):
+    out = tmp_path / "out"
+    code, _, err = run(
+        [
+            "everything",
+            image_file,
+            "--points-per-side",
+            "4",
+            "--pred-iou-thresh",
+            "0",
+            "--stability-score-thresh",
+            "0",
+            "--model",
+            MODEL,
+            "--checkpoint",
+            ckpt,
+            "--out",
+            out,
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    meta = json.loads((out / "masks.json").read_text())
+    assert meta["stats"]["prompts_decoded"] == 16
+    assert all(r["predicted_iou"] == pytest.approx(r["predicted_iou"]) for r in meta["masks"])
+
+
+@pytest.mark.parametrize(
+    ("extra", "content", "pattern"),
+    [
+        (["--strategy", "boxes"], None, "needs --boxes"),
+        (["--strategy", "boxes", "--boxes", "dets.json"], "[]", "no boxes"),
+        (["--strategy", "boxes", "--boxes", "dets.json"], "{not json", "bad boxes file"),
+        (["--strategy", "boxes", "--boxes", "dets.json"], '[{"bbox": [900, 900, 50, 50]}]', "bad boxes file"),
+        (["--points-per-side", "0"], None, "must be positive"),
+        (["--points-per-side", "-3"], None, "must be positive"),
+    ],
+)
+def test_bad_input_gives_one_error_line(tmp_path, ckpt, image_file, capsys, extra, content, pattern):
+    if content is not None:
+        (tmp_path / "dets.json").write_text(content)
+    extra = [str(tmp_path / e) if e == "dets.json" else e for e in extra]
+    out = tmp_path / "out"
+    code = main(
+        [
+            "everything",
+            str(image_file),
+            *extra,
+            "--model",
+            MODEL,
+            "--checkpoint",
+            str(ckpt),
+            "--out",
+            str(out),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert_clean_error(code, err, out, pattern)
