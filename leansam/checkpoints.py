@@ -219,9 +219,10 @@ def read_state_dict(
         if "Unsupported global" in text:
             if not trust_pickle:
                 raise CheckpointError(
-                    f"checkpoint {path} for {who} contains pickled Python objects, not only tensors; "
-                    f"loading it would run code from the file. If you trust its source, "
-                    f"pass --trust-pickle (trust_pickle=True)"
+                    f"checkpoint {path} for {who} contains pickled Python objects, not only tensors "
+                    f"(e.g. a whole pickled model). leansam can read its tensors with a restricted "
+                    f"unpickler that imports and runs no code from the file; pass --trust-pickle "
+                    f"(trust_pickle=True) to allow that"
                 ) from e
             obj = _load_trusted_pickle(path, who)
         else:

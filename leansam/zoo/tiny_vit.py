@@ -33,4 +33,23 @@ MODELS = (
         n_params=10_130_092,
         description="TinySAM: TinyViT-5M encoder, full-stage distillation from SAM ViT-H (release 3.0 weights)",
     ),
+    ModelInfo(
+        name="tinysam_q",
+        family="tiny_vit",
+        builder="leansam.models.tiny_vit:build_tinysam",
+        weights=Weights(
+            url="https://github.com/xinghaochen/TinySAM/releases/download/2.0/tinysam_w8a8.pth",
+            file_name="tinysam_w8a8.pth",
+            sha256=None,  # upstream publishes none; no two independent sources found
+            license="Apache-2.0",
+            source="https://github.com/xinghaochen/TinySAM",
+            paper="TinySAM: Pushing the Envelope for Efficient Segment Anything Model (arXiv:2312.13789)",
+            pickled_module=True,  # torch.save(model) of the fake-quant model: needs trust_pickle=True
+        ),
+        # Sets the quantizer buffers aside and fake-quantizes the weights with their stored scales
+        # (see leansam/zoo/tinysam_q.py; activations are not quantized).
+        checkpoint_filter="leansam.zoo.tinysam_q:filter_fn",
+        n_params=10_130_092,
+        description="Q-TinySAM: TinySAM W8A8 post-training quantized (release 2.0); run in float, weights fake-quantized",
+    ),
 )
