@@ -166,11 +166,19 @@ class Attention(nn.Module):
             bias = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(b, heads, n, kh * kw)
             return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=self.scale)
         out = q.new_empty(b, heads, n, v.shape[-1])
+        # One bias buffer reused for every chunk: a fresh ~100 MB tensor per chunk would pay
+        # for page faults and zeroing on first touch.
+        buf = rel_h.new_empty(b, heads, rows, kh, kw)
         for s in range(0, n, rows):
             e = min(n, s + rows)
-            bias = (rel_h[:, :, s:e, :, None] + rel_w[:, :, s:e, None, :]).reshape(b, heads, e - s, kh * kw)
+            bias = buf[:, :, : e - s]
+            torch.add(rel_h[:, :, s:e, :, None], rel_w[:, :, s:e, None, :], out=bias)
             out[:, :, s:e] = F.scaled_dot_product_attention(
-                q[:, :, s:e], k, v, attn_mask=bias.to(q.dtype), scale=self.scale
+                q[:, :, s:e],
+                k,
+                v,
+                attn_mask=bias.view(b, heads, e - s, kh * kw).to(q.dtype),
+                scale=self.scale,
             )
         return out
 
