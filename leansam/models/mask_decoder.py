@@ -44,11 +44,14 @@ def _bmm(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def _softmax_short_rows(x: torch.Tensor) -> torch.Tensor:
-    """Softmax over a short last dimension (a few prompt tokens), in place on ``x``.
+    """Softmax over a short last dimension (a few prompt tokens).
 
     ``Tensor.softmax`` is ~3x slower on CPU for rows this short; this is the same formula
-    (max-subtracted, so as stable).
+    (max-subtracted, so as stable), computed in place on a fresh tensor. When a gradient is
+    being recorded the autograd-friendly ``Tensor.softmax`` is used instead.
     """
+    if torch.is_grad_enabled() and x.requires_grad:
+        return x.softmax(dim=-1)
     x = x - x.amax(dim=-1, keepdim=True)
     x.exp_()
     return x.div_(x.sum(dim=-1, keepdim=True))

@@ -1,26 +1,40 @@
 """leansam's own models: ``leansam_tiny`` (bundled, the registry default) and its teacher.
 
 Both were trained here, on CPU, **only on procedurally generated synthetic shapes**
-(``leansam.data.synth``); see docs/training.md for the recipe and held-out numbers. They are
-demo / test models: for real photographs load an official checkpoint (``leansam models``).
+(``leansam.data.synth``, the ``TINY_SYNTH`` settings); docs/training.md has the recipe
+(``scripts/train_default.sh``) and the held-out numbers. They are demo / test models that need
+no download: for real photographs load an official checkpoint (``leansam models``).
 """
 
 from __future__ import annotations
 
-from ..registry import ModelInfo
+from ..registry import ModelInfo, Weights
 from ..transforms import ImageTransform
 
-#: 256 encoder input, 256 prompt frame: 16 x 16 embedding, 64 x 64 low-res masks.
+#: 256 encoder input, 256 prompt frame: 16 x 16 x 128 embedding, 64 x 64 low-res masks.
 TINY_TRANSFORM = ImageTransform(encoder_size=256, prompt_frame=256)
+
+#: sha256 of leansam/assets/leansam_tiny.pt (printed by ``python -m leansam.train.recipe export``).
+TINY_SHA256 = "ad193ccb3f0941d09dd203100aa2471a1b83cec7f4b85dbd23b7d1f2acd8a2a2"
 
 MODELS = (
     ModelInfo(
         name="leansam_tiny",
         family="default",
         builder="leansam.train.encoders:build_leansam_tiny",
-        weights=None,
+        weights=Weights(
+            url="package://assets/leansam_tiny.pt",
+            file_name="leansam_tiny.pt",
+            sha256=TINY_SHA256,
+            license="Apache-2.0",
+            source="this repository: scripts/train_default.sh (leansam.train.recipe)",
+            paper="leansam docs/training.md (distilled from leansam_tiny_teacher; synthetic shapes only)",
+        ),
         transform=TINY_TRANSFORM,
-        description="leansam's bundled demo model (synthetic shapes only): ResNet-style student distilled from leansam_tiny_teacher",
+        n_params=2_159_408,
+        description="bundled demo model trained ONLY on synthetic shapes (ResNet-style student, 256 px); "
+        "use an official checkpoint for real photos",
+        default=True,
     ),
     ModelInfo(
         name="leansam_tiny_teacher",
@@ -28,6 +42,8 @@ MODELS = (
         builder="leansam.train.encoders:build_leansam_tiny_teacher",
         weights=None,
         transform=TINY_TRANSFORM,
-        description="teacher of leansam_tiny (half-width ResNet-18), trained from scratch on synthetic shapes",
+        n_params=4_715_360,
+        description="teacher of leansam_tiny (half-width ResNet-18, 256 px), trained from scratch on synthetic "
+        "shapes; weights not shipped (scripts/train_default.sh makes them)",
     ),
 )

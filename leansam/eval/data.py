@@ -1,0 +1,221 @@
+"""Reading what ``leansam eval`` is given: COCO/LVIS annotations, an image folder, detections.
+
+Every problem a user can fix is raised as :class:`leansam.io.InputError` with one sentence
+naming the file and the entry (the CLI prints it as ``error: ...`` and exits 2).
+
+LVIS files in COCO layout are accepted: images without ``file_name`` take the last path
+component of ``coco_url`` (``.../val2017/000000397133.jpg`` -> ``000000397133.jpg``), and
+annotations without ``iscrowd`` count as not crowd. (AP on LVIS is then COCO-style AP from
+pycocotools, not LVIS's federated AP.)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+from ..data.coco import CocoDataset, load_coco
+from ..io import InputError
+
+_EXIF_ORIENTATION = 0x0112
+
+
+@dataclass
+class Detection:
+    """One detector box: ``bbox`` COCO XYWH in pixels, ``score``, ``category_id``; ``index`` in the file."""
+
+    image_id: int
+    category_id: int
+    bbox: tuple[float, float, float, float]
+    score: float
+    index: int
+
+
+@dataclass
+class EvalData:
+    """A validated evaluation set.
+
+    Attributes:
+        dataset: the annotations (images, masks, categories); ``dataset.image_root`` = the image folder.
+        gt: the annotation JSON as a dict (for pycocotools), LVIS fields normalised.
+        detections: image id -> detections in file order (empty when none were given).
+    """
+
+    dataset: CocoDataset
+    gt: dict[str, Any]
+    detections: dict[int, list[Detection]] = field(default_factory=dict)
+
+
+def _read_json(path: Path, what: str) -> Any:
+    if not path.exists():
+        raise InputError(f"{what} file not found: {path}")
+    if not path.is_file():
+        raise InputError(f"{what} path is not a file: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(f"{path} is not a JSON text file ({what})") from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path} is not valid JSON ({what}): {e}") from None
+
+
+def _normalise_lvis(data: dict) -> bool:
+    """Fills COCO fields LVIS leaves out (``file_name`` from ``coco_url``); True if anything changed."""
+    changed = False
+    images = data.get("images")
+    if isinstance(images, list):
+        for im in images:
+            if isinstance(im, dict) and "file_name" not in im and isinstance(im.get("coco_url"), str):
+                im["file_name"] = im["coco_url"].rstrip("/").rsplit("/", 1)[-1]
+                changed = True
+    return changed
+
+
+def load_annotations(annotations: str | Path, images: str | Path) -> tuple[CocoDataset, dict]:
+    """Validated annotations whose images live in ``images``: (dataset, JSON dict).
+
+    Raises:
+        InputError: missing file or folder, not JSON, not a COCO instances file, entries with
+            missing keys, masks whose size differs from their image entry, no images listed.
+    """
+    path, root = Path(annotations), Path(images)
+    data = _read_json(path, "annotations")
+    if not root.exists():
+        raise InputError(f"image folder not found: {root}")
+    if not root.is_dir():
+        raise InputError(f"--images must be a folder, not a file: {root}")
+    if not isinstance(data, dict) or not all(k in data for k in ("images", "annotations", "categories")):
+        raise InputError(
+            f"{path} is not a COCO instances file (need top-level 'images', 'annotations' and 'categories')"
+        )
+    if _normalise_lvis(data):
+        with tempfile.TemporaryDirectory() as d:
+            tmp = Path(d) / path.name
+            tmp.write_text(json.dumps(data))
+            dataset = _load_coco(tmp, root, shown=path)
+        dataset.path = path
+    else:
+        dataset = _load_coco(path, root, shown=path)
+    if not len(dataset):
+        raise InputError(f"{path} lists no images")
+    return dataset, data
+
+
+def _load_coco(path: Path, root: Path, shown: Path) -> CocoDataset:
+    try:
+        return load_coco(path, image_root=root)
+    except ValueError as e:
+        msg = str(e).replace(str(path), str(shown))
+        if not msg.startswith(str(shown)):
+            msg = f"{shown}: {msg}"
+        raise InputError(f"bad annotations: {msg}") from None
+
+
+def load_detections(path: str | Path, dataset: CocoDataset) -> dict[int, list[Detection]]:
+    """Detector boxes from a COCO results JSON (a list of ``{image_id, category_id, bbox, score}``).
+
+    A dict with an ``annotations`` list is accepted too. Boxes with zero width or height are
+    kept (the model still gets them). Returns image id -> detections in file order.
+
+    Raises:
+        InputError: not JSON / not a results list, entries with missing or ill-typed keys,
+            non-finite or negative box sizes, image ids or category ids the annotations do not have.
+    """
+    path = Path(path)
+    data = _read_json(path, "detections")
+    if isinstance(data, Mapping) and isinstance(data.get("annotations"), list):
+        data = data["annotations"]
+    if not isinstance(data, list):
+        raise InputError(
+            f"{path} is not a COCO results file (expected a JSON list of {{image_id, category_id, bbox, score}})"
+        )
+    out: dict[int, list[Detection]] = {}
+    unknown_images: set[int] = set()
+    unknown_cats: set[int] = set()
+    for i, d in enumerate(data):
+        where = f"{path} entry {i}"
+        if not isinstance(d, Mapping):
+            raise InputError(f"{where}: expected an object, got {type(d).__name__}")
+        for key in ("image_id", "bbox", "score"):
+            if key not in d:
+                raise InputError(f"{where}: missing key {key!r}")
+        image_id, cat = d["image_id"], d.get("category_id", 1)
+        if isinstance(image_id, bool) or not isinstance(image_id, int):
+            raise InputError(f"{where}: image_id must be an integer, got {image_id!r:.40}")
+        if isinstance(cat, bool) or not isinstance(cat, int):
+            raise InputError(f"{where}: category_id must be an integer, got {cat!r:.40}")
+        bbox, score = d["bbox"], d["score"]
+        if (
+            not isinstance(bbox, list)
+            or len(bbox) != 4
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in bbox)
+        ):
+            raise InputError(f"{where}: bbox must be [x, y, width, height] numbers, got {bbox!r:.60}")
+        if not all(math.isfinite(v) for v in bbox) or bbox[2] < 0 or bbox[3] < 0:
+            raise InputError(f"{where}: bbox {bbox} must be finite with width, height >= 0")
+        if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
+            raise InputError(f"{where}: score must be a finite number, got {score!r:.40}")
+        if image_id not in dataset.images:
+            unknown_images.add(image_id)
+            continue
+        if cat not in dataset.categories:
+            unknown_cats.add(cat)
+            continue
+        out.setdefault(image_id, []).append(
+            Detection(
+                image_id,
+                cat,
+                (float(bbox[0]), float(bbox[1]), float(bbox[2]), float(bbox[3])),
+                float(score),
+                i,
+            )
+        )
+    if unknown_images:
+        ids = sorted(unknown_images)
+        raise InputError(
+            f"{path} has detections for {len(ids)} image id(s) that are not in {dataset.path.name}: "
+            f"{_fmt_ids(ids)} (detections and annotations must come from the same split)"
+        )
+    if unknown_cats:
+        ids = sorted(unknown_cats)
+        raise InputError(
+            f"{path} has detections with {len(ids)} category id(s) that are not in {dataset.path.name}: "
+            f"{_fmt_ids(ids)} (is the detector's label map 0-based or for another data set?)"
+        )
+    return out
+
+
+def _fmt_ids(ids: list[int], limit: int = 8) -> str:
+    head = ", ".join(str(i) for i in ids[:limit])
+    return head + (f", ... ({len(ids) - limit} more)" if len(ids) > limit else "")
+
+
+def image_header_size(path: Path) -> tuple[int, int]:
+    """(height, width) of an image file as displayed (EXIF rotation applied), from its header only.
+
+    Raises:
+        InputError: missing file, or not an image PIL can identify.
+    """
+    if not path.is_file():
+        raise InputError(f"image file not found: {path}")
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            try:
+                orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+            except Exception:  # a broken EXIF block: PIL ignores it when decoding too
+                orientation = 1
+    except UnidentifiedImageError:
+        raise InputError(f"{path} is not an image file (or its format is not supported)") from None
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e}") from None
+    if orientation in (5, 6, 7, 8):
+        w, h = h, w
+    return h, w

@@ -1,0 +1,227 @@
+"""Training data: readers for synthetic, COCO-format and SA-1B-layout sets, and batching.
+
+Every source is an indexable sequence of :class:`Sample` (one image with its instance masks).
+Indexing is a pure function of the index, so the order in which a run visits samples is
+decided by :func:`sample_indices` alone (seed, step, rank), which makes resuming exact.
+
+Sources:
+
+* :class:`SynthSource` renders ``leansam.data.synth`` images in memory (no files).
+* :class:`CocoSource` reads a COCO instances JSON (RLE or polygons) and its images.
+* :class:`SA1BSource` reads the SA-1B layout: ``<dir>/sa_N.jpg`` next to ``<dir>/sa_N.json``
+  with ``{"image": {...}, "annotations": [{"segmentation": RLE, ...}, ...]}``.
+
+:func:`open_source` picks one from a spec string: ``synth:N[:SEED]``, a ``.json`` COCO file,
+or a directory (SA-1B layout, or a COCO set with ``annotations.json``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.coco import decode_mask, load_coco
+from ..data.synth import SynthConfig, render_sample
+from ..io import InputError, load_image
+from ..transforms import ImageTransform, preprocess
+
+#: Data of the bundled default model: small images with few, mostly medium/large, high-contrast
+#: objects and little clutter (an easier cut of ``leansam.data.synth``; see docs/training.md).
+TINY_SYNTH = SynthConfig(
+    min_side=256,
+    max_side=320,
+    max_aspect=1.5,
+    min_objects=2,
+    max_objects=6,
+    size_mix=(0.15, 0.45, 0.4),
+    kind_weights=(0.25, 0.3, 0.3, 0.05, 0.1),
+    small_min_area=100,
+    min_area=64,
+    min_distractors=0,
+    max_distractors=2,
+    textured_fill_prob=0.3,
+    shadow_prob=0.15,
+    contrast_prob=1.0,
+    blur_prob=0.1,
+)
+
+
+@dataclass
+class Sample:
+    """One image and its instances.
+
+    image: H x W x 3 uint8 RGB. masks: N x H x W bool (N may be 0). key: a stable name.
+    category_ids: N ints (0 when unknown).
+    """
+
+    image: np.ndarray
+    masks: np.ndarray
+    key: str
+    category_ids: list[int] = field(default_factory=list)
+
+
+class SynthSource(Sequence):
+    """``n`` images rendered by :func:`leansam.data.synth.render_sample` for ``seed`` (in memory)."""
+
+    def __init__(self, n: int, seed: int = 0, config: SynthConfig | None = None) -> None:
+        if n <= 0:
+            raise ValueError("SynthSource needs n > 0")
+        self.n, self.seed, self.config = n, seed, config or TINY_SYNTH
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> Sample:  # type: ignore[override]
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        s = render_sample(i, self.seed, self.config)
+        h, w = s.image.shape[:2]
+        masks = np.stack(s.masks) if s.masks else np.zeros((0, h, w), bool)
+        return Sample(s.image, masks, f"synth-{self.seed}-{i}", list(s.category_ids))
+
+
+class CocoSource(Sequence):
+    """A COCO instances file (images with at least one non-crowd annotation)."""
+
+    def __init__(self, path: str | Path, image_root: str | Path | None = None) -> None:
+        try:
+            self.ds = load_coco(path, image_root)
+        except (OSError, ValueError) as e:
+            raise InputError(f"cannot read COCO set {path}: {e}") from e
+        self.ids = [i for i in self.ds.image_ids() if any(not a.iscrowd for a in self.ds.annotations_for(i))]
+        if not self.ids:
+            raise InputError(f"COCO set {path} has no image with a (non-crowd) annotation")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> Sample:  # type: ignore[override]
+        iid = self.ids[i]
+        img = self.ds.images[iid]
+        anns = [a for a in self.ds.annotations_for(iid) if not a.iscrowd]
+        image = load_image(self.ds.image_path(iid))
+        masks = np.stack([self.ds.mask(a) for a in anns])
+        if image.shape[:2] != (img.height, img.width):
+            raise InputError(
+                f"image {self.ds.image_path(iid)} is {image.shape[:2]}, its entry says {img.height}x{img.width}"
+            )
+        return Sample(image, masks, f"coco-{iid}", [a.category_id for a in anns])
+
+
+class SA1BSource(Sequence):
+    """SA-1B layout: every ``*.json`` in ``root`` with an image of the same stem (``.jpg``/``.png``)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.items: list[tuple[Path, Path]] = []
+        for js in sorted(self.root.glob("*.json")):
+            for ext in (".jpg", ".jpeg", ".png"):
+                if (img := js.with_suffix(ext)).is_file():
+                    self.items.append((img, js))
+                    break
+        if not self.items:
+            raise InputError(f"{root}: no SA-1B style image + JSON pairs (sa_N.jpg + sa_N.json) found")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> Sample:  # type: ignore[override]
+        img_path, js = self.items[i]
+        try:
+            rec = json.loads(js.read_text(encoding="utf-8"))
+            anns = rec["annotations"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise InputError(f"{js}: not an SA-1B annotation file ({e})") from e
+        image = load_image(img_path)
+        h, w = image.shape[:2]
+        masks = [decode_mask(a["segmentation"], h, w) for a in anns]
+        arr = np.stack(masks) if masks else np.zeros((0, h, w), bool)
+        return Sample(image, arr, f"sa1b-{img_path.stem}", [0] * len(masks))
+
+
+def open_source(spec: str, synth_config: SynthConfig | None = None) -> Sequence:
+    """A data source from a spec: ``synth:N[:SEED]``, a COCO ``.json``, or a directory."""
+    if spec.startswith("synth:"):
+        parts = spec.split(":")
+        try:
+            n = int(parts[1])
+            seed = int(parts[2]) if len(parts) > 2 else 0
+        except (IndexError, ValueError):
+            raise InputError(f"synthetic data spec must be synth:N[:SEED], not {spec!r}") from None
+        if n <= 0:
+            raise InputError(f"synthetic data spec needs N > 0, not {spec!r}")
+        return SynthSource(n, seed, synth_config)
+    p = Path(spec)
+    if p.is_file():
+        return CocoSource(p)
+    if p.is_dir():
+        if (p / "annotations.json").is_file():
+            return CocoSource(p / "annotations.json")
+        return SA1BSource(p)
+    raise InputError(f"data {spec!r} is neither synth:N[:SEED], a COCO .json file nor a directory")
+
+
+def sample_indices(n: int, seed: int, step: int, batch: int, rank: int = 0, world: int = 1) -> list[int]:
+    """Indices of the samples rank ``rank`` uses at ``step``: epoch-wise permutations of ``range(n)``.
+
+    Position ``k = (step * world + rank) * batch + j`` of the infinite stream is element
+    ``k % n`` of the permutation of epoch ``k // n`` (``default_rng([seed, epoch])``), so the
+    order depends on nothing but these arguments (exact resume, disjoint ranks).
+    """
+    out = []
+    for j in range(batch):
+        k = (step * world + rank) * batch + j
+        epoch, pos = divmod(k, n)
+        perm = np.random.default_rng([seed, epoch]).permutation(n)
+        out.append(int(perm[pos]))
+    return out
+
+
+@dataclass
+class Prepared:
+    """One sample in the model's frame.
+
+    x: 3 x S x S encoder input. masks: N x L x L float {0, 1} in the padded prompt frame at
+    the loss resolution L. frame: (h, w) of the image inside the prompt frame. key: sample key.
+    """
+
+    x: torch.Tensor
+    masks: torch.Tensor
+    frame: tuple[int, int]
+    key: str
+
+
+def prepare(
+    sample: Sample, transform: ImageTransform, loss_res: int, flip: bool = False, min_area: int = 1
+) -> Prepared:
+    """Preprocesses the image and maps masks to the padded prompt frame at ``loss_res``.
+
+    ``loss_res`` is the side of the square the prompt frame is resampled to for the loss
+    (e.g. 256 for the 256 frame, or the decoder's low-res size). Instances whose mask is
+    smaller than ``min_area`` pixels at that resolution are dropped.
+    """
+    image, masks = sample.image, sample.masks
+    if flip:
+        image = np.ascontiguousarray(image[:, ::-1])
+        masks = np.ascontiguousarray(masks[:, :, ::-1])
+    x = preprocess(image, transform)[0]
+    h, w = image.shape[:2]
+    side = transform.prompt_frame
+    fh, fw = transform.frame_size((h, w))
+    lh, lw = round(fh * loss_res / side), round(fw * loss_res / side)
+    if len(masks):
+        m = torch.from_numpy(masks).float()[:, None]
+        m = F.interpolate(m, (lh, lw), mode="area")[:, 0]
+        m = (m >= 0.5).float()
+        m = F.pad(m, (0, loss_res - lw, 0, loss_res - lh))
+        keep = m.flatten(1).sum(1) >= min_area
+        m = m[keep]
+    else:
+        m = torch.zeros((0, loss_res, loss_res))
+    return Prepared(x, m, (fh, fw), sample.key)

@@ -1,0 +1,171 @@
+"""Small image encoders for training and distillation: a ResNet-style CNN with a light FPN neck.
+
+NanoSAM distils SAM into a ResNet-18 image encoder; :class:`ResNetEncoder` is that idea,
+written from scratch (no torchvision): a stem (stride 4), four stages of basic residual
+blocks (strides 4, 8, 16, 32), and a neck that projects stages 2..4 to ``neck_dim``
+channels, upsamples them to the output stride, sums them, and maps the sum to
+``out_chans`` (the decoder's width) with two 3x3 convolutions.
+
+Shapes: input B x 3 x S x S (normalised, padded) -> B x out_chans x S/out_stride x S/out_stride.
+With the leansam_tiny pipeline S = 256, out_stride = 16: a 16 x 16 x 128 embedding, 64 x 64
+low-res masks, a 256 prompt frame.
+
+This module also holds the builders of the bundled default model (``leansam_tiny``) and of
+its teacher, and :func:`tiny_sam` which assembles any encoder with the shared prompt encoder
+and mask decoder sized for a small embedding grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models.common import LayerNorm2d
+from ..models.mask_decoder import MaskDecoder
+from ..models.prompt_encoder import PromptEncoder
+from ..models.sam import Sam
+
+
+@dataclass(frozen=True)
+class ResNetConfig:
+    """Shape of a :class:`ResNetEncoder`.
+
+    Attributes:
+        widths: channels of the four stages (ResNet-18: 64, 128, 256, 512).
+        depths: basic blocks per stage (ResNet-18: 2, 2, 2, 2).
+        stem_width: channels of the stride-4 stem.
+        neck_dim: width of the FPN neck.
+        out_chans: channels of the output embedding (the mask decoder's width).
+        out_stride: stride of the output grid: 8 or 16 (stages below it are upsampled to it).
+    """
+
+    widths: tuple[int, int, int, int] = (64, 128, 256, 512)
+    depths: tuple[int, int, int, int] = (2, 2, 2, 2)
+    stem_width: int = 32
+    neck_dim: int = 128
+    out_chans: int = 256
+    out_stride: int = 8
+
+    def __post_init__(self) -> None:
+        if len(self.widths) != 4 or len(self.depths) != 4:
+            raise ValueError("ResNetConfig: widths and depths need 4 entries (one per stage)")
+        if any(int(w) <= 0 for w in self.widths) or any(int(d) < 1 for d in self.depths):
+            raise ValueError("ResNetConfig: widths must be > 0 and depths >= 1")
+        if self.stem_width <= 0 or self.neck_dim <= 0 or self.out_chans <= 0:
+            raise ValueError("ResNetConfig: stem_width, neck_dim and out_chans must be positive")
+        if self.out_stride not in (8, 16):
+            raise ValueError(f"ResNetConfig: out_stride must be 8 or 16, not {self.out_stride}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+#: ResNet-18 (NanoSAM's student) with an FPN neck.
+RESNET18 = ResNetConfig()
+#: Teacher of the bundled default model: ResNet-18 at half width.
+TINY_TEACHER = ResNetConfig(
+    widths=(32, 64, 128, 256), depths=(2, 2, 2, 2), stem_width=32, neck_dim=96, out_chans=128, out_stride=16
+)
+#: The bundled default student: one block per stage, quarter width.
+TINY_STUDENT = ResNetConfig(
+    widths=(16, 32, 64, 128), depths=(1, 1, 1, 1), stem_width=16, neck_dim=64, out_chans=128, out_stride=16
+)
+
+PRESETS: dict[str, ResNetConfig] = {
+    "resnet18": RESNET18,
+    "tiny_teacher": TINY_TEACHER,
+    "tiny_student": TINY_STUDENT,
+}
+
+
+def _conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout))
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block: two 3x3 conv-BN, ReLU, identity (or 1x1 stride-s) shortcut."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = _conv_bn(cin, cout, 3, stride)
+        self.conv2 = _conv_bn(cout, cout, 3, 1)
+        self.shortcut = _conv_bn(cin, cout, 1, stride) if (stride != 1 or cin != cout) else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.conv2(F.relu(self.conv1(x))) + self.shortcut(x))
+
+
+class ResNetEncoder(nn.Module):
+    """ResNet-style image encoder with an FPN neck (see module docstring).
+
+    Args:
+        config: a :class:`ResNetConfig`.
+    """
+
+    def __init__(self, config: ResNetConfig = RESNET18) -> None:
+        super().__init__()
+        c = config
+        self.config = c
+        self.stem = nn.Sequential(
+            _conv_bn(3, c.stem_width, 3, 2), nn.ReLU(), _conv_bn(c.stem_width, c.widths[0], 3, 2), nn.ReLU()
+        )
+        stages = []
+        cin = c.widths[0]
+        for i, (w, d) in enumerate(zip(c.widths, c.depths)):
+            blocks = [BasicBlock(cin, w, 1 if i == 0 else 2)]
+            blocks += [BasicBlock(w, w, 1) for _ in range(d - 1)]
+            stages.append(nn.Sequential(*blocks))
+            cin = w
+        self.stages = nn.ModuleList(stages)
+        first = 1 if c.out_stride == 8 else 2  # stage index whose stride equals out_stride
+        self._first = first
+        self.lateral = nn.ModuleList(nn.Conv2d(c.widths[i], c.neck_dim, 1) for i in range(first, 4))
+        self.head = nn.Sequential(
+            nn.Conv2d(c.neck_dim, c.out_chans, 3, padding=1, bias=False),
+            LayerNorm2d(c.out_chans),
+            nn.GELU(),
+            nn.Conv2d(c.out_chans, c.out_chans, 3, padding=1, bias=False),
+            LayerNorm2d(c.out_chans),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """B x 3 x S x S -> B x out_chans x S/out_stride x S/out_stride."""
+        feats = []
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        used = feats[self._first :]
+        size = used[0].shape[-2:]
+        y = self.lateral[0](used[0])
+        for lat, f in zip(self.lateral[1:], used[1:]):
+            y = y + F.interpolate(lat(f), size=size, mode="bilinear", align_corners=False)
+        return self.head(y)
+
+
+def tiny_sam(image_encoder: nn.Module, embed_dim: int = 128, grid: int = 16, prompt_frame: int = 256) -> Sam:
+    """Assembles ``image_encoder`` with the shared prompt encoder / mask decoder for a small grid.
+
+    Args:
+        image_encoder: B x 3 x S x S -> B x embed_dim x grid x grid.
+        embed_dim: width of prompt embeddings and decoder (SAM: 256).
+        grid: side of the image-embedding grid (SAM: 64); low-res masks are 4 * grid.
+        prompt_frame: side of the prompt frame (SAM: 1024 = 16 * 64).
+    """
+    pe = PromptEncoder(
+        embed_dim=embed_dim, image_embedding_size=(grid, grid), input_image_size=(prompt_frame,) * 2
+    )
+    return Sam(image_encoder, pe, MaskDecoder(transformer_dim=embed_dim))
+
+
+def build_leansam_tiny() -> Sam:
+    """The bundled default model: TINY_STUDENT ResNet encoder, 256 input, 16 x 16 x 128 embedding."""
+    return tiny_sam(ResNetEncoder(TINY_STUDENT))
+
+
+def build_leansam_tiny_teacher() -> Sam:
+    """The teacher the default model was distilled from (half-width ResNet-18, same pipeline)."""
+    return tiny_sam(ResNetEncoder(TINY_TEACHER))
