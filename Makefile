@@ -6,10 +6,11 @@ PARITY_DIR ?= $(abspath ../shared/parity)
 
 .PHONY: setup demo test test-slow lint format bench clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml requirements-oracles.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install -q -e '.[test]'
+	SAM2_BUILD_CUDA=0 $(PY) -m pip install -q --no-deps --no-build-isolation -r requirements-oracles.txt
 	touch $@
 
 setup: $(VENV)/.installed
