@@ -29,19 +29,29 @@ def box_area(boxes: torch.Tensor) -> torch.Tensor:
 
 
 def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU matrix of N x 4 and M x 4 XYXY boxes -> N x M, computed in float64.
+    """IoU matrix of N x 4 and M x 4 XYXY boxes -> N x M, in float64 if either input is, else float32.
 
     Follows torchvision's definition (areas without +1). Two zero-area boxes have
     IoU 0 here (torchvision: NaN); both compare False against any threshold.
     """
-    a = a.double()
-    b = b.double()
-    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
-    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    union = box_area(a)[:, None] + box_area(b)[None, :] - inter
-    return torch.where(union > 0, inter / union.clamp(min=torch.finfo(torch.float64).tiny), torch.zeros_like(inter))
+    dtype = torch.float64 if torch.float64 in (a.dtype, b.dtype) else torch.float32
+    a = a.to(dtype)
+    b = b.to(dtype)
+    # 2-D ops only (no N x M x 2 temporaries), in place where possible.
+    iw = (
+        torch.minimum(a[:, None, 2], b[None, :, 2])
+        .sub_(torch.maximum(a[:, None, 0], b[None, :, 0]))
+        .clamp_(min=0)
+    )
+    ih = (
+        torch.minimum(a[:, None, 3], b[None, :, 3])
+        .sub_(torch.maximum(a[:, None, 1], b[None, :, 1]))
+        .clamp_(min=0)
+    )
+    inter = iw.mul_(ih)
+    union = (box_area(a)[:, None] + box_area(b)[None, :]).sub_(inter)
+    # union == 0 only for two zero-area boxes (then inter == 0 too): IoU 0.
+    return inter.div_(union.clamp_(min=torch.finfo(dtype).tiny))
 
 
 def box_xyxy_to_xywh(boxes: torch.Tensor) -> torch.Tensor:
@@ -51,20 +61,28 @@ def box_xyxy_to_xywh(boxes: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """N x H x W bool -> N x 4 int64 inclusive XYXY boxes; ``[0, 0, 0, 0]`` for an empty mask."""
+def masks_to_boxes(
+    masks: torch.Tensor, return_nonempty: bool = False
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """N x H x W bool -> N x 4 int64 inclusive XYXY boxes; ``[0, 0, 0, 0]`` for an empty mask.
+
+    With ``return_nonempty`` also returns N bool: which masks have a pixel (free by-product).
+    """
     n, h, w = masks.shape
     if n == 0:
-        return torch.zeros(0, 4, dtype=torch.int64, device=masks.device)
-    rows = masks.any(dim=2)  # N x H
-    cols = masks.any(dim=1)  # N x W
-    # argmax of a bool row returns the first True; on the flipped row, the last one.
-    top = rows.to(torch.uint8).argmax(dim=1)
-    bottom = h - 1 - rows.flip(1).to(torch.uint8).argmax(dim=1)
-    left = cols.to(torch.uint8).argmax(dim=1)
-    right = w - 1 - cols.flip(1).to(torch.uint8).argmax(dim=1)
-    boxes = torch.stack([left, top, right, bottom], dim=1)
-    return boxes * rows.any(dim=1, keepdim=True)
+        boxes = torch.zeros(0, 4, dtype=torch.int64, device=masks.device)
+        return (boxes, torch.zeros(0, dtype=torch.bool, device=masks.device)) if return_nonempty else boxes
+    u8 = masks.view(torch.uint8)  # reductions on uint8 are faster than bool any()
+    rows = u8.amax(dim=2)  # N x H
+    cols = u8.amax(dim=1)  # N x W
+    # argmax returns the first maximum: the first set row/column, and on the flipped axis the last.
+    top = rows.argmax(dim=1)
+    bottom = h - 1 - rows.flip(1).argmax(dim=1)
+    left = cols.argmax(dim=1)
+    right = w - 1 - cols.flip(1).argmax(dim=1)
+    nonempty = rows.amax(dim=1) > 0
+    boxes = torch.stack([left, top, right, bottom], dim=1) * nonempty[:, None]
+    return (boxes, nonempty) if return_nonempty else boxes
 
 
 def is_box_near_crop_edge(
@@ -86,23 +104,19 @@ def is_box_near_crop_edge(
 # --- NMS -----------------------------------------------------------------------------------------
 
 
-def _greedy_block(over: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
-    """Exact greedy NMS inside one score-sorted block by fixed-point iteration (Cluster-NMS).
+def _greedy(over: np.ndarray, suppressed: np.ndarray) -> np.ndarray:
+    """Greedy NMS over a score-sorted block, given its overlap matrix.
 
-    over: K x K bool, ``over[i, j]`` = box i would suppress box j (i earlier in score order,
-    IoU above the threshold). alive: K bool, boxes not already suppressed by earlier blocks.
-
-    Iterating ``keep_j = alive_j and not any_i(keep_i and over[i, j])`` from ``keep = alive``
-    converges to the greedy result in at most K steps (usually a handful), because the
-    state of box j only depends on boxes before it, which settle first.
+    over: K x K bool, ``over[i, j]`` = boxes i and j overlap above the threshold.
+    suppressed: K bool, boxes already suppressed by earlier blocks (updated in place).
+    Returns K bool: kept boxes. The Python loop only tests a flag per box; the work
+    per KEPT box is one vectorised row OR, so the cost is O(K) + O(kept x K).
     """
-    over = torch.triu(over, diagonal=1) & alive[:, None]
-    keep = alive.clone()
-    for _ in range(over.shape[0] + 1):
-        new = alive & ~(over & keep[:, None]).any(dim=0)
-        if torch.equal(new, keep):
-            break
-        keep = new
+    keep = np.zeros(len(suppressed), dtype=bool)
+    for i in range(len(suppressed)):
+        if not suppressed[i]:
+            keep[i] = True
+            suppressed |= over[i]
     return keep
 
 
@@ -111,7 +125,7 @@ def batched_nms(
     scores: torch.Tensor,
     categories: torch.Tensor | None,
     iou_threshold: float,
-    block: int = 1024,
+    block: int = 2048,
 ) -> torch.Tensor:
     """Greedy non-maximum suppression, per category, without torchvision.
 
@@ -119,13 +133,18 @@ def batched_nms(
     (ties keep their input order); a box is dropped when its IoU with an already kept
     box of the same category is ABOVE ``iou_threshold``.
 
+    How: sort once; the IoU matrix of each block of ``block`` boxes is computed in one
+    vectorised call (memory O(block^2), not O(N^2)), boxes kept in earlier blocks
+    suppress the block in one more call, and the greedy pass inside the block is a loop
+    of row ORs over that boolean matrix.
+
     Args:
         boxes: N x 4 XYXY (any units).
         scores: N.
         categories: N integer labels (boxes of different labels never suppress each other),
             or None for one category.
         iou_threshold: suppression threshold.
-        block: boxes processed together; memory is O(block x kept) instead of O(N^2).
+        block: boxes processed together.
 
     Returns:
         int64 indices of the kept boxes, by decreasing score.
@@ -134,25 +153,25 @@ def batched_nms(
     if n == 0:
         return torch.zeros(0, dtype=torch.int64, device=boxes.device)
     order = torch.argsort(scores, descending=True, stable=True)
-    b = boxes[order]
-    cat = categories[order] if categories is not None else None
-    kept: list[torch.Tensor] = []  # indices into the sorted order
+    b = boxes[order].cpu()
+    b = b if b.dtype == torch.float64 else b.float()
+    cat = categories[order].cpu() if categories is not None else None
+    keep = np.zeros(n, dtype=bool)
     for start in range(0, n, block):
-        idx = torch.arange(start, min(start + block, n), device=boxes.device)
-        cand = b[idx]
-        alive = torch.ones(len(idx), dtype=torch.bool, device=boxes.device)
-        for prev in kept:  # suppression by boxes kept in earlier blocks
-            if len(prev) == 0:
-                continue
+        end = min(start + block, n)
+        cand = b[start:end]
+        suppressed = np.zeros(end - start, dtype=bool)
+        prev = torch.from_numpy(np.flatnonzero(keep[:start]))
+        if len(prev):  # suppression by boxes kept in earlier blocks
             over = box_iou(b[prev], cand) > iou_threshold
             if cat is not None:
-                over &= cat[prev][:, None] == cat[idx][None, :]
-            alive &= ~over.any(dim=0)
+                over &= cat[prev][:, None] == cat[start:end][None, :]
+            suppressed |= over.any(dim=0).numpy()
         over = box_iou(cand, cand) > iou_threshold
         if cat is not None:
-            over &= cat[idx][:, None] == cat[idx][None, :]
-        kept.append(idx[_greedy_block(over, alive)])
-    return order[torch.cat(kept)]
+            over &= cat[start:end][:, None] == cat[start:end][None, :]
+        keep[start:end] = _greedy(over.numpy(), suppressed)
+    return order[torch.from_numpy(np.flatnonzero(keep)).to(order.device)]
 
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
@@ -183,10 +202,10 @@ def mask_nms(masks: torch.Tensor, scores: torch.Tensor, iou_threshold: float) ->
     n = masks.shape[0]
     if n == 0:
         return torch.zeros(0, dtype=torch.int64)
-    order = torch.argsort(scores, descending=True, stable=True)
-    over = mask_iou_matrix(masks[order]) > iou_threshold
-    keep = _greedy_block(over, torch.ones(n, dtype=torch.bool, device=masks.device))
-    return order[keep]
+    order = torch.argsort(scores.cpu(), descending=True, stable=True)
+    over = (mask_iou_matrix(masks[order.to(masks.device)]) > iou_threshold).cpu().numpy()
+    keep = _greedy(over, np.zeros(n, dtype=bool))
+    return order[torch.from_numpy(np.flatnonzero(keep))]
 
 
 # --- scores --------------------------------------------------------------------------------------
@@ -202,7 +221,9 @@ def stability_score(logits: torch.Tensor, threshold: float, offset: float) -> to
     """
     inter = (logits > threshold + offset).sum(dim=(-1, -2), dtype=torch.int32)
     union = (logits > threshold - offset).sum(dim=(-1, -2), dtype=torch.int32)
-    return torch.where(union > 0, inter.float() / union.clamp(min=1).float(), torch.zeros_like(inter, dtype=torch.float))
+    return torch.where(
+        union > 0, inter.float() / union.clamp(min=1).float(), torch.zeros_like(inter, dtype=torch.float)
+    )
 
 
 # --- crops and point grids -----------------------------------------------------------------------
@@ -238,7 +259,9 @@ def point_grid(n_per_side: int) -> np.ndarray:
     """``n*n x 2`` (x, y) cell centres of an n x n grid over [0, 1]^2, x varying fastest."""
     if n_per_side <= 0:
         raise ValueError(f"points per side must be positive, got {n_per_side}")
-    c = (np.arange(n_per_side, dtype=np.float64) + 0.5) / n_per_side
+    half = 1 / (2 * n_per_side)
+    # linspace (not (i + 0.5) / n) so that the points equal segment_anything's to the last bit.
+    c = np.linspace(half, 1 - half, n_per_side)
     xs, ys = np.meshgrid(c, c)
     return np.stack([xs, ys], axis=-1).reshape(-1, 2)
 
@@ -265,12 +288,13 @@ def masks_to_rle(
         N run-length arrays (int64) of the masks in the full H x W image, identical
         to encoding the zero-padded full-size masks.
 
-    How: every column of a mask is padded with a 0 above and below, so each run of 1s
-    starts and ends inside its own column. The change positions of all masks come
-    from ONE ``nonzero`` and map to the full image's column-major index
-    ``(x0 + col) * H + y0 + row``. A run that ends at the bottom of column c and a run
-    that starts at the top of column c + 1 give the same index twice; those pairs
-    cancel (the run continues across the column break).
+    How: the change positions of all N masks come from ONE ``nonzero`` over the
+    column-major masks. When the masks span whole image columns (no vertical offset)
+    the flattened masks are a contiguous stretch of the image and the change index maps
+    directly. Otherwise every column is padded with a 0 above and below, so each run of
+    1s starts and ends inside its column, at image index ``(x0 + col) * H + y0 + row``;
+    a run ending at the bottom of column c and one starting at the top of column c + 1
+    give the same index twice and cancel (the run continues across the column break).
     """
     n, h, w = masks.shape
     if image_size is None:
@@ -279,29 +303,45 @@ def masks_to_rle(
     x0, y0 = offset
     if n == 0:
         return []
-    cols = masks.transpose(1, 2)  # N x w x h: column-major
-    padded = torch.nn.functional.pad(cols.to(torch.uint8), (1, 1))  # N x w x (h + 2)
-    change = padded[..., 1:] != padded[..., :-1]  # N x w x (h + 1): change before padded row r+1
-    k, c, r = change.nonzero(as_tuple=True)
-    pos = ((x0 + c) * big_h + y0 + r).cpu().numpy()
-    k = k.cpu().numpy()
-    if len(pos) > 1:
-        dup = (pos[1:] == pos[:-1]) & (k[1:] == k[:-1])
-        if dup.any():
-            drop = np.zeros(len(pos), dtype=bool)
-            drop[1:] |= dup
-            drop[:-1] |= dup
-            pos, k = pos[~drop], k[~drop]
     total = big_h * big_w
-    if len(pos) and pos.max() >= total:
-        # A run reaching the image's last pixel needs no closing boundary.
-        end = pos < total
-        pos, k = pos[end], k[end]
+    cols = masks.transpose(1, 2).contiguous().view(torch.uint8)  # N x w x h: column-major
+    if y0 == 0 and h == big_h:
+        # Whole columns: the flattened masks are one contiguous stretch of the image.
+        flat = cols.reshape(n, w * h)
+        k, j = (flat[:, 1:] != flat[:, :-1]).nonzero(as_tuple=True)
+        pos = (x0 * big_h + j + 1).cpu().numpy()
+        k = k.cpu().numpy()
+        first = flat[:, 0].bool().cpu().numpy()
+        last = flat[:, -1].bool().cpu().numpy()
+        start, end = x0 * big_h, (x0 + w) * big_h
+    else:
+        padded = torch.nn.functional.pad(cols, (1, 1))  # N x w x (h + 2)
+        k, c, r = (padded[..., 1:] != padded[..., :-1]).nonzero(as_tuple=True)
+        pos = ((x0 + c) * big_h + y0 + r).cpu().numpy()
+        k = k.cpu().numpy()
+        if len(pos) > 1:
+            dup = (pos[1:] == pos[:-1]) & (k[1:] == k[:-1])
+            if dup.any():
+                drop = np.zeros(len(pos), dtype=bool)
+                drop[1:] |= dup
+                drop[:-1] |= dup
+                pos, k = pos[~drop], k[~drop]
+        first = last = np.zeros(n, dtype=bool)
+        start = end = 0
     splits = np.searchsorted(k, np.arange(1, n))
     out = []
-    for p in np.split(pos, splits):
-        # Runs alternate 0s/1s starting with 0s; a mask whose first pixel is set starts with 0.
-        out.append(np.diff(np.concatenate(([0], p, [total]))).astype(np.int64))
+    for i, p in enumerate(np.split(pos, splits)):
+        parts = [[0]]
+        if first[i]:
+            parts.append([start])
+        parts.append(p)
+        if last[i]:
+            parts.append([end])
+        b = np.concatenate(parts)
+        # A run reaching the image's last pixel needs no closing boundary.
+        b = b[b < total] if len(b) and b[-1] >= total else b
+        # Runs alternate 0s/1s starting with 0s; a mask whose first pixel is set starts with a 0 run.
+        out.append(np.diff(np.concatenate((b, [total]))).astype(np.int64))
     return out
 
 
