@@ -1,4 +1,4 @@
-"""Mask clean-up shared by the predictor and the mask generator."""
+"""Mask clean-up of the predictor (SAM 2's ``max_hole_area`` / ``max_sprinkle_area`` options)."""
 
 from __future__ import annotations
 
@@ -7,31 +7,35 @@ import numpy as np
 import torch
 
 
-def _remove_small_regions(mask: np.ndarray, area: float, mode: str) -> np.ndarray:
-    """Removes connected components below ``area`` pixels: ``holes`` (background) or ``islands``.
-
-    mask: H x W bool. Connectivity 8, as segment_anything's ``remove_small_regions``.
-    """
-    fill = mode == "holes"
-    work = (fill ^ mask).astype(np.uint8)
-    _, regions, stats, _ = cv2.connectedComponentsWithStats(work, connectivity=8)
-    sizes = stats[1:, cv2.CC_STAT_AREA]
-    small = [i + 1 for i, s in enumerate(sizes) if s < area]
-    if not small:
-        return mask
-    return np.where(np.isin(regions, small), fill, mask)
+def _small_components(mask: np.ndarray, max_area: float) -> np.ndarray:
+    """H x W bool -> pixels of the 8-connected components of ``mask`` with area <= ``max_area``."""
+    _, regions, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    small = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] <= max_area)
+    small = small[small > 0]  # label 0 is the complement of ``mask``
+    return np.isin(regions, small)
 
 
 def fill_holes_and_remove_sprinkles(
-    masks: torch.Tensor, max_hole_area: float, max_sprinkle_area: float
+    logits: torch.Tensor, mask_threshold: float, max_hole_area: float, max_sprinkle_area: float
 ) -> torch.Tensor:
-    """B x C x H x W bool masks with small holes filled and small specks removed (SAM 2 semantics)."""
-    out = masks.cpu().numpy().copy()
+    """SAM 2's clean-up of B x C x h x w (low-res) mask logits; returns new float logits.
+
+    As ``SAM2Transforms.postprocess_masks``: every 8-connected background component
+    (logit <= ``mask_threshold``) of area <= ``max_hole_area`` pixels is set to
+    ``mask_threshold + 10``, and every foreground component (logit > ``mask_threshold``) of
+    area <= ``max_sprinkle_area`` to ``mask_threshold - 10``. Both sets of components are those
+    of the INPUT logits (SAM 2 labels the sprinkles on the mask from before hole filling, so a
+    filled hole inside a removed speck stays foreground). Components touching the border count
+    too. An area of 0 turns a step off.
+    """
+    out = logits.detach().float().cpu().numpy().copy()
     for idx in np.ndindex(out.shape[:-2]):
         m = out[idx]
-        if max_hole_area > 0:
-            m = _remove_small_regions(m, max_hole_area, "holes")
-        if max_sprinkle_area > 0:
-            m = _remove_small_regions(m, max_sprinkle_area, "islands")
-        out[idx] = m
-    return torch.from_numpy(out).to(masks.device)
+        fg = m > mask_threshold
+        holes = _small_components(~fg, max_hole_area) if max_hole_area > 0 else None
+        specks = _small_components(fg, max_sprinkle_area) if max_sprinkle_area > 0 else None
+        if holes is not None:
+            m[holes] = mask_threshold + 10.0
+        if specks is not None:
+            m[specks] = mask_threshold - 10.0
+    return torch.from_numpy(out).to(logits.device)

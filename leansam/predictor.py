@@ -65,6 +65,10 @@ class SamPredictor:
         mask_threshold: logit threshold for binary masks (0.0).
         max_hole_area: fill background holes up to this many pixels in each mask (SAM 2 option; 0 = off).
         max_sprinkle_area: remove foreground specks up to this many pixels (SAM 2 option; 0 = off).
+            Both act as in SAM 2's predictor: on the 256 x 256 low-res logits (areas in low-res
+            pixels, 8-connectivity, components of the uncleaned logits) before upsampling; the
+            returned low-res logits are not cleaned (see
+            :func:`leansam.postprocess.fill_holes_and_remove_sprinkles`).
     """
 
     def __init__(
@@ -147,7 +151,7 @@ class SamPredictor:
             point_coords: N x 2 (x, y), or None.
             point_labels: N (1 foreground, 0 background), or None.
             box: 4 (or 1 x 4) XYXY, or None.
-            mask_input: 1 x 256 x 256 low-res logits from a previous call, or None.
+            mask_input: 1 x 256 x 256 low-res logits from a previous call (the model's low-res size), or None.
             multimask_output: 3 candidate masks (True) or 1.
             return_logits: return logits instead of binary masks.
 
@@ -215,18 +219,20 @@ class SamPredictor:
         self._check_prompts(point_coords, point_labels, boxes)
         points = self.model.prepare_prompts(point_coords, point_labels, boxes, size)
         low, iou, _ = self.model.decode(self.features, points, mask_input, multimask_output)
-        masks = self.model.postprocess_masks(low, size)
+        cleaned = low
+        if self.max_hole_area > 0 or self.max_sprinkle_area > 0:
+            from .postprocess import fill_holes_and_remove_sprinkles
+
+            cleaned = fill_holes_and_remove_sprinkles(
+                low, self.mask_threshold, self.max_hole_area, self.max_sprinkle_area
+            ).to(low.dtype)
+        masks = self.model.postprocess_masks(cleaned, size)
         clamp = self.model.transform.low_res_clamp
         if clamp is not None:
             low = low.clamp(-clamp, clamp)
         if return_logits:
             return masks, iou, low
-        binary = masks > self.mask_threshold
-        if self.max_hole_area > 0 or self.max_sprinkle_area > 0:
-            from .postprocess import fill_holes_and_remove_sprinkles
-
-            binary = fill_holes_and_remove_sprinkles(binary, self.max_hole_area, self.max_sprinkle_area)
-        return binary, iou, low
+        return masks > self.mask_threshold, iou, low
 
     def _check_prompts(
         self, coords: torch.Tensor | None, labels: torch.Tensor | None, boxes: torch.Tensor | None

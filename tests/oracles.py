@@ -14,6 +14,7 @@ import types
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 
@@ -151,3 +152,177 @@ def segment_anything():
     except ImportError:
         pytest.fail("the parity oracle `segment-anything` is not installed: pip install -e '.[test]'")
     return segment_anything
+
+
+# --- EfficientViT-SAM and SAM 2 -------------------------------------------------------------------
+# Both also use torchvision.transforms' ToTensor / Normalize (and Compose, resp. a TorchScript-ed
+# tensor Resize). The classes below follow torchvision's semantics for the inputs these packages
+# give them; they are module-level so that torch.jit.script can read their source.
+
+
+class _ToTensor:
+    """torchvision ``ToTensor`` on an H x W x C ndarray / PIL image: C x H x W, uint8 -> float / 255."""
+
+    def __call__(self, pic: np.ndarray | Image.Image) -> torch.Tensor:
+        arr = np.asarray(pic)
+        if arr.ndim == 2:
+            arr = arr[:, :, None]
+        img = torch.from_numpy(arr.transpose((2, 0, 1)).copy()).contiguous()
+        if img.dtype == torch.uint8:
+            return img.to(dtype=torch.get_default_dtype()).div(255)
+        return img
+
+
+class _Normalize(torch.nn.Module):
+    """torchvision ``Normalize`` on a C x H x W (or B x C x H x W) float tensor."""
+
+    def __init__(self, mean: list[float], std: list[float], inplace: bool = False) -> None:
+        super().__init__()
+        self.mean = [float(m) for m in mean]
+        self.std = [float(s) for s in std]
+
+    def forward(self, tensor: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.mean, dtype=tensor.dtype, device=tensor.device).view(-1, 1, 1)
+        std = torch.tensor(self.std, dtype=tensor.dtype, device=tensor.device).view(-1, 1, 1)
+        return (tensor - mean) / std
+
+
+class _Resize(torch.nn.Module):
+    """torchvision ``Resize((h, w))`` on a float tensor, default (bilinear, antialias=True) only."""
+
+    def __init__(self, size: tuple[int, int] | list[int], interpolation=None, max_size=None, antialias=True):
+        super().__init__()
+        if isinstance(size, int) or len(size) != 2 or interpolation is not None or not antialias:
+            raise NotImplementedError("the stub implements Resize((h, w)) with bilinear antialias only")
+        self.size = [int(size[0]), int(size[1])]
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        squeeze = img.dim() == 3
+        x = img.unsqueeze(0) if squeeze else img
+        x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
+        return x.squeeze(0) if squeeze else x
+
+
+class _Compose:
+    def __init__(self, transforms: list) -> None:
+        self.transforms = transforms
+
+    def __call__(self, img):
+        for t in self.transforms:
+            img = t(img)
+        return img
+
+
+def _install_torchvision_transforms_stub() -> None:
+    """Adds ToTensor / Normalize / Resize / Compose to the torchvision stub (when it is the stub)."""
+    install_torchvision_stub()
+    transforms = sys.modules["torchvision.transforms"]
+    for name, obj in (
+        ("ToTensor", _ToTensor),
+        ("Normalize", _Normalize),
+        ("Resize", _Resize),
+        ("Compose", _Compose),
+    ):
+        if not hasattr(transforms, name):
+            setattr(transforms, name, obj)
+
+
+def efficientvit_sam():
+    """The official EfficientViT-SAM code (PyPI ``efficientsam`` 1.0.0 = mit-han-lab/efficientvit; test-only).
+
+    Install with ``pip install --no-deps efficientsam==1.0.0`` where torchvision cannot be installed.
+    """
+    _install_torchvision_transforms_stub()
+    try:
+        import efficientsam
+        import efficientsam.models.efficientvit.sam
+        import efficientsam.models.utils
+        import efficientsam.sam_model_zoo
+    except ImportError as e:
+        pytest.fail(f"the parity oracle `efficientsam` is not importable ({e}): pip install -e '.[test]'")
+    return efficientsam
+
+
+def _label_8(fg: np.ndarray) -> np.ndarray:
+    """8-connected components of one H x W bool mask: int64 labels (0 = background), by union-find
+    over the horizontal runs of each row (a run joins the runs of the row above that touch it,
+    diagonals included)."""
+    h, w = fg.shape
+    parent: list[int] = []
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    runs: list[tuple[int, int, int]] = []  # (row, start, end exclusive)
+    prev: list[int] = []  # run ids of the previous row
+    for r in range(h):
+        padded = np.concatenate(([False], fg[r], [False])).astype(np.int8)
+        edges = np.flatnonzero(np.diff(padded))
+        cur: list[int] = []
+        j = 0
+        for s, e in zip(edges[::2].tolist(), edges[1::2].tolist()):
+            rid = len(runs)
+            runs.append((r, s, e))
+            parent.append(rid)
+            cur.append(rid)
+            while j < len(prev) and runs[prev[j]][2] < s:  # above-run ends before column s - 1
+                j += 1
+            k = j
+            while k < len(prev) and runs[prev[k]][1] <= e:  # above-run starts by column e
+                a, b = find(rid), find(prev[k])
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+                k += 1
+        prev = cur
+    labels = np.zeros((h, w), dtype=np.int64)
+    for rid, (r, s, e) in enumerate(runs):
+        labels[r, s:e] = find(rid) + 1
+    return labels
+
+
+def connected_components_8(mask: torch.Tensor) -> list[torch.Tensor]:
+    """The contract of SAM 2's CUDA ``_C.get_connected_componnets`` for N x 1 x H x W uint8 masks.
+
+    8-connectivity; returns [labels, counts], both int32 N x 1 x H x W: labels > 0 on foreground
+    pixels (one value per component), counts = the area of the pixel's component (0 on background).
+    Written independently of leansam (which calls OpenCV).
+    """
+    fg = mask.detach().cpu().numpy().astype(bool)
+    labels = np.zeros(fg.shape, dtype=np.int64)
+    counts = np.zeros(fg.shape, dtype=np.int64)
+    for i in range(fg.shape[0]):
+        lab = _label_8(fg[i, 0])
+        area = np.bincount(lab.ravel())
+        area[0] = 0
+        labels[i, 0], counts[i, 0] = lab, area[lab]
+    return [torch.from_numpy(a.astype(np.int32)).to(mask.device) for a in (labels, counts)]
+
+
+def _install_sam2_cc_stub() -> None:
+    """SAM 2's optional CUDA extension ``sam2._C`` (only its connected-components kernel)."""
+    if "sam2._C" in sys.modules:
+        return
+    ext = types.ModuleType("sam2._C")
+    ext.get_connected_componnets = connected_components_8  # sic: the upstream name
+    sys.modules["sam2._C"] = ext
+
+
+def sam2():
+    """The official SAM 2 package (PyPI ``sam2`` 1.1.0 = facebookresearch/sam2 @2b90b9f; test-only).
+
+    Its CUDA extension (only used for mask hole filling) is replaced by :func:`connected_components_8`.
+    Install without CUDA: ``SAM2_BUILD_CUDA=0 pip install --no-build-isolation --no-deps sam2==1.1.0
+    hydra-core iopath``.
+    """
+    _install_torchvision_transforms_stub()
+    try:
+        import sam2
+        import sam2.build_sam
+        import sam2.sam2_image_predictor
+    except ImportError as e:
+        pytest.fail(f"the parity oracle `sam2` is not importable ({e}): pip install -e '.[test]'")
+    _install_sam2_cc_stub()
+    return sam2
