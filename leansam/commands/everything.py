@@ -97,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
             records = generator.generate(image, boxes=boxes)
         elapsed = time.perf_counter() - t0
         stats = generator.last_stats.to_dict()
-        log(f"{len(records)} masks in {elapsed:.2f} s ({stats['prompts_decoded']} prompts decoded in {stats['batches']} batches)")
+        log(
+            f"{len(records)} masks in {elapsed:.2f} s ({stats['prompts_decoded']} prompts decoded in {stats['batches']} batches)"
+        )
         records.sort(key=lambda r: -r["area"])
         masks = [decode_mask(r["segmentation"], h, w) for r in records]
         write_png(out.path("overlay.png"), draw_overlay(image, masks, alpha=0.45))
