@@ -230,7 +230,7 @@ def _install_torchvision_transforms_stub() -> None:
 def efficientvit_sam():
     """The official EfficientViT-SAM code (PyPI ``efficientsam`` 1.0.0 = mit-han-lab/efficientvit; test-only).
 
-    Install with ``pip install --no-deps efficientsam==1.0.0`` where torchvision cannot be installed.
+    Installed from ``requirements-oracles.txt`` with ``--no-deps`` (it declares torchvision).
     """
     _install_torchvision_transforms_stub()
     try:
@@ -239,7 +239,9 @@ def efficientvit_sam():
         import efficientsam.models.utils
         import efficientsam.sam_model_zoo
     except ImportError as e:
-        pytest.fail(f"the parity oracle `efficientsam` is not importable ({e}): pip install -e '.[test]'")
+        pytest.fail(
+            f"the parity oracle `efficientsam` is not importable ({e}): SAM2_BUILD_CUDA=0 pip install --no-deps --no-build-isolation -r requirements-oracles.txt (make setup does it)"
+        )
     return efficientsam
 
 
@@ -314,8 +316,8 @@ def sam2():
     """The official SAM 2 package (PyPI ``sam2`` 1.1.0 = facebookresearch/sam2 @2b90b9f; test-only).
 
     Its CUDA extension (only used for mask hole filling) is replaced by :func:`connected_components_8`.
-    Install without CUDA: ``SAM2_BUILD_CUDA=0 pip install --no-build-isolation --no-deps sam2==1.1.0
-    hydra-core iopath``.
+    Installed from ``requirements-oracles.txt`` (``SAM2_BUILD_CUDA=0``, ``--no-deps --no-build-isolation``);
+    its pure-Python needs hydra-core and iopath are in the ``test`` extra.
     """
     _install_torchvision_transforms_stub()
     try:
@@ -323,6 +325,9 @@ def sam2():
         import sam2.build_sam
         import sam2.sam2_image_predictor
     except ImportError as e:
-        pytest.fail(f"the parity oracle `sam2` is not importable ({e}): pip install -e '.[test]'")
+        pytest.fail(
+            f"the parity oracle `sam2` is not importable ({e}): pip install -e '.[test]' (hydra-core, iopath), "
+            "then SAM2_BUILD_CUDA=0 pip install --no-deps --no-build-isolation -r requirements-oracles.txt (make setup does it)"
+        )
     _install_sam2_cc_stub()
     return sam2
