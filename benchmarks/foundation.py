@@ -1,6 +1,6 @@
 """Foundation benchmarks: leansam vs the official segment-anything on the same CPU, weights and run.
 
-    python -m benchmarks.foundation [--runs 5] [--threads 2] [--json out.json]
+    python -m benchmarks.foundation [--runs 3] [--threads 2] [--json docs/results/foundation.json]
 
 1. SAM ViT-B image encoder, 1 x 3 x 1024 x 1024: leansam / official time.
 2. 50 box prompts on one image: one leansam ``predict_torch`` call vs 50 official ``predict()`` calls
@@ -14,7 +14,7 @@ Both sides are timed in alternation to cancel machine-load drift. Needs the test
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -24,6 +24,7 @@ import torch
 
 import leansam
 from leansam.bench.timing import machine_fingerprint, measure_interleaved
+from leansam.io import write_json
 from tests import oracles
 from tests import parity as P
 
@@ -75,20 +76,99 @@ def run(runs: int = 5, n_boxes: int = 50) -> dict:
     return results
 
 
+def _pairs(a: dict, b: dict) -> str:
+    return ", ".join(f"{x / y:.2f}" for x, y in zip(a["runs_s"], b["runs_s"]))
+
+
+def targets(res: dict) -> list[dict]:
+    """The foundation issue's two speed targets, as measured in ``res``."""
+    e, b = res["encoder"], res["boxes"]
+    return [
+        {
+            "target": "ViT-B image encoder <= 0.75x segment-anything",
+            "measured": f"{e['ratio']:.2f}",
+            "met": e["ratio"] <= 0.75,
+        },
+        {
+            "target": f"{b['n_boxes']} boxes in one call <= 0.3x {b['n_boxes']} official predict() calls",
+            "measured": f"{b['ratio']:.2f}",
+            "met": b["ratio"] <= 0.3,
+        },
+    ]
+
+
+def render(res: dict) -> str:
+    """The docs section for one result of :func:`run`."""
+    m, e, b = res["machine"], res["encoder"], res["boxes"]
+    load = res.get("load_average")
+    load_txt = (
+        f" Load average (1 min) {load['start'][0]:.1f} at the start, {load['end'][0]:.1f} at the end."
+        if load
+        else ""
+    )
+    t = {x["target"]: x for x in targets(res)}
+    v = ["**met**" if x["met"] else "**not met**" for x in t.values()]
+    n = b["n_boxes"]
+    return f"""## Foundation: leansam vs the official segment-anything (SAM ViT-B)
+
+Command (needs the test extra for the official package):
+
+```
+{res.get("command", "python -m benchmarks.foundation")}
+```
+
+Machine: `{m["cpu"]}`, {m["cores"]} cores, torch {m["torch"]}, {m["threads"]} threads. Weights: {res["weights"]}.{load_txt}
+Raw per-run times: `docs/results/foundation.json`.
+
+| quantity | leansam (median) | official (median) | ratio (per interleaved pair) | target |
+|---|---|---|---|---|
+| ViT-B image encoder, 1 x 3 x 1024 x 1024 | {e["leansam"]["median_s"]:.2f} s | {e["official"]["median_s"]:.2f} s | **{e["ratio"]:.2f}** ({_pairs(e["leansam"], e["official"])}) | <= 0.75: {v[0]} |
+| {n} box prompts: one `predict_torch` call vs {n} `predict()` calls | {b["leansam_batched"]["median_s"]:.2f} s | {b["official_loop"]["median_s"]:.2f} s | **{b["ratio"]:.2f}** ({_pairs(b["leansam_batched"], b["official_loop"])}) | <= 0.30: {v[1]} |
+
+Both sides include everything a user waits for: prompt transform, decoder, upscaling of the
+3 masks per box to the original image size, and thresholding.
+
+What makes the difference:
+
+* **Encoder**: attention runs on `scaled_dot_product_attention`; the decomposed relative-position
+  term is added as a mask built chunk by chunk over queries (at most 96 MB at a time), so neither
+  the 4096 x 4096 attention matrix nor the full bias is ever materialised (the official code
+  materialises both, 12 x 4096 x 4096 floats per global block).
+* **Decoder, many prompts**: all prompts go through one batched call; the image tokens stay a
+  batch of one until the first image-to-token update; with few prompt tokens the cross-attention
+  projections are folded into the token side (`(W_q q)·(W_k x) = (W_k^T W_q q)·x`,
+  `Σ p (W_v x) = W_v Σ p x`), so the 4096 image tokens are never projected in or out of the
+  attention; batch-1 operands are multiplied without broadcasting copies; the transposed-convolution
+  upscaling runs channels-last as two plain matrix products; only the rows/columns that survive the
+  crop are upscaled (bit-identical). All of this is the same arithmetic reassociated: the parity
+  tests against the official package (fp32, logits atol 1e-3, IoU 1e-4) still pass.
+
+Why the {n}-box target is hard on this CPU: per box, the decoder's exact arithmetic is ~0.9 GMAC after
+the factorisations above (the two transposed convolutions over the 64 x 64 grid alone are 0.4 GMAC),
+and the official batch-1 path already runs near this CPU's throughput, so a 3x margin needs a cheaper
+numeric format (int8/bf16 decoding, outside the 1e-3 parity tolerance) or a smaller decoder. On a
+loaded machine the official per-call loop degrades far more than one batched call (a run at load
+average 9-12 measured 0.20), but the quiet-machine ratio is the one reported.
+"""
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--boxes", type=int, default=50)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--json", default=None)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", default="docs/results/foundation.json")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    start = list(os.getloadavg())
     res = run(args.runs, args.boxes)
-    text = json.dumps(res, indent=1)
+    res["load_average"] = {"start": start, "end": list(os.getloadavg())}
+    res["command"] = (
+        f"python -m benchmarks.foundation --runs {args.runs} --boxes {args.boxes} --threads {args.threads}"
+    )
     if args.json:
-        Path(args.json).write_text(text + "\n")
-    print(text)
+        write_json(args.json, res)
     e, b = res["encoder"], res["boxes"]
     sys.stderr.write(
         f"encoder: leansam {e['leansam']['median_s']:.2f} s, official {e['official']['median_s']:.2f} s, "

@@ -52,6 +52,27 @@ PUBLISHED_PARAMS_M: dict[str, Published] = {
     )
 }
 
+SAM2 = (
+    "SAM 2 model card (facebookresearch/sam2 README, checkpoint table: Size (M)), "
+    "https://github.com/facebookresearch/sam2; counts include the video memory modules"
+)
+
+#: Whole-checkpoint parameters (millions) of SAM 2 / 2.1, memory modules included. leansam's
+#: image-mode models leave the memory modules out, so compare with image-mode + memory.
+PUBLISHED_PARAMS_WITH_MEMORY_M: dict[str, Published] = {
+    p.model: p
+    for p in (
+        Published("sam2_hiera_tiny", 38.9, "M", SAM2),
+        Published("sam2_hiera_small", 46.0, "M", SAM2),
+        Published("sam2_hiera_base_plus", 80.8, "M", SAM2),
+        Published("sam2_hiera_large", 224.4, "M", SAM2),
+        Published("sam2.1_hiera_tiny", 38.9, "M", SAM2),
+        Published("sam2.1_hiera_small", 46.0, "M", SAM2),
+        Published("sam2.1_hiera_base_plus", 80.8, "M", SAM2),
+        Published("sam2.1_hiera_large", 224.4, "M", SAM2),
+    )
+}
+
 SURVEY = (
     'Sun et al., "On Efficient Variants of Segment Anything Model: A Survey" (arXiv:2410.04960), '
     "Table 4: SegAny with one box prompt, CPU (14 vCPU Intel Xeon), ms per image"
