@@ -31,8 +31,6 @@ Differences from upstream that are deliberate (documented, not bugs):
 
 from __future__ import annotations
 
-import re
-
 import torch
 
 from ..models.mask_decoder import MaskDecoder
@@ -41,6 +39,7 @@ from ..models.sam import PromptStyle, Sam
 from ..models.vit import ViTConfig, ViTImageEncoder
 from ..registry import ModelInfo, Weights
 from ..transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
+from .rename import compile_rules, rename_keys
 
 _SOURCE = "https://github.com/yformer/EfficientSAM"
 _PAPER = "EfficientSAM: Leveraged Masked Image Pretraining for Efficient Segment Anything (arXiv:2312.00863)"
@@ -101,9 +100,8 @@ def build_efficientsam_vits() -> Sam:
 
 
 # Official key -> leansam key; every pattern is anchored, so leansam keys pass through unchanged.
-_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(p), r)
-    for p, r in (
+_RULES = compile_rules(
+    (
         # Prompt encoder: four named embeddings -> SAM's point_embeddings.{label} / not_a_point_embed.
         (r"^prompt_encoder\.invalid_points\.weight$", "prompt_encoder.not_a_point_embed.weight"),
         (r"^prompt_encoder\.point_embeddings\.weight$", "prompt_encoder.point_embeddings.1.weight"),
@@ -138,15 +136,7 @@ def filter_fn(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], 
     Renames only; every tensor is kept unchanged. Keys no rule recognises (including keys
     already in leansam's layout) are passed through, for the strict loader to check.
     """
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        new = key
-        for pattern, repl in _RULES:
-            new, n = pattern.subn(repl, key)
-            if n:
-                break
-        out[new] = value
-    return out, []
+    return rename_keys(state, _RULES), []
 
 
 def _info(variant: str, file_name: str, url: str, n_params: int, description: str) -> ModelInfo:

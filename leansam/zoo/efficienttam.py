@@ -28,8 +28,6 @@ image encoder (:class:`EfficientTamImageEncoder`), filled from the top-level che
 
 from __future__ import annotations
 
-import re
-
 import torch
 from torch import nn
 
@@ -40,6 +38,7 @@ from ..models.vit import ViTConfig, ViTImageEncoder
 from ..registry import ModelInfo, Weights
 from .hiera import SAM2_PROMPT_STYLE, SAM2_TRANSFORM
 from .hiera import filter_fn as sam2_filter_fn
+from .rename import compile_rules, rename_keys
 
 _SOURCE = "https://github.com/yformer/EfficientTAM"
 _PAPER = "Efficient Track Anything (arXiv:2411.18933)"
@@ -105,9 +104,8 @@ def build_efficienttam_s() -> Sam:
     return build_efficienttam(EFFICIENTTAM_VIT_S)
 
 
-_ENCODER_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(p), r)
-    for p, r in (
+_ENCODER_RULES = compile_rules(
+    (
         (r"^image_encoder\.trunk\.(blocks\.\d+\.mlp\.)layers\.0\.", r"image_encoder.\1lin1."),
         (r"^image_encoder\.trunk\.(blocks\.\d+\.mlp\.)layers\.1\.", r"image_encoder.\1lin2."),
         (r"^image_encoder\.trunk\.", "image_encoder."),
@@ -127,15 +125,7 @@ def filter_fn(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], 
     the ViT trunk and neck keys are then renamed. Unrecognised keys are left in.
     """
     mapped, set_aside = sam2_filter_fn(state)
-    out: dict[str, torch.Tensor] = {}
-    for key, value in mapped.items():
-        new = key
-        for pattern, repl in _ENCODER_RULES:
-            new, n = pattern.subn(repl, key)
-            if n:
-                break
-        out[new] = value
-    return out, set_aside
+    return rename_keys(mapped, _ENCODER_RULES), set_aside
 
 
 def _info(size: str, sha256: str, n_params: int, description: str) -> ModelInfo:

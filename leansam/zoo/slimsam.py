@@ -29,6 +29,7 @@ import torch
 from ..models.sam import Sam
 from ..models.vit import ViTConfig, build_sam_vit
 from ..registry import ModelInfo, Weights
+from .rename import compile_rules, rename_key
 
 SLIMSAM_50 = ViTConfig(embed_dim=384, depth=12, num_heads=12, mlp_dim=1536, global_attn_indexes=(2, 5, 8, 11))
 SLIMSAM_77 = ViTConfig(embed_dim=168, depth=12, num_heads=12, mlp_dim=696, global_attn_indexes=(2, 5, 8, 11))
@@ -55,9 +56,8 @@ _HF_PE_KEYS = (
 
 # First matching rule wins; keys matching none are already in segment-anything form
 # (e.g. mask_decoder.iou_token, ...self_attn.q_proj, ...mlp.lin1, prompt_encoder.no_mask_embed).
-_HF_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(p), r)
-    for p, r in (
+_HF_RULES = compile_rules(
+    (
         (r"^vision_encoder\.patch_embed\.projection\.", "image_encoder.patch_embed.proj."),
         (r"^vision_encoder\.layers\.(\d+)\.layer_norm([12])\.", r"image_encoder.blocks.\1.norm\2."),
         (r"^vision_encoder\.layers\.(\d+)\.", r"image_encoder.blocks.\1."),
@@ -140,10 +140,7 @@ def _rename_hf_key(key: str, hidden: dict[str, int]) -> str:
         prefix, part, idx, rest = m.groups()
         n = 0 if part == "proj_in" else (hidden.get(prefix, 0) + 1 if part == "proj_out" else int(idx) + 1)
         return f"{prefix}.layers.{n}.{rest}"
-    for pattern, repl in _HF_RULES:
-        if pattern.match(key):
-            return pattern.sub(repl, key, count=1)
-    return key
+    return rename_key(key, _HF_RULES)
 
 
 # ---------------------------------------------------------------------------------------------
