@@ -1,0 +1,179 @@
+"""``leansam compare``: the fidelity gate of a compressed model against its reference.
+
+    leansam compare --reference leansam_tiny --candidate tiny_int8 --images calib/images \\
+        --min-box-iou 0.95 --min-point-iou 0.9 --min-cosine 0.99 --json gate.json
+
+``--candidate`` is a quantized-model folder (``leansam quantize``), an ONNX export folder
+(``leansam export``; needs ``pip install 'leansam[onnx]'``) or a checkpoint file for the reference's
+architecture. Prompts, measures and matching are described in docs/compression.md.
+
+Exit status: 0 when every threshold holds (or none is given), 1 when the gate fails (the table
+and a ``FAIL:`` line are printed: an expected outcome, not an error), 2 for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..io import InputError, write_json
+from .common import log, positive_int
+
+EXIT_GATE_FAILED = 1
+
+
+def _unit(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, not {text!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a value in [0, 1], not {v}")
+    return v
+
+
+def _nonneg(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, not {text!r}") from None
+    if not v >= 0.0:
+        raise argparse.ArgumentTypeError(f"expected a value >= 0, not {v}")
+    return v
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="fidelity gate: a compressed model against its reference (IoU, cosine, everything agreement)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--reference", required=True, help="registry name of the reference model")
+    p.add_argument(
+        "--reference-checkpoint", default=None, help="weights of the reference (default: official)"
+    )
+    p.add_argument(
+        "--candidate", required=True, help="quantized-model folder, ONNX export folder or checkpoint file"
+    )
+    p.add_argument("--images", required=True, help="folder of images to compare on")
+    p.add_argument("--max-images", type=positive_int, default=None, help="only the first N images (sorted)")
+    p.add_argument("--prompts-per-image", type=positive_int, default=16, help="box + click prompts per image")
+    p.add_argument("--points-per-side", type=positive_int, default=16, help="segment-everything grid density")
+    p.add_argument("--no-everything", action="store_true", help="skip segment-everything agreement")
+    p.add_argument(
+        "--everything-iou-thresh",
+        type=_unit,
+        default=None,
+        help="segment-everything predicted-IoU filter (0.88)",
+    )
+    p.add_argument(
+        "--everything-stability-thresh",
+        type=_unit,
+        default=None,
+        help="segment-everything stability filter (0.95)",
+    )
+    p.add_argument("--min-box-iou", type=_unit, default=None, help="gate: mean mask IoU with box prompts")
+    p.add_argument("--min-point-iou", type=_unit, default=None, help="gate: mean mask IoU with centre clicks")
+    p.add_argument("--min-cosine", type=_unit, default=None, help="gate: mean embedding cosine similarity")
+    p.add_argument(
+        "--min-everything-miou", type=_unit, default=None, help="gate: segment-everything matched mIoU"
+    )
+    p.add_argument(
+        "--max-count-mismatch",
+        type=_nonneg,
+        default=None,
+        help="gate: mean |mask-count difference| per image",
+    )
+    p.add_argument("--json", default=None, help="write the full report to this JSON file")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
+    p.add_argument(
+        "--trust-pickle", action="store_true", help="allow checkpoints that are pickled Python objects"
+    )
+
+
+def load_candidate(path: str | Path, reference: str, trust_pickle: bool = False):
+    """The candidate model of ``path``: a quantized folder, an ONNX export folder or a checkpoint file."""
+    from ..checkpoints import load_model
+    from ..compress.saving import is_quantized_dir, load_quantized
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"candidate not found: {p}")
+    if p.is_dir():
+        if is_quantized_dir(p):
+            return load_quantized(p)
+        if any(p.glob("*.onnx")):
+            try:
+                from ..export.runtime import load_onnx_model
+            except ModuleNotFoundError as e:
+                if e.name in ("onnxruntime", "onnx"):
+                    raise InputError(
+                        f"comparing an ONNX candidate needs onnxruntime: pip install 'leansam[onnx]' ({e})"
+                    ) from None
+                raise InputError(f"this leansam has no ONNX runtime support (leansam.export): {e}") from None
+            try:
+                return load_onnx_model(p, expect_model=reference)
+            except (ValueError, OSError, RuntimeError) as e:
+                raise InputError(f"cannot load the ONNX candidate {p}: {e}") from None
+        raise InputError(
+            f"candidate folder {p} is neither a quantized model (quantization.json) nor an ONNX export (*.onnx)"
+        )
+    model, _ = load_model(reference, p, trust_pickle=trust_pickle)
+    return model
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..checkpoints import load_model
+    from ..compare import CompareConfig, compare_models
+    from ..compress.calib import find_images
+    from ..registry import get_model_info
+
+    get_model_info(args.reference)
+    find_images(args.images, what="image")  # fail early on an empty or missing folder
+    if args.json and Path(args.json).is_dir():
+        raise InputError(f"--json {args.json} is a folder; give a file path")
+    try:
+        cfg = CompareConfig(
+            max_images=args.max_images,
+            prompts_per_image=args.prompts_per_image,
+            everything=not args.no_everything,
+            points_per_side=args.points_per_side,
+            everything_iou_thresh=args.everything_iou_thresh,
+            everything_stability_thresh=args.everything_stability_thresh,
+            min_box_iou=args.min_box_iou,
+            min_point_iou=args.min_point_iou,
+            min_cosine=args.min_cosine,
+            min_everything_miou=args.min_everything_miou,
+            max_count_mismatch=args.max_count_mismatch,
+        )
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    candidate = load_candidate(args.candidate, args.reference, args.trust_pickle)
+    reference, _ = load_model(args.reference, args.reference_checkpoint, trust_pickle=args.trust_pickle)
+    report = compare_models(reference, candidate, args.images, cfg, log=log)
+    print(report.table())
+    if args.json:
+        write_json(
+            args.json,
+            {
+                "reference": args.reference,
+                "candidate": str(args.candidate),
+                "images": str(args.images),
+                **report.to_dict(),
+            },
+        )
+    if not report.checks:
+        print("no thresholds given: nothing gated")
+        return 0
+    if report.passed:
+        print("PASS: " + ", ".join(f"{c.name} {c.value:.4f} {c.op} {c.threshold:g}" for c in report.checks))
+        return 0
+    fails = ", ".join(
+        f"{c.name} {'n/a' if c.value is None else f'{c.value:.4f}'} (needs {c.op} {c.threshold:g})"
+        for c in report.failures
+    )
+    print(f"FAIL: {fails}")
+    sys.stdout.flush()
+    return EXIT_GATE_FAILED

@@ -1,0 +1,52 @@
+"""Shared pieces of the compression tests: small calibration images and a quantized default model."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import leansam
+from leansam.compress.int8 import int8_kernels_available
+from leansam.data.synth import generate
+from leansam.train.data import TINY_SYNTH
+
+#: Calibration images for the tests: the bundled model's data distribution, a seed (7) that
+#: neither its training set (0) nor its held-out set (1000) uses.
+CALIB_SEED = 7
+
+needs_int8 = pytest.mark.skipif(
+    not int8_kernels_available(), reason="this PyTorch build has no oneDNN int8 kernels (x86 only)"
+)
+
+
+def make_images(root: Path, n: int = 4, seed: int = CALIB_SEED) -> Path:
+    """Writes ``n`` small synthetic JPEGs; returns the folder holding them."""
+    generate(n, root, seed=seed, config=TINY_SYNTH)
+    return root / "images"
+
+
+def load_images(folder: Path) -> list[np.ndarray]:
+    from leansam.io import load_image
+
+    return [load_image(p) for p in sorted(folder.glob("*.jpg"))]
+
+
+@functools.cache
+def tiny_fp32() -> leansam.Sam:
+    """The bundled default model in fp32 (cached; do not modify it)."""
+    return leansam.build_model("leansam_tiny")
+
+
+def embed(model: nn.Module, image: np.ndarray) -> torch.Tensor:
+    with torch.no_grad():
+        return model.encode_image(model.preprocess(image)).embed
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = (a | b).sum()
+    return float((a & b).sum() / union) if union else 1.0

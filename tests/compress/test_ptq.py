@@ -1,0 +1,255 @@
+"""TinySAM-recipe PTQ in PyTorch: real int8 layers, fidelity to fp32, fusion checks, save/load."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import leansam
+from leansam.checkpoints import CheckpointError
+from leansam.compress import (
+    OrtStaticConfig,
+    TinySamPTQConfig,
+    load_quantized,
+    quantize_,
+    save_quantized,
+)
+from leansam.compress.int8 import FloatWithActivation, FusedActivation, Int8Conv2d, Int8Linear
+from leansam.io import InputError
+from leansam.train.data import TINY_SYNTH, SynthSource
+from leansam.train.encoders import tiny_sam
+from leansam.zoo.default import TINY_TRANSFORM
+
+from .helpers import embed, iou, load_images, make_images, needs_int8, tiny_fp32
+
+pytestmark = needs_int8
+
+
+@pytest.fixture(scope="module")
+def calib_dir(tmp_path_factory):
+    return make_images(tmp_path_factory.mktemp("calib"), n=4)
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    """Images of the bundled model's held-out set (seed 1000), never used for calibration."""
+    src = SynthSource(3, seed=1000, config=TINY_SYNTH)
+    return [src[i] for i in range(3)]
+
+
+@pytest.fixture(scope="module")
+def tiny_int8(calib_dir):
+    model = copy.deepcopy(tiny_fp32())
+    report = quantize_(model, TinySamPTQConfig(calib_images=str(calib_dir), num_calib=4))
+    return model, report
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(F.cosine_similarity(a.flatten(), b.flatten(), dim=0))
+
+
+def test_default_model_runs_int8_layers(tiny_int8):
+    model, report = tiny_int8
+    convs = [m for m in model.image_encoder.modules() if type(m) is nn.Conv2d]
+    int8 = [m for m in model.image_encoder.modules() if isinstance(m, Int8Conv2d)]
+    assert convs == [] and len(int8) == len(report.layers) == 17
+    assert all(m.weight_int8.dtype == torch.int8 for m in int8)
+    assert report.kept_float == {} and report.fusion_check == "ok"
+    assert report.prepare["folded"], "the ResNet's conv + BatchNorm pairs should have been folded"
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.image_encoder.modules())
+    # the search never does worse than the full ranges on average, and each layer stays close
+    assert np.mean([r.error_searched for r in report.layers]) <= np.mean(
+        [r.error_minmax for r in report.layers]
+    )
+    assert max(r.error_searched for r in report.layers) < 0.05
+    assert "17 layers int8" in report.summary()
+
+
+def test_int8_follows_fp32_on_held_out_images(tiny_int8, held_out):
+    model, _ = tiny_int8
+    ref = tiny_fp32()
+    for s in held_out:
+        assert _cos(embed(model, s.image), embed(ref, s.image)) > 0.999
+    # masks through the unchanged predictor, GT boxes of the held-out instances
+    p_ref, p_q = leansam.SamPredictor(ref), leansam.SamPredictor(model)
+    ious = []
+    for s in held_out:
+        p_ref.set_image(s.image)
+        p_q.set_image(s.image)
+        for m in s.masks:
+            ys, xs = np.nonzero(m)
+            box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
+            a, _, _ = p_ref.predict(box=box, multimask_output=False)
+            b, _, _ = p_q.predict(box=box, multimask_output=False)
+            ious.append(iou(a[0], b[0]))
+    assert len(ious) >= 5 and np.mean(ious) > 0.95, ious
+
+
+def test_save_and_load(tiny_int8, held_out, tmp_path):
+    model, _report = tiny_int8
+    out = save_quantized(model, tmp_path / "q")
+    manifest = json.loads((out / "quantization.json").read_text())
+    assert manifest["model"] == "leansam_tiny" and len(manifest["layers"]) == 17
+    assert manifest["report"]["config"]["method"] == "tinysam"
+    # tensors only: loadable with weights_only=True
+    state = torch.load(out / "model.pt", weights_only=True)
+    assert any(v.dtype == torch.int8 for v in state.values())
+    again = load_quantized(out)
+    img = held_out[0].image
+    assert torch.equal(embed(again, img), embed(model, img))
+    # overwriting an existing folder works (atomic replace)
+    save_quantized(again, out)
+    assert torch.equal(embed(load_quantized(out), img), embed(model, img))
+
+
+def test_load_errors(tiny_int8, tmp_path):
+    model, _ = tiny_int8
+    out = save_quantized(model, tmp_path / "q")
+    with pytest.raises(CheckpointError, match="not a quantized model"):
+        load_quantized(tmp_path)
+    (out / "model.pt").write_bytes((out / "model.pt").read_bytes()[:-100])
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_quantized(out)
+    bad = json.loads((out / "quantization.json").read_text())
+    bad["format_version"] = 99
+    (out / "quantization.json").write_text(json.dumps(bad))
+    with pytest.raises(CheckpointError, match="format version"):
+        load_quantized(out)
+
+
+def test_bad_input(calib_dir, tmp_path):
+    model = copy.deepcopy(tiny_fp32())
+    with pytest.raises(TypeError, match="quantize_onnx"):
+        quantize_(model, OrtStaticConfig())
+    with pytest.raises(InputError, match="no calibration images"):
+        quantize_(model, TinySamPTQConfig())
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="has no images"):
+        quantize_(model, TinySamPTQConfig(calib_images=str(empty)))
+    with pytest.raises(ValueError, match="not quantized"):
+        save_quantized(model, tmp_path / "x")
+
+
+class _Toy(nn.Module):
+    """B x 3 x 256 x 256 -> B x 128 x 16 x 16 with every case the recipe handles.
+
+    A patchify conv + GELU (fusable), a token MLP Linear -> GELU -> Linear (int8 linears, fusable),
+    a depthwise conv (stays fp32) + ReLU (fused in place), and, when ``reuse``, a conv whose
+    output feeds a ReLU *and* a residual sum (fusing it would be wrong).
+    """
+
+    def __init__(self, reuse: bool = False) -> None:
+        super().__init__()
+        self.reuse = reuse
+        self.stem = nn.Conv2d(3, 32, 16, 16)
+        self.act0 = nn.GELU()
+        self.fc1 = nn.Linear(32, 64)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(64, 128)
+        self.dw = nn.Conv2d(128, 128, 3, padding=1, groups=128)
+        self.act2 = nn.ReLU()
+        self.pw = nn.Conv2d(128, 128, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act0(self.stem(x))
+        b, _c, h, w = x.shape
+        t = self.fc2(self.act(self.fc1(x.flatten(2).transpose(1, 2))))
+        y = self.act2(self.dw(t.transpose(1, 2).reshape(b, 128, h, w)))
+        if self.reuse:
+            z = self.pw(y)
+            return self.act2(z) + z
+        return self.pw(y)
+
+
+def _toy(reuse: bool = False) -> leansam.Sam:
+    torch.manual_seed(0)
+    model = tiny_sam(_Toy(reuse))
+    model.transform = TINY_TRANSFORM
+    return model.eval()
+
+
+def test_linears_and_fusions(calib_dir, held_out):
+    model = _toy()
+    ref = copy.deepcopy(model)
+    report = quantize_(model, TinySamPTQConfig(calib_images=str(calib_dir), num_calib=2))
+    enc = model.image_encoder
+    assert isinstance(enc.fc1, Int8Linear) and enc.fc1.post_op == "gelu"
+    assert isinstance(enc.fc2, Int8Linear) and enc.fc2.post_op == "none"
+    assert isinstance(enc.stem, Int8Conv2d) and enc.stem.post_op == "gelu"
+    assert isinstance(enc.dw, FloatWithActivation) and type(enc.dw.layer) is nn.Conv2d
+    assert isinstance(enc.act, FusedActivation) and isinstance(enc.act2, FusedActivation)
+    assert report.fusion_check == "ok" and len(report.fused) == 3
+    assert "groups=128" in report.kept_float["image_encoder.dw"]
+    for s in held_out:
+        assert _cos(embed(model, s.image), embed(ref, s.image)) > 0.99
+
+
+def test_fusion_is_refused_when_a_layer_output_is_reused(calib_dir, held_out):
+    model = _toy(reuse=True)
+    ref = copy.deepcopy(model)
+    report = quantize_(model, TinySamPTQConfig(calib_images=str(calib_dir), num_calib=2))
+    # act2 consumed every output of pw, but pw's output also feeds the residual: the fp32 check
+    # sees the difference and no activation is fused
+    assert report.fusion_check.startswith("failed"), report.fusion_check
+    assert report.fused == {}
+    assert not any(isinstance(m, FusedActivation) for m in model.modules())
+    assert model.image_encoder.pw.post_op == "none"
+    for s in held_out:
+        assert _cos(embed(model, s.image), embed(ref, s.image)) > 0.99
+
+
+def test_options(calib_dir):
+    model = _toy()
+    report = quantize_(
+        model,
+        TinySamPTQConfig(
+            calib_images=str(calib_dir),
+            num_calib=1,
+            search="minmax",
+            exclude=("image_encoder.fc2",),
+            fuse_activations=False,
+        ),
+    )
+    assert all(r.act_ratio == 1.0 and r.weight_ratio == 1.0 for r in report.layers)
+    assert report.kept_float["image_encoder.fc2"] == "excluded by the config"
+    assert type(model.image_encoder.fc2) is nn.Linear
+    assert report.fused == {} and report.fusion_check == "not requested"
+    assert len(report.calibration) == 1
+    with pytest.raises(ValueError, match="already quantized"):
+        quantize_(model, TinySamPTQConfig(calib_images=str(calib_dir)))
+    # per-channel linear scales differ per output feature; per-tensor ones are all equal
+    per_tensor = _toy()
+    quantize_(per_tensor, TinySamPTQConfig(calib_images=str(calib_dir), num_calib=1))
+    assert per_tensor.image_encoder.fc1.weight_scale.unique().numel() == 1
+    per_channel = _toy()
+    quantize_(
+        per_channel, TinySamPTQConfig(calib_images=str(calib_dir), num_calib=1, linear_granularity="channel")
+    )
+    assert per_channel.image_encoder.fc1.weight_scale.unique().numel() > 1
+    with pytest.raises(ValueError, match="registry"):
+        save_quantized(per_channel, calib_dir.parent / "toy")
+
+
+@pytest.mark.slow
+def test_mobile_sam_stand_in(tmp_path, calib_dir):
+    """TinyViT (MobileSAM) on the stand-in weights: linears, convs, fusions and a SamPredictor run."""
+    from tests import parity as P
+
+    ckpt = P.write_stand_in_checkpoint("mobile_sam", tmp_path / "mobile_sam.pt")
+    ref = leansam.build_model("mobile_sam", checkpoint=ckpt)
+    model = copy.deepcopy(ref)
+    report = quantize_(model, TinySamPTQConfig(calib_images=str(calib_dir), num_calib=2))
+    assert sum(isinstance(m, Int8Linear) for m in model.modules()) == 40
+    assert sum(isinstance(m, Int8Conv2d) for m in model.modules()) == 14
+    assert report.fusion_check == "ok" and report.fused
+    img = load_images(calib_dir)[-1]
+    assert _cos(embed(model, img), embed(ref, img)) > 0.99
+    out = save_quantized(model, tmp_path / "q")
+    assert torch.equal(embed(load_quantized(out), img), embed(model, img))
