@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PARITY_DIR ?= $(abspath ../shared/parity)
 
-.PHONY: setup demo test test-slow lint format bench clean
+.PHONY: setup demo test test-slow lint format bench bench-docs clean
 
 $(VENV)/.installed: pyproject.toml requirements-oracles.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,23 +20,26 @@ demo: setup
 	@echo "overlay written to demo_out/overlay.png"
 
 test: setup
-	$(VENV)/bin/ruff check leansam tests
-	$(VENV)/bin/ruff format --check leansam tests
+	$(VENV)/bin/ruff check leansam tests benchmarks
+	$(VENV)/bin/ruff format --check leansam tests benchmarks
 	LEANSAM_PARITY_DIR=$(PARITY_DIR) $(PY) -m pytest -q
 
 test-slow: setup
 	LEANSAM_PARITY_DIR=$(PARITY_DIR) $(PY) -m pytest -q -m slow
 
 lint: setup
-	$(VENV)/bin/ruff check leansam tests
-	$(VENV)/bin/ruff format --check leansam tests
+	$(VENV)/bin/ruff check leansam tests benchmarks
+	$(VENV)/bin/ruff format --check leansam tests benchmarks
 
 format: setup
-	$(VENV)/bin/ruff format leansam tests
-	$(VENV)/bin/ruff check --fix leansam tests
+	$(VENV)/bin/ruff format leansam tests benchmarks
+	$(VENV)/bin/ruff check --fix leansam tests benchmarks
 
 bench: setup
-	$(PY) -m benchmarks.foundation --out docs/benchmarks
+	LEANSAM_PARITY_DIR=$(PARITY_DIR) $(PY) -m benchmarks run
+
+bench-docs: setup
+	$(PY) -m benchmarks docs
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache .ruff_cache
