@@ -89,28 +89,40 @@ def _config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     name = resolve_model_name(args)
     cfg = _config(args)
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise InputError(f"output path {args.out} exists and is not a folder")
     if getattr(cfg, "calib_images", "absent") is None:
         raise InputError(f"--method {args.method} needs calibration images: add --calib DIR")
+    calib = None
     if getattr(cfg, "calib_images", None):
-        from ..compress.calib import find_images
+        from ..compress.calib import load_calibration
 
-        find_images(cfg.calib_images, cfg.num_calib)  # fail early, before loading the model
+        # read every calibration image before loading the model: a bad folder fails with one line
+        calib = load_calibration(cfg.calib_images, cfg.num_calib)
     if args.method == "tinysam":
         from ..compress import quantize_, save_quantized
 
         if args.device != "cpu":
             raise InputError("int8 quantization runs on the CPU; leave --device at cpu")
         model = model_from_args(args, name)
-        report = quantize_(model, cfg, log=log)
+        report = quantize_(model, cfg, calib, log=log)
         save_quantized(model, args.out)
         log(report.summary())
     else:
         from ..compress.ort import quantize_onnx
 
         result = quantize_onnx(
-            name, cfg, args.out, checkpoint=args.checkpoint, trust_pickle=args.trust_pickle, log=log
+            name,
+            cfg,
+            args.out,
+            calib=calib,
+            checkpoint=args.checkpoint,
+            trust_pickle=args.trust_pickle,
+            log=log,
         )
         log(result.summary())
     log(

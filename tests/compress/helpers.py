@@ -24,6 +24,17 @@ needs_int8 = pytest.mark.skipif(
 )
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Runs a test module with one torch thread (restored after; autouse where imported): on a
+    shared 2-core machine two threads oversubscribe the cores and these small models run up to
+    10x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def make_images(root: Path, n: int = 4, seed: int = CALIB_SEED) -> Path:
     """Writes ``n`` small synthetic JPEGs; returns the folder holding them."""
     generate(n, root, seed=seed, config=TINY_SYNTH)

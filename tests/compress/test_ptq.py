@@ -26,7 +26,7 @@ from leansam.train.data import TINY_SYNTH, SynthSource
 from leansam.train.encoders import tiny_sam
 from leansam.zoo.default import TINY_TRANSFORM
 
-from .helpers import embed, iou, load_images, make_images, needs_int8, tiny_fp32
+from .helpers import embed, iou, load_images, make_images, needs_int8, one_thread, tiny_fp32  # noqa: F401 (one_thread: autouse fixture)
 
 pytestmark = needs_int8
 
