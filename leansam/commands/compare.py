@@ -3,7 +3,7 @@
     leansam compare --reference leansam_tiny --candidate tiny_int8 --images calib/images \\
         --min-box-iou 0.95 --min-point-iou 0.9 --min-cosine 0.99 --json gate.json
 
-``--candidate`` is a quantized-model folder (``leansam quantize``), an ONNX export folder
+``--candidate`` is a quantized-model folder (``leansam quantize``, PyTorch or ONNX Runtime), an ONNX export folder
 (``leansam export``; needs ``pip install 'leansam[onnx]'``) or a checkpoint file for the reference's
 architecture. Prompts, measures and matching are described in docs/compression.md.
 
@@ -96,12 +96,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def load_candidate(path: str | Path, reference: str, trust_pickle: bool = False):
     """The candidate model of ``path``: a quantized folder, an ONNX export folder or a checkpoint file."""
     from ..checkpoints import load_model
+    from ..compress.ort import read_onnx_manifest
     from ..compress.saving import is_quantized_dir, load_quantized
 
     p = Path(path)
     if not p.exists():
         raise InputError(f"candidate not found: {p}")
     if p.is_dir():
+        if read_onnx_manifest(p) is not None:  # leansam quantize --method ort-*
+            from ..compress.ort import load_onnx_quantized
+
+            try:
+                return load_onnx_quantized(p, expect_model=reference)
+            except ImportError as e:
+                raise InputError(str(e)) from None
         if is_quantized_dir(p):
             return load_quantized(p)
         if any(p.glob("*.onnx")):

@@ -32,6 +32,7 @@ _EXPORTS = {
     "load_quantized": "leansam.compress.saving",
     "is_quantized_dir": "leansam.compress.saving",
     "quantize_onnx": "leansam.compress.ort",
+    "load_onnx_quantized": "leansam.compress.ort",
 }
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "find_images",
     "is_quantized_dir",
     "load_calibration",
+    "load_onnx_quantized",
     "load_quantized",
     "quantize_",
     "quantize_onnx",
@@ -64,7 +66,7 @@ if TYPE_CHECKING:
         config_from_dict,
         config_from_json,
     )
-    from .ort import quantize_onnx
+    from .ort import load_onnx_quantized, quantize_onnx
     from .ptq import QuantReport, quantize_
     from .saving import is_quantized_dir, load_quantized, save_quantized
 

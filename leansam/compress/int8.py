@@ -155,15 +155,21 @@ class _Int8Base(nn.Module):
         return out
 
     def _prepare(self, x: torch.Tensor) -> tuple[float, int]:
-        if x.device.type != "cpu":
+        if not x.is_cpu:
             raise RuntimeError(
                 f"{type(self).__name__} runs on CPU only (int8 oneDNN kernels); got {x.device}"
             )
         if self._packed is None:
+            # Everything the kernel call needs is computed once here (the call itself costs tens of
+            # microseconds, comparable to a small layer's arithmetic).
             self._qparams = (float(self.input_scale), int(self.input_zero_point))
             self._packed = self._pack(*self._qparams)
             self._zero_points = torch.zeros(self.weight_scale.shape[0], dtype=torch.int32)
+            self._static_args()
         return self._qparams
+
+    def _static_args(self) -> None:
+        pass
 
     def _pack(self, x_scale: float, x_zp: int) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -235,9 +241,13 @@ class Int8Conv2d(_Int8Base):
             None,
         )
 
+    def _static_args(self) -> None:
+        self._geometry = (list(self.stride), list(self.padding), list(self.dilation), self.groups)
+        self._fused = self.post_op if self.post_op in ("relu", "hardswish") else "none"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s, zp = self._prepare(x)
-        fused = self.post_op if self.post_op in ("relu", "hardswish") else "none"
+        stride, padding, dilation, groups = self._geometry
         y = torch.ops.onednn.qconv2d_pointwise(
             quantize_uint8(x, s, zp),
             s,
@@ -246,14 +256,14 @@ class Int8Conv2d(_Int8Base):
             self.weight_scale,
             self._zero_points,
             self.bias,
-            list(self.stride),
-            list(self.padding),
-            list(self.dilation),
-            self.groups,
+            stride,
+            padding,
+            dilation,
+            groups,
             1.0,
             0,
             torch.float32,
-            fused,
+            self._fused,
             [],
             "",
         )
@@ -266,6 +276,14 @@ class Int8Conv2d(_Int8Base):
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
             f"padding={self.padding}, groups={self.groups}, post_op={self.post_op}"
         )
+
+
+_LINEAR_POST = {
+    "none": ("none", ""),
+    "relu": ("relu", ""),
+    "gelu": ("gelu", "none"),
+    "gelu_tanh": ("gelu", "tanh"),
+}
 
 
 class Int8Linear(_Int8Base):
@@ -294,12 +312,7 @@ class Int8Linear(_Int8Base):
         x2 = x.reshape(-1, self.in_features)
         if not x2.is_contiguous():
             x2 = x2.contiguous()
-        name, alg = {
-            "none": ("none", ""),
-            "relu": ("relu", ""),
-            "gelu": ("gelu", "none"),
-            "gelu_tanh": ("gelu", "tanh"),
-        }[self.post_op]
+        name, alg = _LINEAR_POST[self.post_op]
         y = torch.ops.onednn.qlinear_pointwise(
             quantize_uint8(x2, s, zp),
             s,

@@ -1,0 +1,359 @@
+"""Int8 post-training quantization: encoder speed against fp32 eager, and the fidelity gate.
+
+    python -m benchmarks.quantization [--models leansam_tiny,mobile_sam,efficientvit_sam_l0]
+        [--runs 7] [--threads 1,2] [--calib-count 8] [--held-out 100] [--json docs/results/quantization.json]
+
+1. Calibration images: ``leansam data synth --n 16 --seed 7`` (the generator's default settings; the
+   bundled model's training set uses seed 0 and its held-out set seed 1000, so no image is shared);
+   the first ``--calib-count`` are used.
+2. For each model: the fp32 model as ``leansam.build_model`` gives it (the reference: PyTorch
+   eager, BatchNorm unfolded), the same with BatchNorm folded (context: how much of the gain is
+   folding alone), and the TinySAM-recipe int8 model (``leansam.compress.quantize_``, real oneDNN
+   int8 kernels); ONNX Runtime rows (fp32 export, int8 static QDQ per-channel, int8 dynamic) when
+   ``leansam.export`` and onnxruntime are installed. All encoders run on the preprocessed first
+   calibration image, timed in alternation (A B C A B C ...) for each thread count.
+3. Fidelity of the bundled ``leansam_tiny``: box / centre-click mIoU against ground truth on its
+   held-out synthetic set (docs/training.md protocol) for fp32 and int8, and the fidelity gate
+   (``leansam.compare``) of int8 against fp32 on the first 20 held-out images.
+
+Weights: ``leansam_tiny`` uses its bundled trained weights; ``mobile_sam`` and ``efficientvit_sam_l0``
+use random initialisation (official checkpoints cannot be downloaded here; speed does not depend
+on weight values, and for them only the embedding cosine similarity is reported, as a sanity check).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import leansam
+from leansam.bench.timing import Timing, machine_fingerprint, measure_interleaved
+from leansam.io import write_json
+
+RESULT = Path("docs/results/quantization.json")
+MODELS = ("leansam_tiny", "mobile_sam", "efficientvit_sam_l0")
+CALIB_SEED = 7
+HELD_OUT_SEED = 1000
+GATE = {"min_box_iou": 0.95, "min_point_iou": 0.90, "min_cosine": 0.99, "min_everything_miou": 0.80}
+#: segment-everything filters under which the weak bundled model produces masks at all
+WEAK_EVERYTHING = {"everything_iou_thresh": 0.4, "everything_stability_thresh": 0.3, "points_per_side": 16}
+
+
+def _build(name: str) -> leansam.Sam:
+    if name == "leansam_tiny":
+        return leansam.build_model(name)
+    torch.manual_seed(0)
+    return leansam.build_model(name, pretrained=False)
+
+
+def _folded(model: leansam.Sam) -> leansam.Sam:
+    from leansam.compress.ptq import prepare_float
+
+    m = copy.deepcopy(model)
+    prepare_float(m)
+    return m
+
+
+def _ort_variants(name: str, model: leansam.Sam, calib: Any, tmp: Path, log: Any) -> tuple[dict, dict, str]:
+    """ONNX Runtime encoders {label: callable(x)} and their info, or ({}, {}, why not)."""
+    try:
+        from leansam.compress.ort import ort_encoder_variants
+    except ImportError as e:
+        return {}, {}, f"ONNX Runtime rows not measured: {e}"
+    try:
+        return ort_encoder_variants(name, model, calib, tmp, log=log)
+    except ImportError as e:
+        return {}, {}, f"ONNX Runtime rows not measured: {e}"
+
+
+def _cpu_interleaved(fns: dict[str, Any], runs: int, warmup: int = 1) -> dict[str, Timing]:
+    """Like :func:`leansam.bench.timing.measure_interleaved`, but the calling thread's CPU time."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(runs):
+        for k, fn in fns.items():
+            t = time.thread_time()
+            fn()
+            times[k].append(time.thread_time() - t)
+    return {k: Timing(tuple(v)) for k, v in times.items()}
+
+
+def _held_out(n: int):
+    from leansam.train.data import TINY_SYNTH, SynthSource
+
+    return SynthSource(n, seed=HELD_OUT_SEED, config=TINY_SYNTH)
+
+
+def run(
+    models: tuple[str, ...] = MODELS,
+    runs: int = 7,
+    threads: tuple[int, ...] = (1, 2),
+    calib_count: int = 8,
+    held_out: int = 100,
+    gate_images: int = 20,
+    log: Any = None,
+) -> dict:
+    from leansam.compare import CompareConfig, compare_models
+    from leansam.compress import TinySamPTQConfig, load_calibration, quantize_
+    from leansam.data.synth import generate
+    from leansam.train.evaluate import evaluate_gt
+
+    say = log or (lambda m: sys.stderr.write(m + "\n"))
+    res: dict[str, Any] = {"machine": machine_fingerprint().to_dict(), "models": {}, "threads": list(threads)}
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        generate(16, tmp / "calib", seed=CALIB_SEED)
+        calib = load_calibration(tmp / "calib" / "images", calib_count)
+        res["calibration"] = {
+            "command": f"leansam data synth --n 16 --out calib --seed {CALIB_SEED}",
+            "used": calib_count,
+        }
+        for name in models:
+            say(f"== {name}")
+            fp32 = _build(name)
+            folded = _folded(fp32)
+            q = copy.deepcopy(fp32)
+            torch.set_num_threads(max(threads))
+            t0 = time.perf_counter()
+            report = quantize_(q, TinySamPTQConfig(num_calib=calib_count), calib)
+            q_seconds = time.perf_counter() - t0
+            say(report.summary())
+            x = fp32.preprocess(calib.images[0])
+            with torch.inference_mode():
+                e_ref = fp32.image_encoder(x)
+                e_q = q.image_encoder(x)
+            cos = float(torch.nn.functional.cosine_similarity(e_ref.flatten(), e_q.flatten(), dim=0))
+            fns = {
+                "fp32_eager": lambda m=fp32, x=x: m.image_encoder(x),
+                "fp32_folded": lambda m=folded, x=x: m.image_encoder(x),
+                "int8_pytorch": lambda m=q, x=x: m.image_encoder(x),
+            }
+            ort_fns, ort_info, ort_note = _ort_variants(name, fp32, calib, tmp / name, say)
+            for label, fn in ort_fns.items():
+                fns[label] = lambda fn=fn, x=x: fn(x)
+            entry: dict[str, Any] = {
+                "weights": "bundled (trained)" if name == "leansam_tiny" else "random init",
+                "input": list(x.shape),
+                "quantize_seconds": q_seconds,
+                "quantization": {
+                    "layers_int8": len(report.layers),
+                    "conv": sum(r.kind == "conv" for r in report.layers),
+                    "linear": sum(r.kind == "linear" for r in report.layers),
+                    "kept_fp32": len(report.kept_float),
+                    "kept_reasons": sorted(
+                        {r.split(" (")[0].split(":")[0] for r in report.kept_float.values()}
+                    ),
+                    "fused": len(report.fused),
+                    "fusion_check": report.fusion_check,
+                    "layer_error_mean": float(np.mean([r.error_searched for r in report.layers])),
+                    "layer_error_minmax_mean": float(np.mean([r.error_minmax for r in report.layers])),
+                },
+                "embedding_cosine_int8_vs_fp32": cos,
+                "ort": ort_info,
+                "ort_note": ort_note,
+                "timing": {},
+            }
+            for t in threads:
+                torch.set_num_threads(t)
+                n = runs if name != "mobile_sam" else max(3, runs - 2)
+                with torch.inference_mode():
+                    timing = measure_interleaved(fns, runs=n, warmup=1)
+                tt = {k: v.to_dict() for k, v in timing.items()}
+                ref = timing["fp32_eager"]
+                tt["ratios"] = {k: v.median / ref.median for k, v in timing.items() if k != "fp32_eager"}
+                tt["pair_ratios"] = {
+                    k: [a / b for a, b in zip(v.runs, ref.runs)]
+                    for k, v in timing.items()
+                    if k != "fp32_eager"
+                }
+                if t == 1:
+                    # With one intra-op thread every kernel runs on the calling thread, so its CPU
+                    # time excludes the time other jobs of a shared machine held the core.
+                    with torch.inference_mode():
+                        cpu = _cpu_interleaved(fns, runs=n, warmup=1)
+                    tt["cpu_time"] = {k: v.to_dict() for k, v in cpu.items()}
+                    tt["cpu_ratios"] = {
+                        k: v.median / cpu["fp32_eager"].median for k, v in cpu.items() if k != "fp32_eager"
+                    }
+                entry["timing"][str(t)] = tt
+                say(
+                    f"{name}, {t} thread(s): "
+                    + ", ".join(f"{k} {v.median * 1000:.1f} ms" for k, v in timing.items())
+                    + f"; int8/fp32 {tt['ratios']['int8_pytorch']:.3f}"
+                )
+            res["models"][name] = entry
+            if name == "leansam_tiny":
+                torch.set_num_threads(max(threads))
+                source = _held_out(held_out)
+                say(f"held-out evaluation on {held_out} images")
+                ev = {"fp32": evaluate_gt(fp32, source), "int8": evaluate_gt(q, source)}
+                imgs = [source[i].image for i in range(min(gate_images, held_out))]
+                gate = compare_models(fp32, q, imgs, CompareConfig(**GATE, **WEAK_EVERYTHING))
+                res["fidelity"] = {
+                    "held_out": f"SynthSource({held_out}, seed={HELD_OUT_SEED}, TINY_SYNTH)",
+                    "fp32": {k: ev["fp32"][k] for k in ("box_miou", "point_miou", "n_instances", "n_images")},
+                    "int8": {k: ev["int8"][k] for k in ("box_miou", "point_miou", "n_instances", "n_images")},
+                    "gate_images": len(imgs),
+                    "gate": gate.to_dict(),
+                    "gate_table": gate.table(),
+                    "gate_passed": gate.passed,
+                }
+                say(gate.table())
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def targets(res: dict) -> list[dict]:
+    """Issue #8's quantization targets as measured in ``res``."""
+    out = []
+    for name, e in res["models"].items():
+        for t, tt in e["timing"].items():
+            r = tt["ratios"]["int8_pytorch"]
+            measured = f"{r:.2f} (wall)"
+            if "cpu_ratios" in tt:
+                measured += f", {tt['cpu_ratios']['int8_pytorch']:.2f} (thread CPU time)"
+            out.append(
+                {
+                    "target": f"{name} int8 encoder <= 0.5x fp32 eager ({t} thread{'s' if t != '1' else ''})",
+                    "measured": measured,
+                    "met": r <= 0.5,
+                }
+            )
+    f = res.get("fidelity")
+    if f:
+        d = f["int8"]["box_miou"] - f["fp32"]["box_miou"]
+        out.append(
+            {
+                "target": "leansam_tiny int8 box mIoU within 1 point of fp32 (held-out synthetic set)",
+                "measured": f"{f['int8']['box_miou']:.3f} vs {f['fp32']['box_miou']:.3f} ({100 * d:+.2f} points)",
+                "met": abs(d) <= 0.01,
+            }
+        )
+    return out
+
+
+def _ms(t: dict) -> str:
+    return f"{t['median_s'] * 1000:.1f}"
+
+
+def render(res: dict) -> str:
+    """The docs section of one result of :func:`run`."""
+    m = res["machine"]
+    load = res.get("load_average") or {}
+    load_txt = (
+        f" Load average (1 min) {load['start'][0]:.1f} at the start, {load['end'][0]:.1f} at the end "
+        "(a shared machine: other jobs ran alongside; ratios are of interleaved runs)."
+        if load
+        else ""
+    )
+    lines = [
+        "## Int8 post-training quantization (issue #8)",
+        "",
+        "Command:",
+        "",
+        "```",
+        res.get("command", "python -m benchmarks.quantization"),
+        "```",
+        "",
+        f"Machine: `{m['cpu']}`, {m['cores']} cores, torch {m['torch']}.{load_txt} "
+        f"Calibration: the first {res['calibration']['used']} images of `{res['calibration']['command']}`. "
+        "Encoder input: the preprocessed first calibration image. Median of interleaved runs; "
+        "ratio = median / median of fp32 eager in the same run (per-run pair ratios in the JSON).",
+        "",
+        "| model | weights | threads | fp32 eager (reference) | fp32, BN folded | int8 PyTorch (TinySAM recipe) | int8 / fp32 | "
+        + "other rows |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    main_rows = ("fp32_eager", "fp32_folded", "int8_pytorch")
+    for name, e in res["models"].items():
+        for t, tt in e["timing"].items():
+            kinds = [("wall", tt, tt["ratios"])]
+            if "cpu_time" in tt:
+                kinds.append(("thread CPU time", tt["cpu_time"], tt["cpu_ratios"]))
+            for kind, times, r in kinds:
+                others = ", ".join(
+                    f"{k} {_ms(times[k])} ms ({r[k]:.2f}x)" for k in times if k not in main_rows and k in r
+                )
+                lines.append(
+                    f"| {name} | {e['weights']} | {t} ({kind}) | {_ms(times['fp32_eager'])} ms | "
+                    f"{_ms(times['fp32_folded'])} ms ({r['fp32_folded']:.2f}x) | {_ms(times['int8_pytorch'])} ms | "
+                    f"**{r['int8_pytorch']:.2f}** | {others or '-'} |"
+                )
+    lines += [
+        "",
+        "| model | int8 layers (conv / linear) | kept fp32 | activations fused | layer error, searched (min-max) | embedding cosine int8 vs fp32 | quantize time |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, e in res["models"].items():
+        qd = e["quantization"]
+        lines.append(
+            f"| {name} | {qd['layers_int8']} ({qd['conv']} / {qd['linear']}) | {qd['kept_fp32']} "
+            f"({'; '.join(qd['kept_reasons']) or '-'}) | {qd['fused']} (check: {qd['fusion_check']}) | "
+            f"{qd['layer_error_mean']:.4f} ({qd['layer_error_minmax_mean']:.4f}) | "
+            f"{e['embedding_cosine_int8_vs_fp32']:.5f} | {e['quantize_seconds']:.0f} s |"
+        )
+    notes = {e["ort_note"] for e in res["models"].values() if e.get("ort_note")}
+    lines += [""] + [f"{n}" for n in sorted(notes)]
+    f = res.get("fidelity")
+    if f:
+        d = f["int8"]["box_miou"] - f["fp32"]["box_miou"]
+        dp = f["int8"]["point_miou"] - f["fp32"]["point_miou"]
+        lines += [
+            "",
+            f"**Fidelity of `leansam_tiny` int8** on its held-out set ({f['held_out']}, "
+            f"{f['fp32']['n_images']} images, {f['fp32']['n_instances']} instances; docs/training.md protocol):",
+            "",
+            "| | fp32 | int8 | difference |",
+            "|---|---|---|---|",
+            f"| mIoU, GT box | {f['fp32']['box_miou']:.4f} | {f['int8']['box_miou']:.4f} | {100 * d:+.2f} points |",
+            f"| mIoU, centre click | {f['fp32']['point_miou']:.4f} | {f['int8']['point_miou']:.4f} | {100 * dp:+.2f} points |",
+            "",
+            f"Fidelity gate, int8 against fp32 on the first {f['gate_images']} held-out images "
+            f"(`leansam.compare`, thresholds {', '.join(f'{k} {v}' for k, v in GATE.items())}; "
+            f"segment-everything with {', '.join(f'{k} {v}' for k, v in WEAK_EVERYTHING.items())}): "
+            f"**{'PASS' if f['gate_passed'] else 'FAIL'}**",
+            "",
+            f["gate_table"],
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--threads", default="1,2", help="comma-separated torch thread counts to time with")
+    ap.add_argument("--calib-count", type=int, default=8)
+    ap.add_argument("--held-out", type=int, default=100)
+    ap.add_argument("--json", default=str(RESULT))
+    args = ap.parse_args(argv)
+    models = tuple(m for m in args.models.split(",") if m)
+    threads = tuple(int(t) for t in args.threads.split(",") if t)
+    start = [round(v, 2) for v in os.getloadavg()]
+    res = run(models, args.runs, threads, args.calib_count, args.held_out)
+    res["load_average"] = {"start": start, "end": [round(v, 2) for v in os.getloadavg()]}
+    res["command"] = (
+        f"python -m benchmarks.quantization --models {','.join(models)} --runs {args.runs} "
+        f"--threads {args.threads} --calib-count {args.calib_count} --held-out {args.held_out}"
+    )
+    if args.json:
+        write_json(args.json, res)
+    print(render(res))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
