@@ -131,7 +131,10 @@ def _to_windows(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, 
     equal the qkv bias, which the official model lets take part in attention).
     """
     b, h, w, c = x.shape
-    hp, wp = -(-h // window) * window, -(-w // window) * window
+    # Ceil division without negative operands: the TorchScript ONNX exporter turns a traced
+    # floor division of a negative number into a truncating Div, so ``-(-h // window)`` would
+    # round down there (64 -> 56 instead of 70 for window 14).
+    hp, wp = (h + window - 1) // window * window, (w + window - 1) // window * window
     if (hp, wp) != (h, w):
         x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))
     x = x.view(b, hp // window, window, wp // window, window, c).transpose(2, 3)

@@ -485,17 +485,30 @@ class MaskDecoder(nn.Module):
 
     def _dynamic_multimask(self, masks: torch.Tensor, iou: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """SAM 2: keep token 0 when its mask is stable, else the best-scoring multimask output."""
-        multi_iou = iou[:, 1:]
-        best = multi_iou.argmax(dim=-1)
-        rows = torch.arange(iou.shape[0], device=iou.device)
-        best_masks = masks[:, 1:][rows, best][:, None]
-        best_iou = multi_iou[rows, best][:, None]
-        single_masks, single_iou = masks[:, :1], iou[:, :1]
-        stability = stability_score(single_masks[:, 0], 0.0, self.dynamic_multimask_stability_delta)
-        stable = (stability >= self.dynamic_multimask_stability_thresh)[:, None]
-        out_masks = torch.where(stable[..., None, None], single_masks, best_masks)
-        out_iou = torch.where(stable, single_iou, best_iou)
-        return out_masks, out_iou
+        return dynamic_multimask(
+            masks, iou, self.dynamic_multimask_stability_delta, self.dynamic_multimask_stability_thresh
+        )
+
+
+def dynamic_multimask(
+    masks: torch.Tensor, iou: torch.Tensor, delta: float, thresh: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SAM 2's single-mask rule over ALL mask tokens (also used by the ONNX Runtime backend).
+
+    masks B x (M+1) x h x w low-res logits, iou B x (M+1) -> (B x 1 x h x w, B x 1): token 0
+    when its stability score (offset ``delta``) is at least ``thresh``, else the best of tokens 1..M.
+    """
+    multi_iou = iou[:, 1:]
+    best = multi_iou.argmax(dim=-1)
+    rows = torch.arange(iou.shape[0], device=iou.device)
+    best_masks = masks[:, 1:][rows, best][:, None]
+    best_iou = multi_iou[rows, best][:, None]
+    single_masks, single_iou = masks[:, :1], iou[:, :1]
+    stability = stability_score(single_masks[:, 0], 0.0, delta)
+    stable = (stability >= thresh)[:, None]
+    out_masks = torch.where(stable[..., None, None], single_masks, best_masks)
+    out_iou = torch.where(stable, single_iou, best_iou)
+    return out_masks, out_iou
 
 
 def stability_score(logits: torch.Tensor, threshold: float, offset: float) -> torch.Tensor:

@@ -165,6 +165,21 @@ class Attention(nn.Module):
         if rows >= n:
             bias = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(b, heads, n, kh * kw)
             return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=self.scale)
+        if torch.onnx.is_in_onnx_export():
+            # The ONNX exporters cannot express writes into a reused buffer (``out=`` and slice
+            # assignment); the same per-chunk arithmetic, concatenated instead.
+            chunks = []
+            for s in range(0, n, rows):
+                e = min(n, s + rows)
+                bias = (rel_h[:, :, s:e, :, None] + rel_w[:, :, s:e, None, :]).reshape(
+                    b, heads, e - s, kh * kw
+                )
+                chunks.append(
+                    F.scaled_dot_product_attention(
+                        q[:, :, s:e], k, v, attn_mask=bias.to(q.dtype), scale=self.scale
+                    )
+                )
+            return torch.cat(chunks, dim=2)
         out = q.new_empty(b, heads, n, v.shape[-1])
         # One bias buffer reused for every chunk: a fresh ~100 MB tensor per chunk would pay
         # for page faults and zeroing on first touch.
