@@ -394,6 +394,16 @@ def load_model(
     """Builds ``name`` and loads weights: ``checkpoint`` if given, else the official file when ``pretrained``."""
     info = get_model_info(name)
     verified = False
+    if (
+        checkpoint is None
+        and pretrained
+        and info.weights is not None
+        and info.weights.file_name.endswith(".onnx")
+    ):
+        raise CheckpointError(
+            f"{name}'s official weights are ONNX files ({info.weights.file_name}): run them on ONNX Runtime "
+            f"(leansam.export.load_onnx_model, or --backend onnx; see docs/deployment.md)"
+        )
     if checkpoint is None and pretrained and info.weights is not None:
         checkpoint, verified = resolve_checkpoint(info, allow_download=allow_download, progress=progress)
     if checkpoint is None:

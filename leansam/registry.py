@@ -33,6 +33,7 @@ ZOO_FAMILIES: tuple[str, ...] = (
     "efficientsam",
     "efficienttam",
     "slimsam",
+    "nanosam",
     "default",
 )
 

@@ -14,11 +14,10 @@ from ..visualize import draw_overlay
 from .common import (
     add_image_args,
     add_model_args,
-    describe_checkpoint,
     log,
-    model_from_args,
     resolve_model_name,
 )
+from .export import add_backend_args, describe_backend, model_for_backend
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -46,6 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="out", help="output folder (default ./out)")
     add_model_args(p)
+    add_backend_args(p)
 
 
 def _image_id(text: str | None) -> object:
@@ -74,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"bad boxes file {args.boxes}: {e}") from None
     out = OutputDir(args.out)
     try:
-        model = model_from_args(args, name)
+        model = model_for_backend(args, name)
+        name = model.name or name
         try:
             generator = AutomaticMaskGenerator(
                 model,
@@ -116,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
             out.path("masks.json"),
             {
                 "model": name,
-                "checkpoint": describe_checkpoint(args, name),
+                "checkpoint": describe_backend(args, name, model),
                 "image": {"file": str(args.image), "height": h, "width": w},
                 "strategy": args.strategy,
                 "seconds": elapsed,

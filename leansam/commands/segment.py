@@ -15,14 +15,13 @@ from ..visualize import draw_overlay
 from .common import (
     add_image_args,
     add_model_args,
-    describe_checkpoint,
     log,
-    model_from_args,
     parse_box,
     parse_point,
     resolve_model_name,
     sync,
 )
+from .export import add_backend_args, describe_backend, model_for_backend
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -40,6 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--multimask", action="store_true", help="3 candidate masks per prompt instead of 1")
     p.add_argument("--out", default="out", help="output folder (default ./out)")
     add_model_args(p)
+    add_backend_args(p)
 
 
 def _check_prompts_inside(points: list, boxes: list, h: int, w: int) -> None:
@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     _check_prompts_inside(args.point, args.box, h, w)
     out = OutputDir(args.out)  # fails early if --out is a file
     try:
-        model = model_from_args(args, name)
+        model = model_for_backend(args, name)
+        name = model.name or name
         predictor = SamPredictor(model)
         dev = model.device
 
@@ -125,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
             out.path("masks.json"),
             {
                 "model": name,
-                "checkpoint": describe_checkpoint(args, name),
+                "checkpoint": describe_backend(args, name, model),
                 "image": {"file": str(args.image), "height": h, "width": w},
                 "multimask": bool(args.multimask),
                 "timing_ms": {"encode": t_encode * 1000, "decode": t_decode * 1000},

@@ -1,0 +1,184 @@
+"""``OnnxSam`` / ``load_onnx_model``: file checks, quantized encoders, the mask generator on ONNX Runtime."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import leansam
+from leansam.export import (
+    OnnxExportConfig,
+    OnnxExportError,
+    OnnxModelError,
+    export_onnx,
+    load_onnx_decoder,
+    load_onnx_model,
+)
+from leansam.registry import UnknownModelError
+from tests.export.conftest import random_boxes
+from tests.export.test_onnx import check_same
+
+CPU = ["CPUExecutionProvider"]
+TINY = "leansam_tiny"
+
+
+@pytest.fixture(scope="module")
+def tiny(exports):
+    return exports.folder(TINY)
+
+
+@pytest.fixture(scope="module")
+def teacher(exports, tmp_path_factory):
+    """leansam_tiny_teacher (same 256 px / 128 x 16 x 16 interface as leansam_tiny, other weights)."""
+    return export_onnx(exports.model("leansam_tiny_teacher"), tmp_path_factory.mktemp("teacher")).directory
+
+
+def strip_metadata(src, dest):
+    proto = onnx.load(str(src))
+    del proto.metadata_props[:]
+    onnx.save(proto, str(dest))
+    return dest
+
+
+def test_pair_from_one_export_loads(tiny):
+    model = load_onnx_model(tiny, CPU, expect_model=TINY)
+    assert model.name == TINY and model.providers == CPU
+    assert model.metadata["encoder"]["leansam.weights"] == model.metadata["decoder"]["leansam.weights"]
+    assert model.metadata["decoder"]["leansam.version"] == leansam.__version__
+    assert model.transform == leansam.get_model_info(TINY).transform
+
+
+def test_files_of_another_model_are_refused(tiny, teacher):
+    with pytest.raises(OnnxModelError, match="exported from model 'leansam_tiny', not 'mobile_sam'"):
+        load_onnx_model(tiny, CPU, expect_model="mobile_sam")
+    # encoder of one model, decoder of another (same tensor shapes: only the metadata tells them apart)
+    with pytest.raises(OnnxModelError, match=r"'leansam_tiny_teacher' but decoder .* from 'leansam_tiny'"):
+        load_onnx_model(teacher / "encoder.onnx", CPU, decoder=tiny / "decoder.onnx")
+
+
+def test_same_model_other_weights_is_refused(tiny, exports, tmp_path):
+    torch.manual_seed(1)
+    other = leansam.build_model(TINY, pretrained=False)  # same architecture, random weights
+    dec = export_onnx(other, tmp_path / "other", config=OnnxExportConfig(encoder=False)).decoder
+    with pytest.raises(OnnxModelError, match="different weights"):
+        load_onnx_model(tiny / "encoder.onnx", CPU, decoder=dec)
+
+
+def test_encoder_of_another_shape_without_metadata_is_refused(tiny, exports, tmp_path):
+    dec = exports.decoder("mobile_sam")
+    bare = strip_metadata(tiny / "encoder.onnx", tmp_path / "bare.onnx")
+    with pytest.raises(OnnxModelError, match=r"expected one input B x 3 x 1024 x 1024"):
+        load_onnx_model(bare, CPU, decoder=dec)
+
+
+def test_roles_swapped_are_refused(tiny):
+    with pytest.raises(OnnxModelError, match="is a leansam encoder file, given where the decoder"):
+        load_onnx_model(tiny / "decoder.onnx", CPU, decoder=tiny / "encoder.onnx")
+
+
+def test_missing_empty_corrupt_truncated_files(tiny, tmp_path):
+    with pytest.raises(OnnxModelError, match="no such ONNX file or folder"):
+        load_onnx_model(tmp_path / "nope.onnx", CPU)
+    with pytest.raises(OnnxModelError, match=r"no encoder\.onnx in"):
+        load_onnx_model(tmp_path, CPU)
+    with pytest.raises(OnnxModelError, match="no such ONNX decoder file"):
+        load_onnx_model(tiny / "encoder.onnx", CPU, decoder=tmp_path / "missing.onnx")
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    with pytest.raises(OnnxModelError, match="empty"):
+        load_onnx_model(tiny / "encoder.onnx", CPU, decoder=empty)
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(OnnxModelError, match="not a valid ONNX model"):
+        load_onnx_model(junk, CPU, decoder=tiny / "decoder.onnx")
+    data = (tiny / "decoder.onnx").read_bytes()
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(OnnxModelError, match="not a valid ONNX model"):
+        load_onnx_model(tiny / "encoder.onnx", CPU, decoder=cut)
+
+
+def test_unavailable_provider_is_refused(tiny):
+    with pytest.raises(OnnxModelError, match="not available here"):
+        load_onnx_model(tiny, ["NoSuchExecutionProvider"])
+
+
+def test_quantized_renamed_encoder_is_accepted(tiny, scene, tmp_path):
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    q = tmp_path / "encoder.int8.onnx"
+    quantize_dynamic(str(tiny / "encoder.onnx"), str(q), weight_type=QuantType.QUInt8)
+    bare = strip_metadata(q, tmp_path / "encoder.int8.nometa.onnx")  # tools that drop metadata_props
+    fp32 = leansam.SamPredictor(load_onnx_model(tiny, CPU))
+    fp32.set_image(scene)
+    boxes = random_boxes(4, scene.shape[:2])
+    ref = fp32.predict_torch(None, None, boxes, multimask_output=False, original_coords=True)
+    for enc in (q, bare):
+        model = load_onnx_model(enc, CPU, expect_model=TINY, decoder=tiny / "decoder.onnx")
+        p = leansam.SamPredictor(model)
+        p.set_image(scene)
+        assert not torch.equal(p.features.embed, fp32.features.embed)  # really the int8 graph
+        masks = p.predict_torch(None, None, boxes, multimask_output=False, original_coords=True)[0]
+        inter = (masks & ref[0]).sum((-1, -2)).float()
+        union = (masks | ref[0]).sum((-1, -2)).float().clamp(min=1)
+        assert masks.shape == ref[0].shape and float((inter / union).mean()) > 0.5
+
+
+def test_decoder_only_model_refuses_images(tiny):
+    model = load_onnx_decoder(tiny / "decoder.onnx", CPU)
+    with pytest.raises(OnnxModelError, match="only a decoder"):
+        leansam.SamPredictor(model).set_image(np.zeros((32, 32, 3), np.uint8))
+
+
+def test_mask_generator_runs_on_onnx_runtime(tiny, exports, scene):
+    kwargs = {
+        "points_per_side": 6,
+        "points_per_batch": 16,
+        "pred_iou_thresh": 0.0,
+        "stability_score_thresh": 0.0,
+    }
+    with torch.inference_mode():
+        ref = leansam.AutomaticMaskGenerator(exports.model(TINY), **kwargs).generate(scene)
+    got = leansam.AutomaticMaskGenerator(load_onnx_model(tiny, CPU), **kwargs).generate(scene)
+    assert len(ref) > 0 and len(got) == len(ref)
+    for a, b in zip(ref, got):
+        assert abs(a["predicted_iou"] - b["predicted_iou"]) <= 1e-3
+        differ = np.count_nonzero(a["segmentation"] != b["segmentation"])
+        assert differ <= 1e-3 * a["segmentation"].size
+
+
+def test_predictor_reports_same_scores_for_boxes_and_points(tiny, exports, scene):
+    """One more SamPredictor.predict (numpy API) round: box and clicks of one prompt."""
+    ref, got = leansam.SamPredictor(exports.model(TINY)), leansam.SamPredictor(load_onnx_model(tiny, CPU))
+    with torch.inference_mode():
+        ref.set_image(scene)
+    got.set_image(scene)
+    kw = {"point_coords": np.array([[200, 150], [420, 330]]), "point_labels": np.array([1, 0])}
+    for extra in ({}, {"box": np.array([120, 80, 330, 260])}):
+        a = ref.predict(**kw, **extra)
+        b = got.predict(**kw, **extra)
+        check_same(tuple(map(torch.from_numpy, a)), tuple(map(torch.from_numpy, b)), str(extra))
+
+
+def test_missing_onnxruntime_and_onnx_give_the_install_hint(tiny, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # what an install without the extra looks like
+    with pytest.raises(ImportError, match=r"pip install 'leansam\[onnx\]'"):
+        load_onnx_model(tiny, CPU)
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    with pytest.raises(ImportError, match=r"pip install 'leansam\[onnx\]'"):
+        export_onnx(TINY, tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_failed_export_writes_nothing(tmp_path):
+    model = leansam.build_model(TINY).half()
+    with pytest.raises(OnnxExportError, match="float32"):
+        export_onnx(model, tmp_path / "half")
+    assert not (tmp_path / "half").exists()
+    with pytest.raises(UnknownModelError, match="unknown model 'mobile_samm'"):
+        export_onnx("mobile_samm", tmp_path / "unknown")
+    assert not list(tmp_path.iterdir())
