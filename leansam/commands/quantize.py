@@ -95,6 +95,13 @@ def run(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise InputError(f"output path {args.out} exists and is not a folder")
+    if args.method != "tinysam":
+        from ..compress.ort import require_onnxruntime
+
+        try:
+            require_onnxruntime()
+        except ImportError as e:  # optional dependency: one error line with the install hint
+            raise InputError(str(e)) from None
     if getattr(cfg, "calib_images", "absent") is None:
         raise InputError(f"--method {args.method} needs calibration images: add --calib DIR")
     calib = None

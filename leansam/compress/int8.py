@@ -178,6 +178,23 @@ class _Int8Base(nn.Module):
         """The :class:`FusedActivation` this layer's ``post_op`` stands in for (marks outputs for it)."""
         _bind(self, consumer)
 
+    def link_output(self, consumer: _Int8Base | None) -> None:
+        """Hand the (activated) output to the int8 layer ``consumer`` as uint8, already quantized
+        with ``consumer``'s input quantizer (one fp32 write and one quantize pass saved). Only
+        valid when ``consumer`` is the sole user of this layer's output (checked by quantize_)."""
+        object.__setattr__(self, "_next", consumer)
+        self._packed = None
+
+    def _output_args(self) -> tuple[float, int, torch.dtype]:
+        nxt = getattr(self, "_next", None)
+        if nxt is None:
+            return 1.0, 0, torch.float32
+        return float(nxt.input_scale), int(nxt.input_zero_point), torch.uint8
+
+    def _input_uint8(self, x: torch.Tensor, s: float, zp: int) -> torch.Tensor:
+        # uint8 input = the output of a linked producer, quantized with this layer's (s, zp)
+        return x if x.dtype == torch.uint8 else quantize_uint8(x, s, zp)
+
     def dequantized_weight(self) -> torch.Tensor:
         """The fp32 weight the int8 kernel effectively multiplies with (``weight_int8 * scale``)."""
         shape = (-1,) + (1,) * (self.weight_int8.ndim - 1)
@@ -244,12 +261,15 @@ class Int8Conv2d(_Int8Base):
     def _static_args(self) -> None:
         self._geometry = (list(self.stride), list(self.padding), list(self.dilation), self.groups)
         self._fused = self.post_op if self.post_op in ("relu", "hardswish") else "none"
+        self._out = self._output_args()
+        if self._out[2] == torch.uint8 and self._fused != self.post_op:
+            raise ValueError("a convolution with an in-place GELU cannot hand over uint8 output")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s, zp = self._prepare(x)
         stride, padding, dilation, groups = self._geometry
         y = torch.ops.onednn.qconv2d_pointwise(
-            quantize_uint8(x, s, zp),
+            self._input_uint8(x, s, zp),
             s,
             zp,
             self._packed,
@@ -260,9 +280,7 @@ class Int8Conv2d(_Int8Base):
             padding,
             dilation,
             groups,
-            1.0,
-            0,
-            torch.float32,
+            *self._out,
             self._fused,
             [],
             "",
@@ -306,24 +324,26 @@ class Int8Linear(_Int8Base):
     def _pack(self, x_scale: float, x_zp: int) -> torch.Tensor:
         return torch.ops.onednn.qlinear_prepack(self.weight_int8, None)
 
+    def _static_args(self) -> None:
+        self._post = _LINEAR_POST[self.post_op]
+        self._out = self._output_args()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s, zp = self._prepare(x)
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
         if not x2.is_contiguous():
             x2 = x2.contiguous()
-        name, alg = _LINEAR_POST[self.post_op]
+        name, alg = self._post
         y = torch.ops.onednn.qlinear_pointwise(
-            quantize_uint8(x2, s, zp),
+            self._input_uint8(x2, s, zp),
             s,
             zp,
             self._packed,
             self.weight_scale,
             self._zero_points,
             self.bias,
-            1.0,
-            0,
-            torch.float32,
+            *self._out,
             name,
             [],
             alg,

@@ -41,6 +41,7 @@ __all__ = [
     "quantize_encoder_file",
     "quantize_onnx",
     "read_onnx_manifest",
+    "require_onnxruntime",
 ]
 
 FORMAT = "leansam-quantized-onnx"
@@ -50,7 +51,8 @@ MANIFEST = "quantization.json"
 HINT = "pip install 'leansam[onnx]'"
 
 
-def _require() -> tuple[Any, Any]:
+def require_onnxruntime() -> tuple[Any, Any]:
+    """(onnx, onnxruntime) modules; ImportError with the install hint when they are missing."""
     try:
         import onnx
         import onnxruntime
@@ -119,7 +121,7 @@ def quantize_encoder_file(
 
     ``inputs``: encoder inputs (1 x 3 x S x S float32), needed by :class:`OrtStaticConfig`.
     """
-    onnx, ort = _require()
+    onnx, ort = require_onnxruntime()
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -133,7 +135,11 @@ def quantize_encoder_file(
     types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
     with tempfile.TemporaryDirectory() as d:
         pre = Path(d) / "pre.onnx"
-        quant_pre_process(str(src), str(pre))
+        try:
+            quant_pre_process(str(src), str(pre))
+        except Exception:  # onnxruntime raises a bare Exception when symbolic shape inference fails
+            # (TinyViT's window padding): ONNX shape inference + graph optimisation still run
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         if isinstance(config, OrtStaticConfig):
             if not inputs:
                 raise InputError("ONNX Runtime static quantization needs calibration images")
@@ -198,7 +204,7 @@ def quantize_onnx(
             f"quantize_onnx takes OrtStaticConfig or OrtDynamicConfig, not {type(config).__name__} "
             "(PyTorch recipes: leansam.compress.quantize_)"
         )
-    _require()
+    require_onnxruntime()
     from ..export.onnx import export_onnx
 
     say = log or (lambda _m: None)
@@ -274,7 +280,7 @@ def load_onnx_quantized(path: str | Path, expect_model: str | None = None, **kwa
     manifest = read_onnx_manifest(path)
     if manifest is None:
         raise CheckpointError(f"{path} is not an ONNX Runtime quantized model folder (no valid {MANIFEST})")
-    _require()
+    require_onnxruntime()
     from ..export.runtime import load_onnx_model
 
     p = Path(path)
@@ -293,7 +299,7 @@ def ort_encoder_variants(
     as torch does when it is first called with that setting (sessions are cached per thread count).
     Returns (functions, info about each file, note).
     """
-    _require()
+    require_onnxruntime()
     import onnxruntime as ort
     import torch
 

@@ -111,6 +111,8 @@ class QuantReport:
     kept_float: dict[str, str] = field(default_factory=dict)
     fused: dict[str, str] = field(default_factory=dict)
     fusion_check: str = "not requested"
+    handoffs: dict[str, str] = field(default_factory=dict)
+    handoff_check: str = "nothing to hand off"
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -123,6 +125,7 @@ class QuantReport:
         text = (
             f"{self.model}: {len(self.layers)} layers int8 ({n_conv} conv, {len(self.layers) - n_conv} linear), "
             f"{len(self.kept_float)} kept fp32, {len(self.fused)} activations fused, "
+            f"{len(self.handoffs)} uint8 hand-offs, "
             f"{len(self.calibration)} calibration images, {self.seconds:.1f} s"
         )
         if worst is not None:
@@ -191,6 +194,8 @@ class _LayerStats:
         self.hi = float("-inf")
         self.samples: list[torch.Tensor] = []
         self.calls = 0
+        #: where the inputs came from: "P" (layer P's output), "A|P" (activation A applied to it)
+        self.sources: dict[str, int] = defaultdict(int)
 
 
 def _conv_rows(x: torch.Tensor, conv: nn.Conv2d, n: int, gen: torch.Generator) -> torch.Tensor:
@@ -235,6 +240,7 @@ def _calibrate(
             x = inp[0].detach()
             st = stats[name]
             st.calls += 1
+            st.sources[getattr(inp[0], "_leansam_src", "")] += 1
             st.lo = min(st.lo, float(x.min()))
             st.hi = max(st.hi, float(x.max()))
             if isinstance(mod, nn.Linear):
@@ -261,9 +267,18 @@ def _calibrate(
 
         return pre
 
+    def act_out_hook(name: str):
+        def hook(_m: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+            src = getattr(inp[0], "_leansam_src", None)
+            if src and "|" not in src and out is not inp[0]:
+                out._leansam_src = f"{name}|{src}"
+
+        return hook
+
     handles = [m.register_forward_hook(layer_hook(k, m)) for k, m in layers.items()]
     handles += [m.register_forward_hook(count_hook(k)) for k, m in others.items()]
     handles += [m.register_forward_pre_hook(act_hook(k)) for k, m in acts.items()]
+    handles += [m.register_forward_hook(act_out_hook(k)) for k, m in acts.items()]
     try:
         with torch.no_grad():
             for x in inputs:
@@ -398,6 +413,64 @@ def _fusion_plan(
     return {k: v for k, v in plan.items() if k not in refused}
 
 
+def _chain_plan(
+    stats: dict[str, _LayerStats],
+    layers: dict[str, nn.Module],
+    plan: dict[str, str],
+    acts: dict[str, nn.Module],
+) -> dict[str, str]:
+    """{producer: consumer} int8 layer pairs where every input of the consumer was the producer's
+    output (directly, or through the activation fused into the producer) and every output of the
+    producer went to the consumer; the producer then hands over uint8. A convolution with an
+    in-place GELU cannot (its activation runs after the kernel)."""
+    chains: dict[str, str] = {}
+    taken: set[str] = set()
+    for q in layers:
+        src = stats[q].sources
+        if len(src) != 1:
+            continue
+        tag, count = next(iter(src.items()))
+        act, _, p = tag.rpartition("|")
+        if not p or p not in layers or count != stats[q].calls or stats[p].calls != count:
+            continue
+        if (act and plan.get(p) != act) or (not act and p in plan):
+            continue
+        if (
+            isinstance(layers[p], nn.Conv2d)
+            and p in plan
+            and activation_kind(acts[plan[p]]) in ("gelu", "gelu_tanh")
+        ):
+            continue  # conv + GELU: the GELU runs in place after the kernel (see Int8Conv2d)
+        if p in chains or p in taken:
+            taken.add(p)
+            continue
+        chains[p] = q
+    return {p: q for p, q in chains.items() if p not in taken}
+
+
+class _TwinHandOff(nn.Module):
+    """fp32 stand-in of a uint8 hand-off for the structural check: the producer returns float64
+    (the values are exact), the consumer turns it back to float32. Any other user of the
+    producer's output would see float64 and change the result's dtype or values (or fail)."""
+
+    def __init__(self, layer: nn.Module, role: str) -> None:
+        super().__init__()
+        self.layer, self.role = layer, role
+
+    def bind_activation(self, consumer: FusedActivation | None) -> None:
+        self.layer.bind_activation(consumer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.role == "consumer":
+            return self.layer(x.float() if x.dtype == torch.float64 else x)
+        y = self.layer(x)
+        mark = getattr(y, "_leansam_fused_act", None)
+        y = y.double()
+        if mark is not None:
+            y._leansam_fused_act = mark
+        return y
+
+
 def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
     parent, _, leaf = name.rpartition(".")
     setattr(root.get_submodule(parent) if parent else root, leaf, new)
@@ -418,21 +491,28 @@ def _apply_fusion(model: nn.Module, plan: dict[str, str], make_layer) -> None:
         _set_module(model, layer_name, new)
 
 
-def _check_fusion(model: nn.Module, plan: dict[str, str], x: torch.Tensor) -> str:
-    """'ok' when the fp32 model with the fusions (activations in place) gives bit-identical
-    embeddings on ``x``; a description of the difference otherwise."""
+def _check_fusion(
+    model: nn.Module, plan: dict[str, str], x: torch.Tensor, chains: dict[str, str] | None = None
+) -> str:
+    """'ok' when the fp32 model with the fusions (activations in place) and, with ``chains``,
+    the hand-offs (:class:`_TwinHandOff`) gives bit-identical embeddings on ``x``; a description
+    of the difference otherwise."""
     twin = copy.deepcopy(model)
     _apply_fusion(twin, plan, lambda n, k: FloatWithActivation(twin.get_submodule(n), k))
-    with torch.no_grad():
-        a = model.encode_image(x)
-        b = twin.encode_image(x)
-    same = torch.equal(a.embed, b.embed) and (
-        a.high_res is None or all(torch.equal(p, q) for p, q in zip(a.high_res, b.high_res))
-    )
-    if same:
+    for p, q in (chains or {}).items():
+        _set_module(twin, p, _TwinHandOff(twin.get_submodule(p), "producer"))
+        _set_module(twin, q, _TwinHandOff(twin.get_submodule(q), "consumer"))
+    try:
+        with torch.no_grad():
+            a = model.encode_image(x)
+            b = twin.encode_image(x)
+    except RuntimeError as e:
+        return f"failed ({str(e).splitlines()[0][:120]})"
+    pairs = [(a.embed, b.embed), *list(zip(a.high_res or [], b.high_res or []))]
+    if all(p.dtype == q.dtype and torch.equal(p, q) for p, q in pairs):
         return "ok"
-    diff = float((a.embed - b.embed).abs().max())
-    return f"failed (max abs difference {diff:.3g} in fp32): no activation fused"
+    diff = float((a.embed.double() - b.embed.double()).abs().max())
+    return f"failed (max abs difference {diff:.3g}, dtype {b.embed.dtype} in fp32)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -525,11 +605,30 @@ def quantize_(
         kept_float=kept,
     )
     plan: dict[str, str] = {}
+    chains: dict[str, str] = {}
     if config.fuse_activations:
         plan = _fusion_plan(consumers, stats, {**layers, **others}, acts, lambda n: n in layers)
         report.fusion_check = _check_fusion(model, plan, inputs[0]) if plan else "nothing to fuse"
         if report.fusion_check != "ok":
+            report.fusion_check += ": no activation fused"
             plan = {}
+        chains = _chain_plan(stats, layers, plan, acts)
+        if chains:
+            report.handoff_check = _check_fusion(model, plan, inputs[0], chains)
+            if report.handoff_check != "ok":
+                # find the offending pairs one at a time, then re-check the survivors together
+                good = {
+                    p: q for p, q in chains.items() if _check_fusion(model, plan, inputs[0], {p: q}) == "ok"
+                }
+                bad = sorted(set(chains) - set(good))
+                ok = not good or _check_fusion(model, plan, inputs[0], good) == "ok"
+                chains = good if ok else {}
+                report.handoff_check = (
+                    f"refused for {len(bad) if ok else len(bad) + len(good)} of {len(bad) + len(good)} pairs "
+                )
+                report.handoff_check += (
+                    f"(their output has other users: {', '.join(bad[:3])}{'...' if len(bad) > 3 else ''})"
+                )
 
     qmodules: dict[str, nn.Module] = {}
     for i, (name, layer) in enumerate(layers.items()):
@@ -554,7 +653,10 @@ def quantize_(
         plan,
         lambda n, k: qmodules[n] if n in qmodules else FloatWithActivation(model.get_submodule(n), k),
     )
+    for p, q in chains.items():
+        qmodules[p].link_output(qmodules[q])
     report.fused = dict(plan)
+    report.handoffs = dict(chains)
     report.seconds = time.perf_counter() - t0
     model._leansam_quant = report.to_dict()
     return report

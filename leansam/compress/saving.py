@@ -65,6 +65,7 @@ def save_quantized(model: nn.Module, out_dir: str | Path) -> Path:
             "weights_sha256": sha256_file(tmp / WEIGHTS),
             "layers": {r["name"]: {"kind": r["kind"], "post_op": r["post_op"]} for r in report["layers"]},
             "fused_activations": report["fused"],
+            "handoffs": report.get("handoffs", {}),
             "prepare": report["prepare"],
             "report": report,
         }
@@ -136,6 +137,8 @@ def load_quantized(path: str | Path, verify: bool = True) -> nn.Module:
             if name in manifest["fused_activations"]:
                 q.bind_activation(wrappers[manifest["fused_activations"][name]])
             _set_module(model, name, q)
+        for p, q in manifest.get("handoffs", {}).items():
+            model.get_submodule(p).link_output(model.get_submodule(q))
         for name, act_name in manifest["fused_activations"].items():
             if name not in manifest["layers"]:  # an fp32 layer with its activation fused in place
                 fused = FloatWithActivation(

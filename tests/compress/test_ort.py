@@ -100,3 +100,27 @@ def test_onnx_candidate_in_the_gate(static_dir, calib_dir, capsys):
     code = main([*args, "--no-everything", "--max-images", "1", "--min-box-iou", "0.9"])
     assert code == 0, capsys.readouterr()
     assert torch.get_num_threads() == 1
+
+
+def test_cli_without_onnxruntime(calib_dir, tmp_path, capsys, monkeypatch):
+    from leansam.cli import main
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    out = tmp_path / "o"
+    code = main(
+        [
+            "quantize",
+            "--model",
+            "leansam_tiny",
+            "--method",
+            "ort-static",
+            "--calib",
+            str(calib_dir),
+            "--out",
+            str(out),
+        ]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ")
+    assert "pip install 'leansam[onnx]'" in err[0]
+    assert not out.exists()

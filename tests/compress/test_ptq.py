@@ -61,6 +61,8 @@ def test_default_model_runs_int8_layers(tiny_int8):
     assert convs == [] and len(int8) == len(report.layers) == 17
     assert all(m.weight_int8.dtype == torch.int8 for m in int8)
     assert report.kept_float == {} and report.fusion_check == "ok"
+    # stem: conv -> (folded BN) -> ReLU module -> conv: ReLU fused, uint8 handed to the next conv
+    assert report.handoffs.get("image_encoder.stem.0.0") == "image_encoder.stem.2.0"
     assert report.prepare["folded"], "the ResNet's conv + BatchNorm pairs should have been folded"
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.image_encoder.modules())
     # the search never does worse than the full ranges on average, and each layer stays close
@@ -141,11 +143,12 @@ class _Toy(nn.Module):
     """B x 3 x 256 x 256 -> B x 128 x 16 x 16 with every case the recipe handles.
 
     A patchify conv + GELU (fusable), a token MLP Linear -> GELU -> Linear (int8 linears, fusable),
-    a depthwise conv (stays fp32) + ReLU (fused in place), and, when ``reuse``, a conv whose
-    output feeds a ReLU *and* a residual sum (fusing it would be wrong).
+    a depthwise conv (stays fp32) + ReLU (fused in place). ``reuse="act"``: a conv whose output
+    feeds a ReLU *and* a residual sum (fusing it would be wrong); ``reuse="handoff"``: the MLP's
+    hidden activations also feed a residual term (handing them to fc2 as uint8 would be wrong).
     """
 
-    def __init__(self, reuse: bool = False) -> None:
+    def __init__(self, reuse: str = "") -> None:
         super().__init__()
         self.reuse = reuse
         self.stem = nn.Conv2d(3, 32, 16, 16)
@@ -160,15 +163,18 @@ class _Toy(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act0(self.stem(x))
         b, _c, h, w = x.shape
-        t = self.fc2(self.act(self.fc1(x.flatten(2).transpose(1, 2))))
+        hidden = self.act(self.fc1(x.flatten(2).transpose(1, 2)))
+        t = self.fc2(hidden)
+        if self.reuse == "handoff":
+            t = t + hidden.mean(-1, keepdim=True)
         y = self.act2(self.dw(t.transpose(1, 2).reshape(b, 128, h, w)))
-        if self.reuse:
+        if self.reuse == "act":
             z = self.pw(y)
             return self.act2(z) + z
         return self.pw(y)
 
 
-def _toy(reuse: bool = False) -> leansam.Sam:
+def _toy(reuse: str = "") -> leansam.Sam:
     torch.manual_seed(0)
     model = tiny_sam(_Toy(reuse))
     model.transform = TINY_TRANSFORM
@@ -186,13 +192,16 @@ def test_linears_and_fusions(calib_dir, held_out):
     assert isinstance(enc.dw, FloatWithActivation) and type(enc.dw.layer) is nn.Conv2d
     assert isinstance(enc.act, FusedActivation) and isinstance(enc.act2, FusedActivation)
     assert report.fusion_check == "ok" and len(report.fused) == 3
+    # fc1 hands its GELU output to fc2 as uint8 (fc2's own input quantizer): no fp32 in between
+    assert report.handoffs == {"image_encoder.fc1": "image_encoder.fc2"} and report.handoff_check == "ok"
+    assert enc.fc1._output_args() == (float(enc.fc2.input_scale), int(enc.fc2.input_zero_point), torch.uint8)
     assert "groups=128" in report.kept_float["image_encoder.dw"]
     for s in held_out:
         assert _cos(embed(model, s.image), embed(ref, s.image)) > 0.99
 
 
 def test_fusion_is_refused_when_a_layer_output_is_reused(calib_dir, held_out):
-    model = _toy(reuse=True)
+    model = _toy(reuse="act")
     ref = copy.deepcopy(model)
     report = quantize_(model, TinySamPTQConfig(calib_images=str(calib_dir), num_calib=2))
     # act2 consumed every output of pw, but pw's output also feeds the residual: the fp32 check
@@ -201,6 +210,17 @@ def test_fusion_is_refused_when_a_layer_output_is_reused(calib_dir, held_out):
     assert report.fused == {}
     assert not any(isinstance(m, FusedActivation) for m in model.modules())
     assert model.image_encoder.pw.post_op == "none"
+    for s in held_out:
+        assert _cos(embed(model, s.image), embed(ref, s.image)) > 0.99
+
+
+def test_handoff_is_refused_when_the_hidden_activations_are_reused(calib_dir, held_out):
+    model = _toy(reuse="handoff")
+    ref = copy.deepcopy(model)
+    report = quantize_(model, TinySamPTQConfig(calib_images=str(calib_dir), num_calib=2))
+    assert report.fusion_check == "ok" and "image_encoder.fc1" in report.fused
+    assert report.handoff_check.startswith("refused for 1 of 1") and report.handoffs == {}
+    assert model.image_encoder.fc1._output_args()[2] == torch.float32
     for s in held_out:
         assert _cos(embed(model, s.image), embed(ref, s.image)) > 0.99
 
