@@ -146,18 +146,7 @@ def test_parameter_count_is_nanosams():
     assert leansam.get_model_info("nanosam").n_params == resnet18_features + neck + decoder_side
 
 
-@pytest.mark.parametrize("decoder", ["leansam_decoder", "official_decoder"])
-def test_official_layout_runs_unchanged(decoder, release, ref_predictor, scene):
-    assert not onnx.load(str(release["encoder"])).metadata_props  # like the real file: no leansam metadata
-    model = load_onnx_model(release["encoder"], CPU, expect_model="nanosam", decoder=release[decoder])
-    assert model.name == "nanosam"
-    got = leansam.SamPredictor(model)
-    got.set_image(scene)
-    ref = ref_predictor
-    assert float((got.features.embed - ref.features.embed).abs().max()) <= 1e-4 * float(
-        ref.features.embed.abs().max()
-    )
-    size = scene.shape[:2]
+def _compare_prompts(ref: leansam.SamPredictor, got: leansam.SamPredictor, size: tuple[int, int]) -> None:
     for n in (1, 7):
         boxes = random_boxes(n, size, seed=n)
         with torch.inference_mode():
@@ -175,6 +164,32 @@ def test_official_layout_runs_unchanged(decoder, release, ref_predictor, scene):
         b = ref.predict_torch(clicks, labels, boxes[:1], a[2], multimask_output=True, original_coords=True)
     got_b = got.predict_torch(clicks, labels, boxes[:1], a[2], multimask_output=True, original_coords=True)
     check_same(b, got_b, "clicks + box + mask input")
+
+
+def test_official_encoder_runs_unchanged(release, ref_predictor, scene):
+    """The metadata-free encoder file with MobileSAM's decoder as leansam exports it."""
+    assert not onnx.load(str(release["encoder"])).metadata_props  # like the real file: no leansam metadata
+    model = load_onnx_model(
+        release["encoder"], CPU, expect_model="nanosam", decoder=release["leansam_decoder"]
+    )
+    assert model.name == "nanosam" and model.transform == leansam.get_model_info("nanosam").transform
+    got = leansam.SamPredictor(model)
+    got.set_image(scene)
+    ref = ref_predictor
+    assert float((got.features.embed - ref.features.embed).abs().max()) <= 1e-4 * float(
+        ref.features.embed.abs().max()
+    )
+    _compare_prompts(ref, got, scene.shape[:2])
+
+
+def test_official_decoder_layout_runs_unchanged(release, ref_predictor, scene):
+    """NanoSAM's segment-anything-style decoder file: boxes as corner points, one prompt per call."""
+    model = load_onnx_model(
+        release["encoder"], CPU, expect_model="nanosam", decoder=release["official_decoder"]
+    )
+    got = leansam.SamPredictor(model)
+    got.set_features(ref_predictor.features, scene.shape[:2])  # the encoder is compared above
+    _compare_prompts(ref_predictor, got, scene.shape[:2])
 
 
 def test_sam_style_decoder_needs_the_model_name(release):
@@ -197,22 +212,10 @@ def _segment(args, capsys):
     return code, captured.err
 
 
-def test_cli_runs_the_release_files(release, ref_predictor, image_file, tmp_path, capsys):
-    out = tmp_path / "out"
-    args = [image_file, "--model", "nanosam", "--backend", "onnx", "--onnx", release["encoder"]]
-    args += ["--onnx-decoder", release["official_decoder"], "--box", "120,80,330,260", "--out", out]
-    code, err = _segment(args, capsys)
-    assert code == 0, err
-    meta = json.loads((out / "masks.json").read_text())
-    assert meta["model"] == "nanosam" and nanosam.ENCODER_FILE in meta["checkpoint"]
-    with torch.inference_mode():
-        masks, scores, _ = ref_predictor.predict(box=np.array([120, 80, 330, 260]), multimask_output=False)
-    got = decode_mask(meta["masks"][0]["segmentation"], 480, 640)
-    assert np.count_nonzero(got != masks[0]) <= 1e-3 * got.size
-    assert abs(meta["masks"][0]["score"] - float(scores[0])) <= 1e-3
-
-
-def test_cli_finds_the_release_in_the_cache(release, image_file, tmp_path, capsys, monkeypatch):
+def test_cli_runs_the_release_from_the_cache(
+    release, ref_predictor, image_file, tmp_path, capsys, monkeypatch
+):
+    """``--model nanosam --backend onnx`` finds both official files in $LEANSAM_HOME/checkpoints."""
     monkeypatch.setenv("LEANSAM_HOME", str(tmp_path / "home"))
     out = tmp_path / "out"
     args = [image_file, "--model", "nanosam", "--backend", "onnx", "--box", "120,80,330,260", "--out", out]
@@ -224,7 +227,13 @@ def test_cli_finds_the_release_in_the_cache(release, image_file, tmp_path, capsy
     shutil.copy(release["official_decoder"], ckpts / nanosam.DECODER_FILE)
     code, err = _segment(args, capsys)
     assert code == 0, err
-    assert json.loads((out / "masks.json").read_text())["model"] == "nanosam"
+    meta = json.loads((out / "masks.json").read_text())
+    assert meta["model"] == "nanosam" and nanosam.ENCODER_FILE in meta["checkpoint"]
+    with torch.inference_mode():
+        masks, scores, _ = ref_predictor.predict(box=np.array([120, 80, 330, 260]), multimask_output=False)
+    got = decode_mask(meta["masks"][0]["segmentation"], 480, 640)
+    assert np.count_nonzero(got != masks[0]) <= 1e-3 * got.size
+    assert abs(meta["masks"][0]["score"] - float(scores[0])) <= 1e-3
 
 
 def test_torch_backend_and_export_are_refused(image_file, tmp_path, capsys):
