@@ -102,6 +102,7 @@ def run(
     calib_count: int = 8,
     held_out: int = 100,
     gate_images: int = 20,
+    work_threads: int = 1,
     log: Any = None,
 ) -> dict:
     from leansam.compare import CompareConfig, compare_models
@@ -124,7 +125,7 @@ def run(
             fp32 = _build(name)
             folded = _folded(fp32)
             q = copy.deepcopy(fp32)
-            torch.set_num_threads(max(threads))
+            torch.set_num_threads(work_threads)
             t0 = time.perf_counter()
             report = quantize_(q, TinySamPTQConfig(num_calib=calib_count), calib)
             q_seconds = time.perf_counter() - t0
@@ -194,7 +195,7 @@ def run(
                 )
             res["models"][name] = entry
             if name == "leansam_tiny":
-                torch.set_num_threads(max(threads))
+                torch.set_num_threads(work_threads)
                 source = _held_out(held_out)
                 say(f"held-out evaluation on {held_out} images")
                 ev = {"fp32": evaluate_gt(fp32, source), "int8": evaluate_gt(q, source)}
@@ -292,6 +293,22 @@ def render(res: dict) -> str:
                     f"{_ms(times['fp32_folded'])} ms ({r['fp32_folded']:.2f}x) | {_ms(times['int8_pytorch'])} ms | "
                     f"**{r['int8_pytorch']:.2f}** | {others or '-'} |"
                 )
+    for name, e in res["models"].items():
+        tm = e["timing"]
+        one = tm.get("1")
+        for t, tt in tm.items():
+            if (
+                one is not None
+                and t != "1"
+                and tt["fp32_eager"]["median_s"] > 2 * one["fp32_eager"]["median_s"]
+            ):
+                lines.append(
+                    f"\n**{name}, {t} threads: oversubscribed.** The fp32 encoder took "
+                    f"{tt['fp32_eager']['median_s'] / one['fp32_eager']['median_s']:.1f}x longer with {t} threads "
+                    "than with one: the other jobs on this machine held the cores, and OpenMP threads "
+                    "waiting for each other dominate. These rows measure the machine's load, not the "
+                    "model; read the 1-thread rows (or re-run on a quiet machine)."
+                )
     lines += [
         "",
         "| model | int8 layers (conv / linear) | kept fp32 | activations fused | layer error, searched (min-max) | embedding cosine int8 vs fp32 | quantize time |",
@@ -338,16 +355,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", default="1,2", help="comma-separated torch thread counts to time with")
     ap.add_argument("--calib-count", type=int, default=8)
     ap.add_argument("--held-out", type=int, default=100)
+    ap.add_argument(
+        "--work-threads",
+        type=int,
+        default=1,
+        help="torch threads for the untimed work (quantization, evaluation)",
+    )
     ap.add_argument("--json", default=str(RESULT))
     args = ap.parse_args(argv)
     models = tuple(m for m in args.models.split(",") if m)
     threads = tuple(int(t) for t in args.threads.split(",") if t)
     start = [round(v, 2) for v in os.getloadavg()]
-    res = run(models, args.runs, threads, args.calib_count, args.held_out)
+    res = run(models, args.runs, threads, args.calib_count, args.held_out, work_threads=args.work_threads)
     res["load_average"] = {"start": start, "end": [round(v, 2) for v in os.getloadavg()]}
     res["command"] = (
         f"python -m benchmarks.quantization --models {','.join(models)} --runs {args.runs} "
-        f"--threads {args.threads} --calib-count {args.calib_count} --held-out {args.held_out}"
+        f"--threads {args.threads} --calib-count {args.calib_count} --held-out {args.held_out} "
+        f"--work-threads {args.work_threads}"
     )
     if args.json:
         write_json(args.json, res)

@@ -515,6 +515,41 @@ def _check_fusion(
     return f"failed (max abs difference {diff:.3g}, dtype {b.embed.dtype} in fp32)"
 
 
+def _decide_fusions(
+    model: nn.Module,
+    stats: dict[str, _LayerStats],
+    consumers: dict[str, dict[str, int]],
+    layers: dict[str, nn.Module],
+    others: dict[str, nn.Module],
+    acts: dict[str, nn.Module],
+    x: torch.Tensor,
+    report: QuantReport,
+) -> tuple[dict[str, str], dict[str, str]]:
+    """(activation fusions {layer: activation}, uint8 hand-offs {producer: consumer}) that passed
+    the fp32 checks on ``x``; the outcome of the checks is written into ``report``."""
+    plan = _fusion_plan(consumers, stats, {**layers, **others}, acts, lambda n: n in layers)
+    report.fusion_check = _check_fusion(model, plan, x) if plan else "nothing to fuse"
+    if report.fusion_check != "ok":
+        report.fusion_check += ": no activation fused"
+        plan = {}
+    chains = _chain_plan(stats, layers, plan, acts)
+    if not chains:
+        return plan, {}
+    report.handoff_check = _check_fusion(model, plan, x, chains)
+    if report.handoff_check == "ok":
+        return plan, chains
+    # find the offending pairs one at a time, then re-check the survivors together
+    good = {p: q for p, q in chains.items() if _check_fusion(model, plan, x, {p: q}) == "ok"}
+    bad = sorted(set(chains) - set(good))
+    if good and _check_fusion(model, plan, x, good) != "ok":
+        bad, good = sorted(chains), {}
+    shown = ", ".join(bad[:3]) + ("..." if len(bad) > 3 else "")
+    report.handoff_check = (
+        f"refused for {len(bad)} of {len(chains)} pairs (their output has other users: {shown})"
+    )
+    return plan, good
+
+
 # ---------------------------------------------------------------------------------------------
 # 5. quantize_
 
@@ -552,6 +587,9 @@ def quantize_(
         calib: calibration images: a folder, a list of H x W x 3 uint8 RGB arrays, or a
             :class:`CalibrationSet`; None uses ``config.calib_images``.
         log: optional ``callable(str)`` for progress lines.
+
+    The model is changed in place; if an error is raised after calibration started, its
+    BatchNorms may already be folded (the fp32 model is then unchanged in function).
 
     Raises:
         TypeError: not a PyTorch config.
@@ -604,31 +642,9 @@ def quantize_(
         prepare=steps,
         kept_float=kept,
     )
-    plan: dict[str, str] = {}
-    chains: dict[str, str] = {}
+    plan, chains = {}, {}
     if config.fuse_activations:
-        plan = _fusion_plan(consumers, stats, {**layers, **others}, acts, lambda n: n in layers)
-        report.fusion_check = _check_fusion(model, plan, inputs[0]) if plan else "nothing to fuse"
-        if report.fusion_check != "ok":
-            report.fusion_check += ": no activation fused"
-            plan = {}
-        chains = _chain_plan(stats, layers, plan, acts)
-        if chains:
-            report.handoff_check = _check_fusion(model, plan, inputs[0], chains)
-            if report.handoff_check != "ok":
-                # find the offending pairs one at a time, then re-check the survivors together
-                good = {
-                    p: q for p, q in chains.items() if _check_fusion(model, plan, inputs[0], {p: q}) == "ok"
-                }
-                bad = sorted(set(chains) - set(good))
-                ok = not good or _check_fusion(model, plan, inputs[0], good) == "ok"
-                chains = good if ok else {}
-                report.handoff_check = (
-                    f"refused for {len(bad) if ok else len(bad) + len(good)} of {len(bad) + len(good)} pairs "
-                )
-                report.handoff_check += (
-                    f"(their output has other users: {', '.join(bad[:3])}{'...' if len(bad) > 3 else ''})"
-                )
+        plan, chains = _decide_fusions(model, stats, consumers, layers, others, acts, inputs[0], report)
 
     qmodules: dict[str, nn.Module] = {}
     for i, (name, layer) in enumerate(layers.items()):
