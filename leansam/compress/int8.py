@@ -149,6 +149,13 @@ class _Int8Base(nn.Module):
         super()._load_from_state_dict(*args, **kwargs)
         self._packed = None  # new weights or quantizer: repack on the next call
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The packed weight is an opaque oneDNN tensor (no storage to copy or pickle): copies and
+        # pickles repack on their first call.
+        state = self.__dict__.copy()
+        state["_packed"] = None
+        return state
+
     def _apply(self, fn: Any, recurse: bool = True) -> nn.Module:
         out = super()._apply(fn, recurse)
         self._packed = None

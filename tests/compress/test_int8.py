@@ -114,6 +114,20 @@ def test_state_dict_round_trip_repacks():
     assert torch.equal(fresh(x), y)
 
 
+def test_copies_and_pickles_repack():
+    import pickle
+
+    torch.manual_seed(3)
+    lin = nn.Linear(8, 8)
+    wq, ws = _quantize_weight(lin.weight.detach())
+    q = Int8Linear.like(lin)
+    q.set_quantization(wq, ws, lin.bias.detach(), 0.03, 128)
+    x = torch.randn(5, 8)
+    y = q(x)  # packed now
+    assert torch.equal(copy.deepcopy(q)(x), y)
+    assert torch.equal(pickle.loads(pickle.dumps(q))(x), y)
+
+
 def test_only_dense_zero_padded_convs_are_int8():
     assert can_quantize_conv(nn.Conv2d(4, 4, 3))
     assert not can_quantize_conv(nn.Conv2d(4, 4, 3, groups=4))
