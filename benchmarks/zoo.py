@@ -1,6 +1,6 @@
 """Every registered model on this machine under one protocol, published numbers side by side.
 
-    python -m benchmarks.zoo [--models all] [--runs 2] [--grids 16,32] [--threads 2]
+    python -m benchmarks.zoo [--models all] [--runs 2] [--grids 32] [--threads 2]
 
 This is ``leansam bench`` (:func:`leansam.bench.run_benchmark`) over the whole registry, plus the
 published anchors of the model papers (parameters and encoder MACs) next to leansam's exact counts
@@ -61,26 +61,61 @@ def sam2_memory_params() -> dict[str, Any] | None:
     return {"official_total": official, "image_mode": image_mode, "memory": official - image_mode}
 
 
+#: Models that get the costly measurements (segment-everything, peak memory): the survey's CPU
+#: models, SAM ViT-B, the smallest EfficientViT-SAM and SAM 2.1 sizes, and leansam's default.
+SEGEVERY_MODELS = (
+    "mobile_sam",
+    "edge_sam",
+    "efficientsam_vitt",
+    "repvit_sam",
+    "tinysam",
+    "efficientvit_sam_l0",
+    "sam2.1_hiera_tiny",
+    "sam_vit_b",
+    "leansam_tiny",
+)
+
+
 def run(
     models: str = "all",
     runs: int = 2,
     warmup: int = 1,
-    grids: tuple[int, ...] = (16, 32),
+    grids: tuple[int, ...] = (32,),
     threads: int = 2,
     out: Path = RESULT,
+    segevery_models: tuple[str, ...] = SEGEVERY_MODELS,
 ) -> dict[str, Any]:
-    """Benchmarks ``models`` and writes the JSON result to ``out``; returns it."""
+    """Benchmarks ``models`` and writes the JSON result to ``out``; returns it.
+
+    Two passes keep a whole-registry run within an hour on 2 cores: every model gets parameters,
+    MACs, encoder / one-box / decoder latency (interleaved across models); ``segevery_models``
+    also get segment-everything on ``grids`` and peak memory (stored under ``"segevery"``).
+    """
     config = BenchConfig(
         threads=threads,
         runs=runs,
         warmup=warmup,
-        prompt_counts=(1, 10, 20, 30, 40, 50),
-        throughput_batches=(1,),
-        everything_grids=tuple(grids),
-        everything_strategies=("grid",),
+        prompt_counts=(1, 10, 50),
+        throughput_batches=(),
+        everything_grids=(),
         weights="auto",
+        measure_memory=False,
     )
     result = run_benchmark(models, config, progress=True).to_dict()
+    if segevery_models and grids:
+        config2 = BenchConfig(
+            threads=threads,
+            runs=1,
+            warmup=warmup,
+            prompt_counts=(1,),
+            throughput_batches=(),
+            everything_grids=tuple(grids),
+            everything_strategies=("grid",),
+            weights="auto",
+            measure_memory=True,
+            interleave=False,
+        )
+        result["segevery"] = run_benchmark(list(segevery_models), config2, progress=True).to_dict()
     result["sam2_memory"] = sam2_memory_params()
     result["command"] = COMMAND.format(runs=runs, grids=",".join(map(str, grids)), threads=threads)
     write_json(out, result)
@@ -189,6 +224,32 @@ def plots(result: dict[str, Any], img_dir: Path = IMG_DIR) -> list[Path]:
     return written
 
 
+def _segevery(seg: dict[str, Any]) -> str:
+    """Markdown: segment-everything time and peak memory of the second pass."""
+    rows = []
+    for m in seg["models"]:
+        peak = (m.get("peak_memory") or {}).get("peak_bytes")
+        for e in m.get("everything", []):
+            rows.append(
+                f"| `{m['name']}` | {m.get('weights', '')} | {e['grid']} x {e['grid']} | "
+                + (f"{e['median_s']:.2f}" if "median_s" in e else f"error: {e.get('error', '')[:60]}")
+                + f" | {e.get('prompts_decoded', '')} | {e.get('masks', '')} | "
+                + ("" if peak is None else f"{peak / 2**20:.0f}")
+                + " |"
+            )
+    load = seg.get("load_average") or {}
+    la = f" Load average (1 min) {load['start'][0]:.1f} -> {load['end'][0]:.1f}." if load.get("start") else ""
+    return (
+        "### Segment everything and peak memory (survey models)\n\n"
+        "| model | weights | grid | seconds per image (encoder included) | prompts decoded | masks | "
+        "peak memory, one SegAny (MiB) |\n|---|---|---|---|---|---|---|\n"
+        + "\n".join(rows)
+        + "\n\n`AutomaticMaskGenerator` with SAM's default thresholds, one run after a warm-up; with random "
+        "weights almost no mask survives the filters, so this is the cost of prompting and decoding, not "
+        f"of post-processing many masks.{la}\n"
+    )
+
+
 def render(result: dict[str, Any]) -> str:
     """The docs section: the harness tables, the anchors and the plots."""
     body = render_markdown(result, title="Every registered model, one protocol (the survey's)")
@@ -198,6 +259,8 @@ def render(result: dict[str, Any]) -> str:
         "(or everything with `python -m benchmarks run`).",
     )
     parts = [body.rstrip() + "\n", anchors(result)]
+    if result.get("segevery"):
+        parts.append(_segevery(result["segevery"]))
     imgs = [p for p in ("zoo_encoder_latency.png", "zoo_latency_vs_prompts.png") if (IMG_DIR / p).is_file()]
     if imgs:
         parts.append("### Plots\n\n" + "\n".join(f"![{p[:-4]}](img/{p})" for p in imgs) + "\n")
@@ -215,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default="all")
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--grids", default="16,32")
+    ap.add_argument("--grids", default="32")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=RESULT)
     args = ap.parse_args(argv)
