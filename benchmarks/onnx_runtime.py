@@ -1,10 +1,11 @@
 """ONNX Runtime (fp32 export) against leansam's PyTorch eager models: image encoder and mask decoder.
 
     python -m benchmarks.onnx_runtime [--models mobile_sam,efficientvit_sam_l0,leansam_tiny]
-        [--runs 7] [--threads 2] [--json docs/results/onnx_runtime.json]
+        [--runs 7] [--threads 1,2] [--json docs/results/onnx_runtime.json]
 
 For each model: export with :func:`leansam.export.export_onnx` (TorchScript exporter, opset 18),
-then time, in alternation (A B C A B C ...) so that load drift hits every row alike:
+then, for each thread count, time in alternation (A B C A B C ...) so that load drift hits every
+row alike:
 
 * the image encoder on one preprocessed 1 x 3 x S x S input: PyTorch eager (``model.encode_image``
   under ``inference_mode``, ``torch.set_num_threads(threads)``) and ONNX Runtime (CPU provider)
@@ -38,6 +39,7 @@ from leansam.io import write_json
 RESULT = Path("docs/results/onnx_runtime.json")
 MODELS = ("mobile_sam", "efficientvit_sam_l0", "leansam_tiny")
 COMMAND = "python -m benchmarks.onnx_runtime --models {models} --runs {runs} --threads {threads}"
+THREADS = (1, 2)
 TARGET = 0.8  # issue #8: ORT fp32 encoder time <= 0.8 x PyTorch eager
 
 
@@ -70,7 +72,7 @@ def _model_rows(
     tmp: Path,
     runs: int,
     warmup: int,
-    threads: int,
+    threads: tuple[int, ...],
     extra: dict[str, Path],
     log: Any,
 ) -> dict[str, Any]:
@@ -80,65 +82,68 @@ def _model_rows(
     from leansam.export.runtime import session_options
 
     model = _build(name)
-    t = time.perf_counter()
+    t0 = time.perf_counter()
     ex = export_onnx(model, tmp / name)
-    export_s = time.perf_counter() - t
+    export_s = time.perf_counter() - t0
     log(f"{name}: exported in {export_s:.1f} s")
     s = model.transform.encoder_size
     x = torch.randn(1, 3, s, s, generator=torch.Generator().manual_seed(0))
     feed = {"image": x.numpy()}
-
     cpu = ["CPUExecutionProvider"]
-    sessions = {
-        "ort_defaults": ort.InferenceSession(str(ex.encoder), providers=cpu),
-        f"ort_{threads}_threads": ort.InferenceSession(
-            str(ex.encoder), session_options(threads), providers=cpu
-        ),
-        f"ort_{threads}_threads_nospin": ort.InferenceSession(
-            str(ex.encoder), session_options(threads, spinning=False), providers=cpu
-        ),
-    }
-    for label, path in extra.items():
-        sessions[label] = ort.InferenceSession(
-            str(path), session_options(threads, spinning=False), providers=cpu
-        )
-    fns = {"torch_eager": lambda: model.encode_image(x)}
-    fns.update({k: (lambda s=sess: s.run(None, feed)) for k, sess in sessions.items()})
-    with torch.inference_mode():
-        enc = measure_interleaved(fns, runs=runs, warmup=warmup)
-    log(f"{name}: encoder " + ", ".join(f"{k} {v.median * 1000:.0f} ms" for k, v in enc.items()))
-
-    onnx_model = load_onnx_model(ex.directory, cpu, expect_model=name, threads=threads, spinning=False)
-    with torch.inference_mode():
-        features = model.encode_image(x)
     frame = model.transform.prompt_frame
-    size = (frame, frame)
-    decoder: dict[str, Any] = {}
-    for n in (1, 50):
-        boxes = _boxes(n, frame)
-        pt_prompts = model.prepare_prompts(None, None, boxes, size)
-        ort_prompts = onnx_model.prepare_prompts(None, None, boxes, size)
-        with torch.inference_mode():
-            dec = measure_interleaved(
-                {
-                    "torch_eager": lambda p=pt_prompts: model.decode(features, p, None, True),
-                    "ort": lambda p=ort_prompts: onnx_model.decode(features, p, None, True),
-                },
-                runs=runs,
-                warmup=warmup,
+    by_threads: dict[str, Any] = {}
+    for t in threads:
+        torch.set_num_threads(t)
+        sessions = {
+            "ort_defaults": ort.InferenceSession(str(ex.encoder), providers=cpu),
+            "ort_threads": ort.InferenceSession(str(ex.encoder), session_options(t), providers=cpu),
+            "ort_threads_nospin": ort.InferenceSession(
+                str(ex.encoder), session_options(t, spinning=False), providers=cpu
+            ),
+        }
+        for label, path in extra.items():
+            sessions[label] = ort.InferenceSession(
+                str(path), session_options(t, spinning=False), providers=cpu
             )
-        decoder[str(n)] = {k: v.to_dict() for k, v in dec.items()}
+        fns = {"torch_eager": lambda: model.encode_image(x)}
+        fns.update({k: (lambda sess=sess: sess.run(None, feed)) for k, sess in sessions.items()})
+        with torch.inference_mode():
+            enc = measure_interleaved(fns, runs=runs, warmup=warmup)
         log(
-            f"{name}: decoder {n} boxes " + ", ".join(f"{k} {v.median * 1000:.0f} ms" for k, v in dec.items())
+            f"{name}, {t} thread(s): encoder "
+            + ", ".join(f"{k} {v.median * 1000:.0f} ms" for k, v in enc.items())
         )
+
+        onnx_model = load_onnx_model(ex.directory, cpu, expect_model=name, threads=t, spinning=False)
+        with torch.inference_mode():
+            features = model.encode_image(x)
+        decoder: dict[str, Any] = {}
+        for n in (1, 50):
+            boxes = _boxes(n, frame)
+            pt_prompts = model.prepare_prompts(None, None, boxes, (frame, frame))
+            ort_prompts = onnx_model.prepare_prompts(None, None, boxes, (frame, frame))
+            with torch.inference_mode():
+                dec = measure_interleaved(
+                    {
+                        "torch_eager": lambda p=pt_prompts, f=features: model.decode(f, p, None, True),
+                        "ort": lambda p=ort_prompts, f=features, om=onnx_model: om.decode(f, p, None, True),
+                    },
+                    runs=runs,
+                    warmup=warmup,
+                )
+            decoder[str(n)] = {k: v.to_dict() for k, v in dec.items()}
+            log(
+                f"{name}, {t} thread(s): decoder {n} boxes "
+                + ", ".join(f"{k} {v.median * 1000:.0f} ms" for k, v in dec.items())
+            )
+        by_threads[str(t)] = {"encoder": {k: v.to_dict() for k, v in enc.items()}, "decoder": decoder}
     return {
         "weights": "bundled" if name == "leansam_tiny" else "random init (seed 0)",
         "input_size": s,
         "export_seconds": export_s,
         "encoder_mb": ex.encoder.stat().st_size / 1e6,
-        "encoder": {k: v.to_dict() for k, v in enc.items()},
         "extra_encoders": {k: str(v) for k, v in extra.items()},
-        "decoder": decoder,
+        "by_threads": by_threads,
     }
 
 
@@ -146,7 +151,7 @@ def run(
     models: tuple[str, ...] = MODELS,
     runs: int = 7,
     warmup: int = 2,
-    threads: int = 2,
+    threads: tuple[int, ...] = THREADS,
     extra_encoders: dict | None = None,
     out: Path | None = RESULT,
     log: Any = None,
@@ -154,30 +159,36 @@ def run(
     """Measures ``models`` (see the module docstring) and writes the JSON result to ``out``.
 
     Args:
+        threads: torch intra-op threads and ORT intra-op threads, one measurement round each.
         extra_encoders: more encoder files to time next to the fp32 export, e.g.
             ``{"mobile_sam": {"int8 static": "q/encoder.int8.onnx"}}`` (or, with one model,
-            ``{"int8 static": path}``); same input, ``threads`` threads, no spinning.
+            ``{"int8 static": path}``); same input, same thread count, no spinning.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    models = tuple(models)
-    torch.set_num_threads(threads)
+    models, threads = tuple(models), tuple(threads)
+    old_threads = torch.get_num_threads()
     load_before = os.getloadavg()
     rows = {}
-    with tempfile.TemporaryDirectory(prefix="leansam-ortbench-") as tmp:
-        for name in models:
-            rows[name] = _model_rows(
-                name, Path(tmp), runs, warmup, threads, _extra_for(extra_encoders, name, models), log
-            )
+    try:
+        with tempfile.TemporaryDirectory(prefix="leansam-ortbench-") as tmp:
+            for name in models:
+                rows[name] = _model_rows(
+                    name, Path(tmp), runs, warmup, threads, _extra_for(extra_encoders, name, models), log
+                )
+    finally:
+        torch.set_num_threads(old_threads)
     import onnxruntime
 
     res = {
-        "command": COMMAND.format(models=",".join(models), runs=runs, threads=threads),
+        "command": COMMAND.format(
+            models=",".join(models), runs=runs, threads=",".join(str(t) for t in threads)
+        ),
         "machine": machine_fingerprint().to_dict(),
         "onnxruntime": onnxruntime.__version__,
         "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
         "runs": runs,
         "warmup": warmup,
-        "threads": threads,
+        "threads": list(threads),
         "models": rows,
     }
     if out is not None:
@@ -189,21 +200,31 @@ def _ratio(a: dict, b: dict) -> float:
     return a["median_s"] / b["median_s"]
 
 
+_SETTINGS = {
+    "ort_defaults": "ORT defaults",
+    "ort_threads": "ORT, N threads",
+    "ort_threads_nospin": "ORT, N threads, no spinning",
+}
+
+
 def targets(res: dict) -> list[dict]:
-    """The issue's target: ORT fp32 encoder (best session setting) <= 0.8 x PyTorch eager."""
+    """The issue's target: ORT fp32 encoder <= 0.8 x PyTorch eager, per model and thread count.
+
+    ORT's best fp32 session setting of the three, against PyTorch eager at the same thread count.
+    """
     out = []
     for name, row in res["models"].items():
-        enc = row["encoder"]
-        fp32 = {k: v for k, v in enc.items() if k.startswith("ort_")}
-        best = min(fp32, key=lambda k: fp32[k]["median_s"])
-        r = _ratio(fp32[best], enc["torch_eager"])
-        out.append(
-            {
-                "target": f"ORT fp32 encoder <= {TARGET}x PyTorch eager ({name})",
-                "measured": f"{r:.2f}x ({best})",
-                "met": r <= TARGET,
-            }
-        )
+        for t, tr in row["by_threads"].items():
+            enc = tr["encoder"]
+            best = min(_SETTINGS, key=lambda k: enc[k]["median_s"])
+            r = _ratio(enc[best], enc["torch_eager"])
+            out.append(
+                {
+                    "target": f"ORT fp32 encoder <= {TARGET}x PyTorch eager ({name}, {t} thread{'s' * (t != '1')})",
+                    "measured": f"{r:.2f}x ({_SETTINGS[best].replace('N', t)})",
+                    "met": r <= TARGET,
+                }
+            )
     return out
 
 
@@ -217,50 +238,49 @@ def render(res: dict) -> str:
     lines = [
         "## ONNX Runtime vs PyTorch eager",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({res['threads']} threads), "
-        f"onnxruntime {res['onnxruntime']} (CPU provider). Load average (1/5/15 min) "
-        f"{lb[0]:.2f}/{lb[1]:.2f}/{lb[2]:.2f} before, {la[0]:.2f}/{la[1]:.2f}/{la[2]:.2f} after "
-        "(a shared machine: the ratios, measured in alternation, are the result; absolute times move with load).",
+        f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, onnxruntime {res['onnxruntime']} "
+        f"(CPU provider). Load average (1/5/15 min) {lb[0]:.2f}/{lb[1]:.2f}/{lb[2]:.2f} before, "
+        f"{la[0]:.2f}/{la[1]:.2f}/{la[2]:.2f} after: a shared machine, so the ratios (both sides timed in "
+        "alternation in one run) are the result; absolute times move with the load.",
         "",
         f"Command: `{res['command']}`. Median of {res['runs']} runs after {res['warmup']} warm-up calls; "
-        "fp32 export by `leansam.export.export_onnx` (TorchScript exporter, opset 18).",
+        "fp32 export by `leansam.export.export_onnx` (TorchScript exporter, opset 18). N = torch and ORT "
+        'intra-op threads; "ORT defaults" lets ONNX Runtime choose (one thread per core, spinning on).',
         "",
-        "Image encoder, one 1 x 3 x S x S input (ratio: / PyTorch eager, same run):",
+        "Image encoder, one 1 x 3 x S x S input, ms (ratio to PyTorch eager in the same run):",
         "",
-        "| model | S | weights | PyTorch eager ms | ORT, defaults | ORT, N threads | ORT, N threads, no spin | extra |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | S | weights | N | PyTorch eager | ORT defaults | ORT, N threads | ORT, N threads, no spinning | extra encoders |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in res["models"].items():
-        enc = row["encoder"]
-        ref = enc["torch_eager"]
-        cells = []
-        for k in enc:
-            if k == "torch_eager" or k in row["extra_encoders"]:
-                continue
-            cells.append(f"{_ms(enc[k])} ({_ratio(enc[k], ref):.2f}x)")
-        extra = (
-            "; ".join(f"{k}: {_ms(enc[k])} ({_ratio(enc[k], ref):.2f}x)" for k in row["extra_encoders"])
-            or "-"
-        )
-        lines.append(
-            f"| {name} | {row['input_size']} | {row['weights']} | {_ms(ref)} | {' | '.join(cells)} | {extra} |"
-        )
+        for t, tr in row["by_threads"].items():
+            enc = tr["encoder"]
+            ref = enc["torch_eager"]
+            cells = [f"{_ms(enc[k])} ({_ratio(enc[k], ref):.2f}x)" for k in _SETTINGS]
+            extra = "; ".join(
+                f"{k}: {_ms(enc[k])} ({_ratio(enc[k], ref):.2f}x)" for k in row["extra_encoders"]
+            )
+            lines.append(
+                f"| {name} | {row['input_size']} | {row['weights']} | {t} | {_ms(ref)} | {' | '.join(cells)} | {extra or '-'} |"
+            )
     lines += [
         "",
-        f"N = {res['threads']}. Mask decoder (prompt encoder + two-way transformer + upscaling), box prompts in "
-        "one call, multimask output:",
+        "Prompt encoder + mask decoder, box prompts in one call, multimask output, ms (ORT: `OnnxSam.decode`, "
+        "N threads, no spinning):",
         "",
-        "| model | boxes | PyTorch eager ms | ORT ms | ORT / PyTorch |",
-        "|---|---|---|---|---|",
+        "| model | N | boxes | PyTorch eager | ORT | ORT / PyTorch |",
+        "|---|---|---|---|---|---|",
     ]
     for name, row in res["models"].items():
-        for n, d in row["decoder"].items():
-            lines.append(
-                f"| {name} | {n} | {_ms(d['torch_eager'])} | {_ms(d['ort'])} | {_ratio(d['ort'], d['torch_eager']):.2f}x |"
-            )
+        for t, tr in row["by_threads"].items():
+            for n, d in tr["decoder"].items():
+                lines.append(
+                    f"| {name} | {t} | {n} | {_ms(d['torch_eager'])} | {_ms(d['ort'])} | "
+                    f"{_ratio(d['ort'], d['torch_eager']):.2f}x |"
+                )
     lines += ["", "Targets:", ""]
-    for t in targets(res):
-        lines.append(f"* {t['target']}: {t['measured']} — {'met' if t['met'] else '**not met**'}")
+    for tg in targets(res):
+        lines.append(f"* {tg['target']}: {tg['measured']} — {'met' if tg['met'] else '**not met**'}")
     return "\n".join(lines) + "\n"
 
 
@@ -269,12 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--runs", type=int, default=7)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", default=",".join(str(t) for t in THREADS), help="comma-separated, e.g. 1,2")
     p.add_argument("--json", type=Path, default=RESULT)
     args = p.parse_args(argv)
-    res = run(
-        tuple(m for m in args.models.split(",") if m), args.runs, args.warmup, args.threads, out=args.json
-    )
+    threads = tuple(int(t) for t in args.threads.split(",") if t)
+    res = run(tuple(m for m in args.models.split(",") if m), args.runs, args.warmup, threads, out=args.json)
     print(render(res))
     return 0
 

@@ -43,10 +43,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
 import tempfile
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -175,7 +176,7 @@ class DecoderGraph(nn.Module):
             "image_pe", model.prompt_encoder.get_dense_pe().detach().clone(), persistent=False
         )
 
-    def input_names(self, upscale: bool = False) -> list[str]:
+    def input_names(self) -> list[str]:
         names = ["image_embeddings"]
         if self.high_res:
             names += ["high_res_feats_0", "high_res_feats_1"]
@@ -455,7 +456,7 @@ def _run_exporter(
                             input_names=inputs,
                             output_names=outputs,
                             opset_version=config.opset,
-                            dynamic_shapes=_dynamo_shapes(inputs, axes),
+                            dynamic_shapes=_dynamo_shapes(module, inputs, axes),
                             dynamo=True,
                         )
                     program.save(str(path), external_data=True)
@@ -466,10 +467,12 @@ def _run_exporter(
     return proto
 
 
-def _dynamo_shapes(inputs: list[str], axes: dict[str, dict[int, str]]) -> dict:
-    """``dynamic_shapes`` for torch.export: the graph modules take ``*inputs``."""
+def _dynamo_shapes(module: nn.Module, inputs: list[str], axes: dict[str, dict[int, str]]) -> tuple:
+    """``dynamic_shapes`` for torch.export, positional; ``forward(*inputs)`` takes them as one tuple."""
     dyn = torch.export.Dim.DYNAMIC
-    return {"inputs": tuple({d: dyn for d in axes[n]} if n in axes else None for n in inputs)}
+    specs = tuple({d: dyn for d in axes[n]} if n in axes else None for n in inputs)
+    params = inspect.signature(module.forward).parameters.values()
+    return (specs,) if any(p.kind is p.VAR_POSITIONAL for p in params) else specs
 
 
 def _name_dims(proto: object, axes: dict[str, dict[int, str]]) -> None:
@@ -490,7 +493,8 @@ def _finish(onnx: object, proto: object, out: OutputDir, file_name: str, meta: d
     proto.doc_string = _ENCODER_DOC if meta["leansam.role"] == "encoder" else _DECODER_DOC
     proto.producer_name = "leansam"
     path = out.path(file_name)
-    if proto.ByteSize() < _SINGLE_FILE_LIMIT:
+    weight_bytes = sum(len(t.raw_data) for t in proto.graph.initializer)
+    if weight_bytes < _SINGLE_FILE_LIMIT:
         onnx.checker.check_model(proto)
         onnx.save_model(proto, str(path))
         return [file_name]
@@ -510,7 +514,3 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     onnx = require_onnx()
     proto = onnx.load(str(path), load_external_data=False)
     return {p.key: p.value for p in proto.metadata_props}
-
-
-def config_dict(config: OnnxExportConfig) -> dict:
-    return asdict(config)

@@ -561,10 +561,13 @@ def load_onnx_model(
     transform, style = dec["transform"], dec["prompt_style"]
     if enc_model is None and expect_model is not None:
         # An encoder without metadata (NanoSAM's official file) is pre-processed as its registry entry says.
-        from ..registry import get_model_info
+        from ..registry import UnknownModelError, get_model_info
 
-        reg = get_model_info(expect_model)
-        transform, style = reg.transform, reg.prompt_style or style
+        try:
+            reg = get_model_info(expect_model)
+            transform, style = reg.transform, reg.prompt_style or style
+        except UnknownModelError:
+            pass  # a model outside the registry: the decoder's metadata is all there is
     return OnnxSam(
         enc_sess,
         dec_sess,
