@@ -93,14 +93,29 @@ def test_grid_strategy_runs_with_progress(tmp_path, ckpt, image_file, capsys):
         (["--strategy", "boxes", "--boxes", "dets.json"], "[]", "no boxes"),
         (["--strategy", "boxes", "--boxes", "dets.json"], "{not json", "bad boxes file"),
         (["--strategy", "boxes", "--boxes", "dets.json"], '[{"bbox": [900, 900, 50, 50]}]', "bad boxes file"),
+        (["--strategy", "boxes", "--boxes", "dets.json"], "", "not valid JSON"),  # empty file
+        (["--strategy", "boxes", "--boxes", "dets.json"], '[{"box": [1, 2, 3, 4]}]', "has no 'bbox'"),
+        (["--strategy", "boxes", "--boxes", "dets.json"], '[{"bbox": [1, 2, 3]}]', "must be 4 numbers"),
+        (["--strategy", "boxes", "--boxes", "dets.json"], '[{"bbox": [10, 10, 0, 20]}]', "has no area"),
+        (["--strategy", "boxes", "--boxes", "missing.json"], None, "not found"),
         (["--points-per-side", "0"], None, "must be positive"),
         (["--points-per-side", "-3"], None, "must be positive"),
+        (["--strategy", "hierarchical", "--points-per-side", "2"], None, "points_per_side >= 4"),
+        (["--points-per-batch", "0"], None, "points_per_batch must be a positive integer"),
+        (["--crop-n-layers", "-1"], None, "crop_n_layers must be a non-negative integer"),
+        (["--min-mask-region-area", "-5"], None, "min_mask_region_area must be >= 0"),
+        (["--box-nms-thresh", "nan"], None, "box_nms_thresh must be a finite number"),
+        (
+            ["--strategy", "boxes", "--boxes", "dets.json", "--crop-n-layers", "1"],
+            '[{"bbox": [1, 1, 20, 20]}]',
+            "crop_n_layers must be 0",
+        ),
     ],
 )
 def test_bad_input_gives_one_error_line(tmp_path, ckpt, image_file, capsys, extra, content, pattern):
     if content is not None:
         (tmp_path / "dets.json").write_text(content)
-    extra = [str(tmp_path / e) if e == "dets.json" else e for e in extra]
+    extra = [str(tmp_path / e) if e.endswith(".json") else e for e in extra]
     out = tmp_path / "out"
     code = main(
         [

@@ -72,27 +72,27 @@ def run(args: argparse.Namespace) -> int:
             boxes = load_boxes(args.boxes, (h, w), image_id=_image_id(args.image_id))
         except (ValueError, OSError) as e:
             raise InputError(f"bad boxes file {args.boxes}: {e}") from None
+    options = {
+        "points_per_side": None if args.strategy == "boxes" else args.points_per_side,
+        "points_per_batch": args.points_per_batch,
+        "pred_iou_thresh": args.pred_iou_thresh,
+        "stability_score_thresh": args.stability_score_thresh,
+        "box_nms_thresh": args.box_nms_thresh,
+        "crop_n_layers": args.crop_n_layers,
+        "min_mask_region_area": args.min_mask_region_area,
+        "non_overlapping": args.non_overlapping,
+        "output_mode": "coco_rle",
+        "progress": True,
+    }
+    try:  # before loading the model: bad options are one error line, nothing else
+        AutomaticMaskGenerator.check_options(args.strategy, **options)
+    except ValueError as e:
+        raise InputError(str(e)) from None
     out = OutputDir(args.out)
     try:
         model = model_for_backend(args, name)
         name = model.name or name
-        try:
-            generator = AutomaticMaskGenerator(
-                model,
-                args.strategy,
-                points_per_side=None if args.strategy == "boxes" else args.points_per_side,
-                points_per_batch=args.points_per_batch,
-                pred_iou_thresh=args.pred_iou_thresh,
-                stability_score_thresh=args.stability_score_thresh,
-                box_nms_thresh=args.box_nms_thresh,
-                crop_n_layers=args.crop_n_layers,
-                min_mask_region_area=args.min_mask_region_area,
-                non_overlapping=args.non_overlapping,
-                output_mode="coco_rle",
-                progress=True,
-            )
-        except ValueError as e:
-            raise InputError(str(e)) from None
+        generator = AutomaticMaskGenerator(model, args.strategy, **options)
         t0 = time.perf_counter()
         with torch.inference_mode():
             records = generator.generate(image, boxes=boxes)

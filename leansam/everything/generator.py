@@ -9,9 +9,10 @@ Records are segment_anything's ``SamAutomaticMaskGenerator`` records (see
 :func:`leansam.everything.records.to_records`), so code written for it keeps working.
 
 Per crop the pipeline is: encode the crop once; for each prompt round and each
-batch of up to ``points_per_batch`` prompts, ONE ``model.decode`` call; drop
-masks by predicted IoU before upscaling (the filter is per mask, so this only
-skips work); upscale, score stability, threshold, box, edge-filter and
+batch of up to ``points_per_batch`` prompts, ONE decoder pass (``model.decode``;
+with a leansam ``Sam`` the decoder's upscaling runs only for prompts that keep a
+mask); drop masks by predicted IoU before upscaling (the filter is per mask, so
+this only skips work); upscale, score stability, threshold, box, edge-filter and
 run-length encode in chunks of masks; keep only the RLEs. Box NMS per crop,
 then across crops, then the optional clean-ups. Peak memory is set by the
 batch size, not by the number of prompts.
@@ -19,6 +20,7 @@ batch size, not by the number of prompts.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -27,6 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..models.mask_decoder import MaskDecoder
+from ..models.sam import Sam
 from . import ops
 from .records import OUTPUT_MODES, MaskSet, make_non_overlapping, remove_small_regions, to_records
 from .samplers import (
@@ -115,6 +119,13 @@ class _Progress:
             self.bar.close()
 
 
+class _NoModel:
+    """Stands in for the model in :meth:`AutomaticMaskGenerator.check_options` (the constructor only calls eval)."""
+
+    def eval(self) -> _NoModel:
+        return self
+
+
 class AutomaticMaskGenerator:
     """Generates masks for everything in an image by prompting a SAM-family model.
 
@@ -196,6 +207,18 @@ class AutomaticMaskGenerator:
             raise ValueError(f"crop_overlap_ratio must be in [0, 1), got {crop_overlap_ratio}")
         if min_mask_region_area < 0:
             raise ValueError(f"min_mask_region_area must be >= 0, got {min_mask_region_area}")
+        for name, value in (
+            ("pred_iou_thresh", pred_iou_thresh),
+            ("stability_score_thresh", stability_score_thresh),
+            ("stability_score_offset", stability_score_offset),
+            ("box_nms_thresh", box_nms_thresh),
+            ("crop_nms_thresh", crop_nms_thresh),
+            ("mask_nms_thresh", mask_nms_thresh),
+            ("high_score_thresh", high_score_thresh),
+        ):
+            # NaN compares False with everything: it would silently switch a filter on or off.
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value}")
 
         if isinstance(strategy, str):
             if strategy not in STRATEGIES:
@@ -259,6 +282,12 @@ class AutomaticMaskGenerator:
         self.progress = progress
         self.mask_chunk = 32  # masks upscaled at once: bounds the float logits to mask_chunk x H x W
         self.last_stats = GenerateStats(strategy=self.strategy)
+
+    @classmethod
+    def check_options(cls, strategy: str | PromptSampler = "grid", **options: Any) -> None:
+        """Raises ValueError for the options the constructor would reject, without a model
+        (so that a command line can refuse bad options before it loads one)."""
+        cls(_NoModel(), strategy, **options)
 
     # --- public --------------------------------------------------------------------------------
     @torch.no_grad()
@@ -393,6 +422,58 @@ class AutomaticMaskGenerator:
         self.last_stats.prompts_skipped += int(hit.sum())
         return PromptRound(rnd.name, points=rnd.points[~hit], multimask_output=rnd.multimask_output)
 
+    def _decode_kept(
+        self, features: Any, prompts: Any, n: int, multimask: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Decodes ``n`` prompts in one call and drops the masks whose predicted IoU is not above
+        ``pred_iou_thresh`` (a per-mask filter, so dropping before upscaling changes no mask).
+
+        Returns low-res logits K x h x w, predicted IoU K (float32) and the prompt index of each mask K
+        (int64, CPU), in prompt-major order.
+
+        With a leansam :class:`~leansam.models.sam.Sam` the IoU comes from the decoder's score head,
+        which does not look at the masks: prompts with no mask above the threshold then skip the
+        decoder's upscaling path (transposed convolutions and mask projection, about a third of the
+        decoder's time), and the others are upscaled exactly as :meth:`Sam.decode` would.
+        """
+        model = self.model
+        decoder = getattr(model, "mask_decoder", None)
+        gate = (
+            self.pred_iou_thresh > 0.0
+            and isinstance(model, Sam)
+            # A subclass or instance with its own decode is left alone.
+            and type(model).decode is Sam.decode
+            and "decode" not in vars(model)
+            and isinstance(decoder, MaskDecoder)
+            # SAM 2's single-mask rule picks a token from the masks themselves.
+            and (multimask or not decoder.dynamic_multimask_via_stability)
+        )
+        if not gate:
+            low, iou, _ = model.decode(features, prompts, None, multimask)
+            m = iou.shape[1]
+            low, iou = low.flatten(0, 1), iou.flatten(0, 1).float()
+            owner = torch.arange(n).repeat_interleave(m)
+            if self.pred_iou_thresh > 0.0:
+                keep = (iou > self.pred_iou_thresh).cpu()
+                low, iou, owner = low[keep.to(low.device)], iou[keep.to(iou.device)], owner[keep]
+            return low, iou, owner
+        # Sam.decode and MaskDecoder.forward, with the upscaling restricted to the prompts that keep a mask.
+        sparse, dense = model.prompt_encoder(prompts, None, batch_size=n)
+        tokens, src, size, iou, _ = decoder.predict_tokens(
+            features.embed, model.prompt_encoder.get_dense_pe(), sparse, dense
+        )
+        sel = slice(1, None) if multimask else slice(0, 1)
+        iou = iou[:, sel].float()
+        keep = iou > self.pred_iou_thresh  # n x m
+        rows = keep.any(dim=1).nonzero().flatten()
+        high_res = features.high_res
+        if high_res is not None:
+            high_res = [f if f.shape[0] == 1 else f[rows] for f in high_res]
+        low = decoder.masks_from_tokens(tokens[rows], src[rows], size, high_res)[:, sel]
+        keep = keep[rows]
+        owner = rows[:, None].expand_as(keep)[keep].cpu()
+        return low[keep], iou[rows][keep], owner
+
     def _process_batch(
         self,
         features: Any,
@@ -423,20 +504,12 @@ class AutomaticMaskGenerator:
             prompt_boxes = torch.as_tensor(rnd.boxes[part], dtype=torch.float32)
             pts = ((prompt_boxes[:, :2] + prompt_boxes[:, 2:]) / 2).double()
             prompts = self.model.prepare_prompts(None, None, prompt_boxes.to(dev), crop_size)
-        low, iou, _ = self.model.decode(features, prompts, None, multimask)
+        low, iou, owner = self._decode_kept(features, prompts, len(pts), multimask)
         stats.seconds["decode"] += time.perf_counter() - t
         stats.batches += 1
         stats.prompts_decoded += len(pts)
 
         t = time.perf_counter()
-        m = iou.shape[1]
-        low = low.flatten(0, 1)
-        iou = iou.flatten(0, 1).float()
-        owner = torch.arange(len(pts)).repeat_interleave(m)
-        if self.pred_iou_thresh > 0.0:
-            # Per-mask filter: applying it before upscaling gives the same masks for less work.
-            keep = (iou > self.pred_iou_thresh).cpu()
-            low, iou, owner = low[keep.to(low.device)], iou[keep.to(iou.device)], owner[keep]
         offset = torch.tensor([x0, y0, x0, y0])
         full_box = [0, 0, size[1], size[0]]
         parts = []

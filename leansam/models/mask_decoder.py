@@ -406,6 +406,23 @@ class MaskDecoder(nn.Module):
         high_res_features: list[torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """All mask tokens: masks B x (M+1) x 4h x 4w, iou B x (M+1), object-score logits B x 1."""
+        mask_tokens, src, size, iou, obj = self.predict_tokens(image_embeddings, image_pe, sparse, dense)
+        return self.masks_from_tokens(mask_tokens, src, size, high_res_features), iou, obj
+
+    def predict_tokens(
+        self,
+        image_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        sparse: torch.Tensor,
+        dense: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int], torch.Tensor, torch.Tensor]:
+        """The two-way transformer and the score heads, without the mask upscaling.
+
+        Returns (mask-token outputs B x (M+1) x C, image tokens B x h*w x C, (h, w),
+        iou B x (M+1), object-score logits B x 1). The scores do not depend on the masks, so a caller
+        that drops prompts by their scores (the mask generator) can upscale only the others with
+        :meth:`masks_from_tokens`.
+        """
         b = sparse.shape[0]
         out_tokens = [self.iou_token.weight, self.mask_tokens.weight]
         if self.pred_obj_score:
@@ -425,19 +442,26 @@ class MaskDecoder(nn.Module):
         h, w = src.shape[-2:]
 
         hs, src = self.transformer(src, image_pe, tokens)
-        iou_token_out = hs[:, first]
-        mask_tokens_out = hs[:, first + 1 : first + 1 + self.num_mask_tokens]
-
-        hyper_in = torch.stack(
-            [mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
-        )
-        masks = self._upscale_and_project(src, h, w, hyper_in, high_res_features)
-        iou = self.iou_prediction_head(iou_token_out)
+        iou = self.iou_prediction_head(hs[:, first])
         if self.pred_obj_score:
             obj = self.pred_obj_score_head(hs[:, 0])
         else:
             obj = iou.new_full((b, 1), 10.0)  # "object present" for models without the head, as SAM 2 does
-        return masks, iou, obj
+        return hs[:, first + 1 : first + 1 + self.num_mask_tokens], src, (h, w), iou, obj
+
+    def masks_from_tokens(
+        self,
+        mask_tokens: torch.Tensor,
+        src: torch.Tensor,
+        size: tuple[int, int],
+        high_res_features: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Mask logits B x (M+1) x 4h x 4w from :meth:`predict_tokens` outputs (mask tokens B x (M+1) x C,
+        image tokens B x h*w x C). B may be a subset of the prompts, taken alike from every batch-B input."""
+        hyper_in = torch.stack(
+            [mlp(mask_tokens[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
+        )
+        return self._upscale_and_project(src, size[0], size[1], hyper_in, high_res_features)
 
     def _upscale_and_project(
         self,
@@ -454,6 +478,8 @@ class MaskDecoder(nn.Module):
         the last dimension and only the final M-channel logits are permuted into image layout.
         """
         b = src.shape[0]
+        if b == 0:  # no prompt left (e.g. all filtered out): views with -1 are ambiguous on empty tensors
+            return src.new_zeros(0, hyper_in.shape[1], 4 * h, 4 * w)
         dc1, norm, act1, dc2, act2 = self.output_upscaling
         c1, c2 = dc1.out_channels, dc2.out_channels
         w1 = dc1.weight.permute(0, 2, 3, 1).reshape(dc1.in_channels, 4 * c1)

@@ -125,6 +125,49 @@ def test_grid_matches_segment_anything_on_a_small_real_network():
         assert (ma & mb).sum() / max(1, (ma | mb).sum()) >= 0.99
 
 
+def test_prompts_without_a_kept_mask_skip_the_decoders_upscaling():
+    """With an IoU filter, only prompts that keep a mask go through the decoder's upscaling path,
+    and the records still match segment_anything's (which upscales every mask)."""
+    from tests import parity as P
+
+    img = P.load_case("sam_vit_b")["image"][::2, ::2].copy()  # 240 x 320
+    mine_model, official = tiny_pair()
+    pts = ops.point_grid(6) * np.array([320, 240])
+    with torch.no_grad():
+        prompts = mine_model.prepare_prompts(
+            torch.as_tensor(pts).float()[:, None], torch.ones(36, 1, dtype=torch.int64), None, (240, 320)
+        )
+        best = mine_model.decode(mine_model.encode_image(mine_model.preprocess(img)), prompts)[1].amax(1)
+    # A threshold halfway between two prompts' best scores near the median: about half the prompts
+    # keep no mask, and no score lies within float rounding of the threshold.
+    s = best.sort().values
+    thresh = float(s[17] + s[18]) / 2
+    assert float(s[18] - s[17]) > 1e-4
+    upscaled = []
+    orig = mine_model.mask_decoder.masks_from_tokens
+    mine_model.mask_decoder.masks_from_tokens = lambda t, *a: upscaled.append(len(t)) or orig(t, *a)
+    opts = {
+        "points_per_side": 6,
+        "pred_iou_thresh": thresh,
+        "stability_score_thresh": 0.0,
+        "box_nms_thresh": 1.0,
+        "output_mode": "uncompressed_rle",
+    }
+    gen = AutomaticMaskGenerator(mine_model, **opts)
+    mine = gen.generate(img)
+    ref = official_records(official, img, **opts)
+    assert upscaled == [int((best > thresh).sum())] == [18]
+    assert gen.last_stats.prompts_decoded == 36
+    assert len(mine) == len(ref) > 0
+    key = lambda r: (tuple(r["point_coords"][0]), round(r["predicted_iou"], 4))  # noqa: E731
+    for a, b in zip(sorted(mine, key=key), sorted(ref, key=key)):
+        assert a["point_coords"] == b["point_coords"]
+        assert abs(a["predicted_iou"] - b["predicted_iou"]) <= 1e-4
+        ma = ops.rle_to_mask(np.array(a["segmentation"]["counts"]), (240, 320))
+        mb = ops.rle_to_mask(np.array(b["segmentation"]["counts"]), (240, 320))
+        assert (ma & mb).sum() / max(1, (ma | mb).sum()) >= 0.99
+
+
 # --- efficiency contract -------------------------------------------------------------------------
 
 
@@ -399,11 +442,27 @@ def test_bad_points_per_side(strategy, pps):
         ({"strategy": "hierarchical", "points_per_side": 3}, ">= 4"),
         ({"min_mask_region_area": -1}, "min_mask_region_area"),
         ({"strategy": "boxes", "points_per_side": None, "point_grids": [np.ones((3, 2)) / 2]}, "point_grids"),
+        ({"pred_iou_thresh": float("nan")}, "pred_iou_thresh must be a finite number"),
+        ({"stability_score_thresh": float("inf")}, "stability_score_thresh must be a finite"),
+        ({"box_nms_thresh": float("nan")}, "box_nms_thresh must be a finite"),
+        (
+            {"strategy": "hierarchical", "high_score_thresh": float("nan")},
+            "high_score_thresh must be a finite",
+        ),
     ],
 )
 def test_bad_options_raise_value_error(kwargs, match):
     with pytest.raises(ValueError, match=match):
         AutomaticMaskGenerator(RegionSam(), **kwargs)
+    # The same check without a model (the CLI runs it before loading one).
+    strategy = kwargs.pop("strategy", "grid")
+    with pytest.raises(ValueError, match=match):
+        AutomaticMaskGenerator.check_options(strategy, **kwargs)
+
+
+def test_check_options_accepts_good_options():
+    AutomaticMaskGenerator.check_options("hierarchical", points_per_side=8, pred_iou_thresh=0.5)
+    AutomaticMaskGenerator.check_options("boxes", points_per_side=None, boxes=np.array([[0, 0, 4, 4]]))
 
 
 @pytest.mark.parametrize(
