@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from ..io import InputError
 from .common import add_model_args, describe_checkpoint, log, model_from_args, resolve_model_name
@@ -56,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     if args.opset < 17:
         raise InputError(f"--opset must be at least 17, not {args.opset}")
     name = resolve_model_name(args)
+    if Path(args.out).exists() and not Path(args.out).is_dir():  # fail before the slow model load
+        raise InputError(f"output path {args.out} exists and is not a folder")
     config = OnnxExportConfig(
         opset=args.opset,
         encoder=not args.decoder_only,

@@ -311,16 +311,12 @@ class OnnxSam:
                 m = _np(mask_input)
                 feeds["mask_input"] = np.ascontiguousarray(np.broadcast_to(m, (n, *m.shape[1:])))
                 feeds["has_mask_input"] = np.ones(1, np.float32)
+        # Decoders with a ``boxes`` input take the corners there; SAM-style ones as points 2 and 3.
+        coords, labels = points.points if self._has_boxes_input else points.all_points
+        feeds["point_coords"], feeds["point_labels"] = _np(coords), _np(labels)
         if self._has_boxes_input:
-            feeds["point_coords"] = _np(points.points[0])
-            feeds["point_labels"] = _np(points.points[1])
             feeds["boxes"] = _np(points.boxes)
-            low, iou, obj = self._run_decoder(feeds, n)
-        else:
-            feeds["point_coords"] = _np(points.all_points[0])
-            feeds["point_labels"] = _np(points.all_points[1])
-            low, iou, obj = self._run_decoder(feeds, n)
-        return self._select(low, iou, obj, multimask_output)
+        return self._select(*self._run_decoder(feeds, n), multimask_output)
 
     def _run_decoder(self, feeds: dict[str, np.ndarray], n: int) -> tuple[torch.Tensor, ...]:
         if self._has_boxes_input:

@@ -64,6 +64,15 @@ def test_export_bad_input_is_one_error_line(args, pattern, tmp_path, capsys):
     assert_clean_error(code, err, out, pattern)
 
 
+def test_export_onto_a_file_is_refused(tmp_path, capsys):
+    target = tmp_path / "taken"
+    target.write_text("not a folder")
+    code, _, err = run(["export", "onnx", "--model", TINY, "--out", target], capsys)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "not a folder" in lines[0]
+    assert target.read_text() == "not a folder"
+
+
 def test_segment_on_onnx_runtime_matches_torch(tiny, image_file, tmp_path, capsys):
     torch_out, onnx_out = tmp_path / "torch", tmp_path / "onnx"
     code, _, err = run(["segment", image_file, *BOX, "--multimask", "--out", torch_out], capsys)
