@@ -265,11 +265,15 @@ def test_mobile_sam_stand_in(tmp_path, calib_dir):
     ckpt = P.write_stand_in_checkpoint("mobile_sam", tmp_path / "mobile_sam.pt")
     ref = leansam.build_model("mobile_sam", checkpoint=ckpt)
     model = copy.deepcopy(ref)
-    report = quantize_(model, TinySamPTQConfig(calib_images=str(calib_dir), num_calib=2))
+    report = quantize_(model, TinySamPTQConfig(calib_images=str(calib_dir), num_calib=3))
     assert sum(isinstance(m, Int8Linear) for m in model.modules()) == 40
     assert sum(isinstance(m, Int8Conv2d) for m in model.modules()) == 14
     assert report.fusion_check == "ok" and report.fused
-    img = load_images(calib_dir)[-1]
-    assert _cos(embed(model, img), embed(ref, img)) > 0.99
+    # each MLP's fc1 hands its GELU output to fc2 as uint8 (10 TinyViT blocks)
+    assert len(report.handoffs) == 10 and all(p.endswith("mlp.fc1") for p in report.handoffs)
+    img = load_images(calib_dir)[-1]  # not among the 3 calibration images
+    # random-valued stand-in weights and 3 calibration images: a loose bound (the benchmark's
+    # random-weight model calibrated on 8 images measured 0.9986)
+    assert _cos(embed(model, img), embed(ref, img)) > 0.98
     out = save_quantized(model, tmp_path / "q")
     assert torch.equal(embed(load_quantized(out), img), embed(model, img))
