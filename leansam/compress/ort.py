@@ -17,6 +17,7 @@ onnx / onnxruntime are optional: ``pip install 'leansam[onnx]'``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -135,11 +136,15 @@ def quantize_encoder_file(
     types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
     with tempfile.TemporaryDirectory() as d:
         pre = Path(d) / "pre.onnx"
-        try:
-            quant_pre_process(str(src), str(pre))
-        except Exception:  # onnxruntime raises a bare Exception when symbolic shape inference fails
-            # (TinyViT's window padding): ONNX shape inference + graph optimisation still run
-            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        src_abs = Path(src).resolve()
+        # When symbolic shape inference fails, onnxruntime dumps sym_shape_infer_temp.onnx and its
+        # external-data files into the working directory: run it from the temporary folder.
+        with contextlib.chdir(d):
+            try:
+                quant_pre_process(str(src_abs), str(pre))
+            except Exception:  # onnxruntime raises a bare Exception when symbolic shape inference fails
+                # (TinyViT's window padding): ONNX shape inference + graph optimisation still run
+                quant_pre_process(str(src_abs), str(pre), skip_symbolic_shape=True)
         if isinstance(config, OrtStaticConfig):
             if not inputs:
                 raise InputError("ONNX Runtime static quantization needs calibration images")
