@@ -37,7 +37,7 @@ from leansam.registry import get_model_info
 
 RESULT = Path("docs/results/zoo.json")
 IMG_DIR = Path("docs/img")
-COMMAND = "python -m benchmarks.zoo --models all --runs {runs} --grids {grids} --threads {threads}"
+COMMAND = "python -m benchmarks.zoo --models {models} --runs {runs} --warmup {warmup} --grids '{grids}' --threads {threads}"
 
 
 def _parity_dir() -> Path:
@@ -117,7 +117,9 @@ def run(
         )
         result["segevery"] = run_benchmark(list(segevery_models), config2, progress=True).to_dict()
     result["sam2_memory"] = sam2_memory_params()
-    result["command"] = COMMAND.format(runs=runs, grids=",".join(map(str, grids)), threads=threads)
+    result["command"] = COMMAND.format(
+        models=models, runs=runs, warmup=warmup, grids=",".join(map(str, grids)), threads=threads
+    )
     write_json(out, result)
     return result
 
