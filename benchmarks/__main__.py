@@ -69,9 +69,17 @@ def build_page() -> str:
                 f"## {what[:1].upper() + what[1:]}\n\nNot measured yet: run `python -m benchmarks.{topic}`.\n"
             )
             continue
-        if hasattr(mod, "plots"):
-            mod.plots(result)
-        sections.append(mod.render(result).rstrip() + "\n")
+        try:
+            if hasattr(mod, "plots"):
+                mod.plots(result)
+            sections.append(mod.render(result).rstrip() + "\n")
+        except (KeyError, TypeError, ValueError) as e:
+            # A result written by an older version of the topic: say so rather than fail the page.
+            sections.append(
+                f"## {what[:1].upper() + what[1:]}\n\n`docs/results/{topic}.json` does not match "
+                f"`benchmarks/{topic}.py` ({type(e).__name__}: {e}); re-run `python -m benchmarks.{topic}`.\n"
+            )
+            continue
         for t in getattr(mod, "targets", lambda r: [])(result):
             verdict = "met" if t["met"] else "**not met**"
             summary.append(f"| {t['target']} | {t['measured']} | {verdict} | {topic} |")

@@ -254,7 +254,23 @@ def _segevery(seg: dict[str, Any]) -> str:
 
 def render(result: dict[str, Any]) -> str:
     """The docs section: the harness tables, the anchors and the plots."""
-    body = render_markdown(result, title="Every registered model, one protocol (the survey's)")
+    from leansam.registry import list_models
+
+    names = {m["name"] for m in result["models"]}
+    registered = set(list_models())
+    if registered <= names:
+        title, scope = "Every registered model, one protocol (the survey's)", ""
+    else:
+        title = f"Model zoo on this machine: {len(names & registered)} of {len(registered)} registered models"
+        scope = (
+            f"This run covers {len(names & registered)} of the {len(registered)} registered models; "
+            "`python -m benchmarks.zoo` (default `--models all`) measures them all. Exact parameter and "
+            "MAC counts of every registered model: [benchmarks_harness.md](benchmarks_harness.md).\n\n"
+        )
+    body = render_markdown(result, title=title)
+    if scope:
+        head, _, rest = body.partition("\n\n")
+        body = head + "\n\n" + scope + rest
     body = body.replace(
         "Regenerate with `python -m leansam.bench.report RESULT.json docs/benchmarks_harness.md`.",
         f"Regenerate with `{result.get('command', 'python -m benchmarks.zoo')}` "
