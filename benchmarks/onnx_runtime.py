@@ -3,7 +3,7 @@
     python -m benchmarks.onnx_runtime [--models mobile_sam,efficientvit_sam_l0,leansam_tiny]
         [--runs 7] [--threads 1,2] [--json docs/results/onnx_runtime.json]
 
-For each model: export with :func:`leansam.export.export_onnx` (TorchScript exporter, opset 18),
+For each model: export with :func:`leansam.export.export_onnx` (TorchScript exporter, opset 20),
 then, for each thread count, time in alternation (A B C A B C ...) so that load drift hits every
 row alike:
 
@@ -244,7 +244,7 @@ def render(res: dict) -> str:
         "alternation in one run) are the result; absolute times move with the load.",
         "",
         f"Command: `{res['command']}`. Median of {res['runs']} runs after {res['warmup']} warm-up calls; "
-        "fp32 export by `leansam.export.export_onnx` (TorchScript exporter, opset 18). N = torch and ORT "
+        "fp32 export by `leansam.export.export_onnx` (TorchScript exporter, opset 20). N = torch and ORT "
         'intra-op threads; "ORT defaults" lets ONNX Runtime choose (one thread per core, spinning on).',
         "",
         "Image encoder, one 1 x 3 x S x S input, ms (ratio to PyTorch eager in the same run):",

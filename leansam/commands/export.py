@@ -28,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "prompts, boxes as an input) with leansam metadata; docs/deployment.md describes them.",
     )
     o.add_argument("--out", required=True, help="output folder")
-    o.add_argument("--opset", type=int, default=18, help="ONNX opset (>= 17; default 18)")
+    o.add_argument("--opset", type=int, default=20, help="ONNX opset (>= 17; default 20)")
     o.add_argument(
         "--upscale",
         action="store_true",

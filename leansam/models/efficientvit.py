@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from leansam.models.common import LayerNorm2d, fuse_conv_bn
+from leansam.models.common import LayerNorm2d, bicubic_as_matmuls, fuse_conv_bn
 from leansam.models.mask_decoder import MaskDecoder
 from leansam.models.prompt_encoder import PromptEncoder
 from leansam.models.sam import Sam
@@ -422,7 +422,10 @@ class SamNeck(nn.Module):
         for op, f in zip(self.input_ops, feats, strict=True):
             y = op(f)
             if tuple(y.shape[-2:]) != size:
-                y = F.interpolate(y, size=size, mode="bicubic", align_corners=False)
+                if torch.onnx.is_in_onnx_export():
+                    y = bicubic_as_matmuls(y, size)
+                else:
+                    y = F.interpolate(y, size=size, mode="bicubic", align_corners=False)
             resized.append(y)
         # Summed right to left, x0 + (x1 + x2), the official association order.
         x = resized[-1]
