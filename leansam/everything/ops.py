@@ -8,8 +8,9 @@ Conventions used throughout:
 * masks are ``N x H x W`` bool.
 * run-length encodings (RLE) are segment_anything's / COCO's uncompressed form:
   column-major (Fortran) order, alternating runs of 0s and 1s starting with 0s.
-  Internally one RLE is a 1-D int64 numpy array of run lengths; :func:`rle_to_dict`
-  turns it into ``{"size": [H, W], "counts": [...]}``.
+  Internally one RLE is a 1-D int32 numpy array of run lengths (int64 from 2**31 pixels on:
+  half the memory of int64 for the results a generator keeps); :func:`rle_to_dict` turns it
+  into ``{"size": [H, W], "counts": [...]}``.
 """
 
 from __future__ import annotations
@@ -285,7 +286,7 @@ def masks_to_rle(
         image_size: (H, W) of the full image; default (h, w) with zero offset.
 
     Returns:
-        N run-length arrays (int64) of the masks in the full H x W image, identical
+        N run-length arrays (int32, see the module docstring) of the masks in the full H x W image, identical
         to encoding the zero-padded full-size masks.
 
     How: the change positions of all N masks come from ONE ``nonzero`` over the
@@ -329,6 +330,7 @@ def masks_to_rle(
         first = last = np.zeros(n, dtype=bool)
         start = end = 0
     splits = np.searchsorted(k, np.arange(1, n))
+    dtype = np.int32 if total < 2**31 else np.int64
     out = []
     for i, p in enumerate(np.split(pos, splits)):
         parts = [[0]]
@@ -341,7 +343,7 @@ def masks_to_rle(
         # A run reaching the image's last pixel needs no closing boundary.
         b = b[b < total] if len(b) and b[-1] >= total else b
         # Runs alternate 0s/1s starting with 0s; a mask whose first pixel is set starts with a 0 run.
-        out.append(np.diff(np.concatenate((b, [total]))).astype(np.int64))
+        out.append(np.diff(np.concatenate((b, [total]))).astype(dtype))
     return out
 
 
@@ -375,13 +377,15 @@ def rles_to_coco(rles: list[np.ndarray], size: tuple[int, int]) -> list[dict[str
     """COCO compressed RLEs (``counts`` as a utf-8 string, JSON-serialisable) via pycocotools."""
     from pycocotools import mask as mask_utils
 
-    if not rles:
-        return []
     h, w = size
-    objs = [{"size": [h, w], "counts": r.tolist()} for r in rles]
-    out = mask_utils.frPyObjects(objs, h, w)
-    for o in out:
-        o["counts"] = o["counts"].decode("utf-8")
+    out = []
+    # A few masks at a time: the Python lists of run lengths that pycocotools needs take 8 bytes or
+    # more per run (twice the int32 RLEs), so converting every mask at once would add that to the peak.
+    for s in range(0, len(rles), 16):
+        objs = [{"size": [h, w], "counts": r.tolist()} for r in rles[s : s + 16]]
+        for o in mask_utils.frPyObjects(objs, h, w):
+            o["counts"] = o["counts"].decode("utf-8")
+            out.append(o)
     return out
 
 
