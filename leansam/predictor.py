@@ -69,6 +69,11 @@ class SamPredictor:
             pixels, 8-connectivity, components of the uncleaned logits) before upsampling; the
             returned low-res logits are not cleaned (see
             :func:`leansam.postprocess.fill_holes_and_remove_sprinkles`).
+        prompt_block: :meth:`predict_torch` decodes and upscales its B prompts in blocks of this
+            many (None: all B at once). Each block is one batched decoder call. Why blocks: every
+            prompt carries its own copy of the image tokens (4096 x 256 floats, 4 MB) and 3 masks
+            at full size, so 50 prompts at once stream ~1 GB through memory while a block of 4 stays
+            in cache; on a 2-core CPU this made 50 boxes ~1.5x faster. Results do not depend on it.
     """
 
     def __init__(
@@ -77,8 +82,12 @@ class SamPredictor:
         mask_threshold: float = 0.0,
         max_hole_area: float = 0.0,
         max_sprinkle_area: float = 0.0,
+        prompt_block: int | None = 4,
     ) -> None:
+        if prompt_block is not None and prompt_block < 1:
+            raise ValueError(f"prompt_block must be a positive number of prompts or None, not {prompt_block}")
         self.model = model.eval()
+        self.prompt_block = prompt_block
         self.transform = PromptTransform(model.transform)
         self.mask_threshold = mask_threshold
         self.max_hole_area = max_hole_area
@@ -191,7 +200,7 @@ class SamPredictor:
         *,
         original_coords: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """B prompt sets decoded in ONE batched call.
+        """B prompt sets decoded in one call, batched (in blocks of ``prompt_block`` prompts).
 
         Args:
             point_coords: B x N x 2 (x, y), or None.
@@ -218,6 +227,39 @@ class SamPredictor:
             boxes = (boxes.float().reshape(-1, 2, 2) * inv).reshape(-1, 4) if boxes is not None else None
         self._check_prompts(point_coords, point_labels, boxes)
         points = self.model.prepare_prompts(point_coords, point_labels, boxes, size)
+        # Laid-out prompts are a (coords, labels) pair, or the ONNX backend's OnnxPrompts (len/take).
+        batch = (
+            mask_input.shape[0]
+            if points is None
+            else points[0].shape[0]
+            if isinstance(points, tuple)
+            else len(points)
+        )
+        block = batch if self.prompt_block is None else self.prompt_block
+        parts = []
+        for start in range(0, batch, block) if batch > block else [0]:
+            part = slice(start, start + block) if batch > block else slice(None)
+            if points is None:
+                pts = None
+            else:
+                pts = (points[0][part], points[1][part]) if isinstance(points, tuple) else points.take(part)
+            masks_in = (
+                mask_input[part] if mask_input is not None and mask_input.shape[0] == batch else mask_input
+            )
+            parts.append(self._decode_block(pts, masks_in, multimask_output, return_logits))
+        if len(parts) == 1:
+            return parts[0]
+        return tuple(torch.cat(p) for p in zip(*parts))
+
+    def _decode_block(
+        self,
+        points: tuple[torch.Tensor, torch.Tensor] | None,
+        mask_input: torch.Tensor | None,
+        multimask_output: bool,
+        return_logits: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One batched decoder call and its upscaling: see :meth:`predict_torch`."""
+        size = self.original_size
         low, iou, _ = self.model.decode(self.features, points, mask_input, multimask_output)
         cleaned = low
         if self.max_hole_area > 0 or self.max_sprinkle_area > 0:

@@ -20,6 +20,7 @@ original pixels maps to (x * w / W, y * h / H) in the frame.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -139,7 +140,40 @@ def _to_tensor(image: np.ndarray) -> torch.Tensor:
 def postprocess_logits(
     low_res: torch.Tensor, t: ImageTransform, original_size: tuple[int, int]
 ) -> torch.Tensor:
-    """B x M x 256 x 256 low-res logits -> B x M x H x W logits at the original image size."""
+    """B x M x 256 x 256 low-res logits -> B x M x H x W logits at the original image size.
+
+    Images up to :data:`SEPARABLE_MAX_PIXELS` take :func:`_resize_separable` (two small matrix
+    products, the same weights); larger ones the step-by-step :func:`_resize_stepwise`.
+    """
+    b, m, lh, lw = low_res.shape
+    if b * m == 0 or original_size[0] * original_size[1] > SEPARABLE_MAX_PIXELS:
+        return _resize_stepwise(low_res, t, original_size)
+    rows = _resize_matrix(lh, t, original_size, 0)
+    cols = _resize_matrix(lw, t, original_size, 1)
+    return _resize_separable(low_res, rows, cols)
+
+
+# Above this many output pixels the dense matrices cost more than step-by-step interpolation:
+# the products take about (rows kept) multiply-adds per output pixel, interpolation a handful.
+SEPARABLE_MAX_PIXELS = 2**21
+
+
+def _resize_separable(
+    low_res: torch.Tensor, rows: tuple[torch.Tensor, int], cols: tuple[torch.Tensor, int]
+) -> torch.Tensor:
+    """Applies ``R @ x @ C^T`` to every B x M plane: R is H x kh, C is W x kw (kh/kw leading
+    low-res rows/columns that reach the output; the rest have zero weight)."""
+    r, kh = rows
+    c, kw = cols
+    r, ct = r.to(low_res), c.t().to(low_res)
+    x = low_res[..., :kh, :kw] @ ct  # B x M x kh x W
+    return torch.matmul(r, x)  # B x M x H x W
+
+
+def _resize_stepwise(
+    low_res: torch.Tensor, t: ImageTransform, original_size: tuple[int, int]
+) -> torch.Tensor:
+    """The postprocessing as segment-anything writes it: upscale, crop, resize (``F.interpolate``)."""
     b, m, lh, lw = low_res.shape
     x = low_res.reshape(b * m, 1, lh, lw)
     if t.crop:
@@ -163,3 +197,36 @@ def postprocess_logits(
         x = x[..., :fh, :fw]
     x = F.interpolate(x, original_size, mode=t.upsample, align_corners=False)
     return x.reshape(b, m, *original_size)
+
+
+@lru_cache(maxsize=64)
+def _resize_matrix(
+    n: int, t: ImageTransform, original_size: tuple[int, int], axis: int
+) -> tuple[torch.Tensor, int]:
+    """The whole postprocessing along one axis (0: rows, 1: columns) as a matrix.
+
+    Bilinear and bicubic ``F.interpolate`` are separable, so upscale-crop-resize along one axis is a
+    linear map from the ``n`` low-res samples to the output's. Running :func:`_resize_stepwise` on
+    the ``n`` one-hot vectors (the other axis of size 1, which interpolation leaves untouched) gives
+    that map with exactly the weights interpolation uses. Returns (out x k matrix, k): the output
+    reads only the first k low-res samples (the padding rows/columns beyond are cropped away).
+    """
+    eye = torch.eye(n).view(n, 1, n, 1)  # float32: the very weights float32 interpolation uses
+    if axis == 1:
+        eye = eye.transpose(2, 3)
+    size = (original_size[0], 1) if axis == 0 else (1, original_size[1])
+    # One-axis frame: the other axis has one pixel in and out. Crop families scale the frame's
+    # other side in proportion, so compute frame rows/columns from the real size.
+    if t.crop:
+        fh, fw = t.frame_size(original_size)
+        side, keep = t.prompt_frame, (fh if axis == 0 else fw)
+        shape = (side, 1) if axis == 0 else (1, side)
+        x = F.interpolate(eye, shape, mode=t.upsample, align_corners=False)
+        x = x[:, :, :keep] if axis == 0 else x[:, :, :, :keep]
+    else:
+        x = eye
+    x = F.interpolate(x, size, mode=t.upsample, align_corners=False)
+    mat = x.reshape(n, -1).t()  # out x n
+    used = torch.nonzero(mat.abs().sum(0)).flatten()
+    k = int(used.max()) + 1 if len(used) else 1
+    return mat[:, :k].float().contiguous(), k

@@ -160,6 +160,17 @@ class OnnxPrompts:
     boxes: torch.Tensor
     all_points: tuple[torch.Tensor, torch.Tensor]
 
+    def __len__(self) -> int:
+        return self.all_points[0].shape[0]
+
+    def take(self, part: slice) -> OnnxPrompts:
+        """The prompt sets ``part`` (a slice over N), as :class:`~leansam.SamPredictor` blocks them."""
+        return OnnxPrompts(
+            (self.points[0][part], self.points[1][part]),
+            self.boxes[part],
+            (self.all_points[0][part], self.all_points[1][part]),
+        )
+
 
 class OnnxSam:
     """A SAM-family model on ONNX Runtime with the interface the predictor and mask generator use.

@@ -121,11 +121,17 @@ class TokenAttention(nn.Module):
         return self.out_proj(out.reshape(b, t, h * d))
 
     def forward_image_to_tokens(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pe: torch.Tensor | None = None
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        q_pe: torch.Tensor | None = None,
+        residual: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The image attends to the tokens. q: Bi x N x C (queries = q + q_pe); k, v: B x T x C -> B x N x C.
 
-        Same result as ``self(q + q_pe, k, v)`` without projecting the N image tokens in or out.
+        Same result as ``self(q + q_pe, k, v)`` (plus ``residual``, Bi x N x C, when given) without
+        projecting the N image tokens in or out.
         """
         b, t, c = k.shape
         h, d = self.num_heads, self.internal_dim // self.num_heads
@@ -142,7 +148,12 @@ class TokenAttention(nn.Module):
         attn = _softmax_short_rows((logits + k_bias).view(b, n, h, t)).view(b, n, h * t)
         w_out = self.out_proj.weight.view(c, h, d)
         v_out = torch.einsum("bthd,chd->bhtc", vp, w_out).reshape(b, h * t, c)  # values already out-projected
-        return torch.baddbmm(self.out_proj.bias.expand(b, n, c), attn, v_out)
+        if residual is None:
+            return torch.baddbmm(self.out_proj.bias.expand(b, n, c), attn, v_out)
+        # Each of the h heads' attention rows sums to 1, so adding bias / h to every value row adds
+        # the output bias exactly once: the residual add and the bias then ride on the one product
+        # instead of two more passes over the B x N x C result.
+        return torch.baddbmm(residual.expand(b, n, c), attn, v_out + self.out_proj.bias / h)
 
 
 class TwoWayBlock(nn.Module):
@@ -203,7 +214,7 @@ class TwoWayBlock(nn.Module):
         q = queries + query_pe
         # The image tokens stop being shared here: each prompt updates its own copy.
         if i2t.folds(q.shape[1]):
-            keys = self.norm4(keys + i2t.forward_image_to_tokens(keys, q, queries, key_pe))
+            keys = self.norm4(i2t.forward_image_to_tokens(keys, q, queries, key_pe, residual=keys))
         else:
             keys = self.norm4(keys + i2t(keys + key_pe, q, queries))
         return queries, keys
@@ -250,8 +261,10 @@ class TwoWayTransformer(nn.Module):
 
         Returns (tokens B x T x C, image tokens B x h*w x C).
         """
-        keys = image.flatten(2).transpose(1, 2)
-        key_pe = image_pe.flatten(2).transpose(1, 2)
+        # Token-major copies: the elementwise work over image tokens (residual adds, PE adds) reads
+        # them row by row, and a transposed view makes every such pass stride across memory.
+        keys = image.flatten(2).transpose(1, 2).contiguous()
+        key_pe = image_pe.flatten(2).transpose(1, 2).contiguous()
         queries = tokens
         for layer in self.layers:
             queries, keys = layer(queries, keys, tokens, key_pe)
