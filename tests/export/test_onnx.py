@@ -108,7 +108,11 @@ def test_onnx_matches_pytorch(name, exports, scene):
     meta = read_metadata(folder / "encoder.onnx")
     assert meta["leansam.model"] == name and meta["leansam.input_size"] == str(model.transform.encoder_size)
 
-    ref, got = leansam.SamPredictor(model), leansam.SamPredictor(onnx_model)
+    # prompt_block=None: all B prompts in ONE decoder call (the requirement), not blocks of 4.
+    ref, got = (
+        leansam.SamPredictor(model, prompt_block=None),
+        leansam.SamPredictor(onnx_model, prompt_block=None),
+    )
     with torch.inference_mode():
         ref.set_image(scene)
     got.set_image(scene)
@@ -173,7 +177,10 @@ def test_decoder_graph_matches_pytorch(name, exports):
         ]
     features = ImageFeatures(torch.randn(1, c, h, w, generator=gen), high)
     size = (120, 160)  # small: the full-size upscaling of 150 masks is not what is tested here
-    ref, got = leansam.SamPredictor(model), leansam.SamPredictor(onnx_model)
+    ref, got = (
+        leansam.SamPredictor(model, prompt_block=None),
+        leansam.SamPredictor(onnx_model, prompt_block=None),
+    )
     ref.set_features(features, size)
     got.set_features(features, size)
     # 50 prompts in one call for SAM's decoder here; every model's in the slow whole-pipeline test.
@@ -185,7 +192,8 @@ def test_dynamo_exporter_matches_pytorch(exports, scene, tmp_path):
     """The non-default exporter (``torch.export`` + onnxscript) on the bundled model."""
     model = exports.model("leansam_tiny")
     out = export_onnx(model, tmp_path / "dynamo", config=OnnxExportConfig(exporter="dynamo", upscale=True))
-    ref, got = leansam.SamPredictor(model), leansam.SamPredictor(load_onnx_model(out.directory, CPU))
+    ref = leansam.SamPredictor(model, prompt_block=None)
+    got = leansam.SamPredictor(load_onnx_model(out.directory, CPU), prompt_block=None)
     with torch.inference_mode():
         ref.set_image(scene)
     got.set_image(scene)
