@@ -76,17 +76,8 @@ def _ort_variants(name: str, model: leansam.Sam, calib: Any, tmp: Path, log: Any
 
 
 def _cpu_interleaved(fns: dict[str, Any], runs: int, warmup: int = 1) -> dict[str, Timing]:
-    """Like :func:`leansam.bench.timing.measure_interleaved`, but the calling thread's CPU time."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(runs):
-        for k, fn in fns.items():
-            t = time.thread_time()
-            fn()
-            times[k].append(time.thread_time() - t)
-    return {k: Timing(tuple(v)) for k, v in times.items()}
+    """:func:`leansam.bench.timing.measure_interleaved` on the calling thread's CPU time."""
+    return measure_interleaved(fns, runs, warmup, clock=time.thread_time)
 
 
 def _held_out(n: int):

@@ -18,18 +18,6 @@ from tests import parity as P
 MODEL = "mobile_sam"
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return P.write_stand_in_checkpoint(MODEL, tmp_path_factory.mktemp("ck") / "mobile_sam.pt")
-
-
-@pytest.fixture(scope="module")
-def image_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("img") / "scene.png"
-    Image.fromarray(P.load_case(MODEL)["image"]).save(path)
-    return path
-
-
 def run(args, capsys):
     code = main([str(a) for a in args])
     captured = capsys.readouterr()
@@ -46,12 +34,12 @@ def assert_clean_error(code, err, out_dir, pattern):
     assert not [p for p in out_dir.parent.iterdir() if p.name.startswith(f".{out_dir.name}")]
 
 
-def test_segment_writes_masks_json_pngs_and_overlay(tmp_path, ckpt, image_file, capsys):
+def test_segment_writes_masks_json_pngs_and_overlay(tmp_path, mobile_sam_ckpt, mobile_sam_image_file, capsys):
     out = tmp_path / "out"
     code, _, err = run(
         [
             "segment",
-            image_file,
+            mobile_sam_image_file,
             "--box",
             "300,200,560,420",
             "--point",
@@ -59,7 +47,7 @@ def test_segment_writes_masks_json_pngs_and_overlay(tmp_path, ckpt, image_file, 
             "--model",
             MODEL,
             "--checkpoint",
-            ckpt,
+            mobile_sam_ckpt,
             "--out",
             out,
         ],
@@ -68,7 +56,11 @@ def test_segment_writes_masks_json_pngs_and_overlay(tmp_path, ckpt, image_file, 
     assert code == 0, err
     assert "encoded" in err and "decoded 1 prompt" in err
     meta = json.loads((out / "masks.json").read_text())
-    assert meta["model"] == MODEL and meta["image"] == {"file": str(image_file), "height": 480, "width": 640}
+    assert meta["model"] == MODEL and meta["image"] == {
+        "file": str(mobile_sam_image_file),
+        "height": 480,
+        "width": 640,
+    }
     (rec,) = meta["masks"]
     assert rec["prompt"] == {"points": [[430.0, 310.0, 1]], "box": [300.0, 200.0, 560.0, 420.0]}
     png = np.asarray(Image.open(out / rec["file"])) > 0
@@ -78,14 +70,14 @@ def test_segment_writes_masks_json_pngs_and_overlay(tmp_path, ckpt, image_file, 
     assert overlay.shape == (480, 640, 3)
 
 
-def test_segment_matches_the_python_api(tmp_path, ckpt, image_file, capsys):
+def test_segment_matches_the_python_api(tmp_path, mobile_sam_ckpt, mobile_sam_image_file, capsys):
     import leansam
 
     out = tmp_path / "out"
     code, _, err = run(
         [
             "segment",
-            image_file,
+            mobile_sam_image_file,
             "--point",
             "200,150",
             "--point",
@@ -94,7 +86,7 @@ def test_segment_matches_the_python_api(tmp_path, ckpt, image_file, capsys):
             "--model",
             MODEL,
             "--checkpoint",
-            ckpt,
+            mobile_sam_ckpt,
             "--out",
             out,
         ],
@@ -102,8 +94,8 @@ def test_segment_matches_the_python_api(tmp_path, ckpt, image_file, capsys):
     )
     assert code == 0, err
     meta = json.loads((out / "masks.json").read_text())
-    predictor = leansam.SamPredictor(leansam.build_model(MODEL, checkpoint=ckpt))
-    predictor.set_image(np.asarray(Image.open(image_file).convert("RGB")))
+    predictor = leansam.SamPredictor(leansam.build_model(MODEL, checkpoint=mobile_sam_ckpt))
+    predictor.set_image(np.asarray(Image.open(mobile_sam_image_file).convert("RGB")))
     masks, scores, _ = predictor.predict(np.array([[200, 150], [420, 330]]), np.array([1, 0]))
     assert len(meta["masks"]) == 3
     for rec, m, s in zip(meta["masks"], masks, scores):
@@ -111,9 +103,9 @@ def test_segment_matches_the_python_api(tmp_path, ckpt, image_file, capsys):
         assert rec["score"] == pytest.approx(float(s), abs=1e-6)
 
 
-def test_many_boxes_are_one_prompt_each(tmp_path, ckpt, image_file, capsys):
+def test_many_boxes_are_one_prompt_each(tmp_path, mobile_sam_ckpt, mobile_sam_image_file, capsys):
     out = tmp_path / "out"
-    args = ["segment", image_file, "--model", MODEL, "--checkpoint", ckpt, "--out", out]
+    args = ["segment", mobile_sam_image_file, "--model", MODEL, "--checkpoint", mobile_sam_ckpt, "--out", out]
     for box in ("10,10,100,100", "120,80,330,260", "300,200,560,420"):
         args += ["--box", box]
     code, _, err = run(args, capsys)
@@ -123,7 +115,7 @@ def test_many_boxes_are_one_prompt_each(tmp_path, ckpt, image_file, capsys):
     assert [r["prompt"]["box"][0] for r in meta["masks"]] == [10.0, 120.0, 300.0]
 
 
-def test_exif_rotated_image_gives_masks_in_displayed_orientation(tmp_path, ckpt, capsys):
+def test_exif_rotated_image_gives_masks_in_displayed_orientation(tmp_path, mobile_sam_ckpt, capsys):
     displayed = P.load_case(MODEL)["image"][:, :400]  # 480 x 400, portrait-ish
     Image.fromarray(displayed).save(tmp_path / "displayed.png")
     stored = Image.fromarray(np.ascontiguousarray(np.rot90(displayed, k=1)))  # what the camera wrote
@@ -142,7 +134,7 @@ def test_exif_rotated_image_gives_masks_in_displayed_orientation(tmp_path, ckpt,
                 "--model",
                 MODEL,
                 "--checkpoint",
-                ckpt,
+                mobile_sam_ckpt,
                 "--out",
                 out,
             ],
@@ -155,7 +147,7 @@ def test_exif_rotated_image_gives_masks_in_displayed_orientation(tmp_path, ckpt,
 
 
 @pytest.mark.parametrize("kind", ["gray", "rgba", "palette", "16bit", "cmyk"])
-def test_other_pixel_formats_are_handled(tmp_path, ckpt, kind, capsys):
+def test_other_pixel_formats_are_handled(tmp_path, mobile_sam_ckpt, kind, capsys):
     rgb = P.load_case(MODEL)["image"][::2, ::2]
     path = tmp_path / ("img.jpg" if kind == "cmyk" else "img.png")
     if kind == "gray":
@@ -170,7 +162,18 @@ def test_other_pixel_formats_are_handled(tmp_path, ckpt, kind, capsys):
         Image.fromarray(rgb).convert("CMYK").save(path)
     out = tmp_path / "out"
     code, _, err = run(
-        ["segment", path, "--box", "20,20,200,150", "--model", MODEL, "--checkpoint", ckpt, "--out", out],
+        [
+            "segment",
+            path,
+            "--box",
+            "20,20,200,150",
+            "--model",
+            MODEL,
+            "--checkpoint",
+            mobile_sam_ckpt,
+            "--out",
+            out,
+        ],
         capsys,
     )
     assert code == 0, err
@@ -222,17 +225,30 @@ def test_bad_input_gives_one_error_line(tmp_path, capsys, args, pattern):
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "other_model", "missing"])
-def test_bad_checkpoint_gives_one_error_line(tmp_path, ckpt, image_file, capsys, damage):
+def test_bad_checkpoint_gives_one_error_line(
+    tmp_path, mobile_sam_ckpt, mobile_sam_image_file, capsys, damage
+):
     path = tmp_path / "ck.pt"
     if damage == "truncated":
-        path.write_bytes(ckpt.read_bytes()[:5000])
+        path.write_bytes(mobile_sam_ckpt.read_bytes()[:5000])
     elif damage == "garbage":
         path.write_bytes(b"\x00" * 4096)
     elif damage == "other_model":
         torch.save(P.stand_in_state_dict("efficientvit_sam_l0")[0], path)
     out = tmp_path / "out"
     code, _, err = run(
-        ["segment", image_file, "--point", "5,5", "--model", MODEL, "--checkpoint", path, "--out", out],
+        [
+            "segment",
+            mobile_sam_image_file,
+            "--point",
+            "5,5",
+            "--model",
+            MODEL,
+            "--checkpoint",
+            path,
+            "--out",
+            out,
+        ],
         capsys,
     )
     pattern = {

@@ -10,32 +10,19 @@ from PIL import Image
 
 from leansam.cli import main
 from leansam.data.coco import decode_mask
-from tests import parity as P
 from tests.test_cli import assert_clean_error, run
 
 MODEL = "mobile_sam"
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return P.write_stand_in_checkpoint(MODEL, tmp_path_factory.mktemp("ck") / "mobile_sam.pt")
-
-
-@pytest.fixture(scope="module")
-def image_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("img") / "scene.png"
-    Image.fromarray(P.load_case(MODEL)["image"]).save(path)
-    return path
-
-
-def test_boxes_strategy_writes_one_record_per_box(tmp_path, ckpt, image_file, capsys):
+def test_boxes_strategy_writes_one_record_per_box(tmp_path, mobile_sam_ckpt, mobile_sam_image_file, capsys):
     boxes = tmp_path / "dets.json"
     boxes.write_text(json.dumps([{"bbox": [10, 10, 100, 80], "score": 0.9}, {"bbox": [300, 200, 200, 150]}]))
     out = tmp_path / "out"
     code, _, err = run(
         [
             "everything",
-            image_file,
+            mobile_sam_image_file,
             "--strategy",
             "boxes",
             "--boxes",
@@ -43,7 +30,7 @@ def test_boxes_strategy_writes_one_record_per_box(tmp_path, ckpt, image_file, ca
             "--model",
             MODEL,
             "--checkpoint",
-            ckpt,
+            mobile_sam_ckpt,
             "--out",
             out,
         ],
@@ -59,12 +46,12 @@ def test_boxes_strategy_writes_one_record_per_box(tmp_path, ckpt, image_file, ca
     assert np.asarray(Image.open(out / "overlay.png")).shape == (480, 640, 3)
 
 
-def test_grid_strategy_runs_with_progress(tmp_path, ckpt, image_file, capsys):
+def test_grid_strategy_runs_with_progress(tmp_path, mobile_sam_ckpt, mobile_sam_image_file, capsys):
     out = tmp_path / "out"
     code, _, err = run(
         [
             "everything",
-            image_file,
+            mobile_sam_image_file,
             "--points-per-side",
             "4",
             "--pred-iou-thresh",
@@ -74,7 +61,7 @@ def test_grid_strategy_runs_with_progress(tmp_path, ckpt, image_file, capsys):
             "--model",
             MODEL,
             "--checkpoint",
-            ckpt,
+            mobile_sam_ckpt,
             "--out",
             out,
         ],
@@ -112,7 +99,9 @@ def test_grid_strategy_runs_with_progress(tmp_path, ckpt, image_file, capsys):
         ),
     ],
 )
-def test_bad_input_gives_one_error_line(tmp_path, ckpt, image_file, capsys, extra, content, pattern):
+def test_bad_input_gives_one_error_line(
+    tmp_path, mobile_sam_ckpt, mobile_sam_image_file, capsys, extra, content, pattern
+):
     if content is not None:
         (tmp_path / "dets.json").write_text(content)
     extra = [str(tmp_path / e) if e.endswith(".json") else e for e in extra]
@@ -120,12 +109,12 @@ def test_bad_input_gives_one_error_line(tmp_path, ckpt, image_file, capsys, extr
     code = main(
         [
             "everything",
-            str(image_file),
+            str(mobile_sam_image_file),
             *extra,
             "--model",
             MODEL,
             "--checkpoint",
-            str(ckpt),
+            str(mobile_sam_ckpt),
             "--out",
             str(out),
         ]

@@ -56,6 +56,7 @@ def test_one_point_set_shared_by_many_boxes(predictor):
     m2, iou2, low2 = predictor.predict_torch(points[:1].expand(6, -1, -1), labels[:1].expand(6, -1), **kwargs)
     assert (masks != m2).float().mean().item() <= 1e-4
     assert (low - low2).abs().max().item() <= 1e-4
+    assert (iou - iou2).abs().max().item() <= 1e-4
 
 
 @pytest.mark.parametrize("block", [0, -2])
