@@ -16,6 +16,8 @@ Coordinate conventions:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -227,26 +229,15 @@ class SamPredictor:
             boxes = (boxes.float().reshape(-1, 2, 2) * inv).reshape(-1, 4) if boxes is not None else None
         self._check_prompts(point_coords, point_labels, boxes)
         points = self.model.prepare_prompts(point_coords, point_labels, boxes, size)
-        # Laid-out prompts are a (coords, labels) pair, or the ONNX backend's OnnxPrompts (len/take).
-        batch = (
-            mask_input.shape[0]
-            if points is None
-            else points[0].shape[0]
-            if isinstance(points, tuple)
-            else len(points)
-        )
-        block = batch if self.prompt_block is None else self.prompt_block
+        batch = mask_input.shape[0] if points is None else _count(points)
+        block = self.prompt_block or max(batch, 1)
         parts = []
-        for start in range(0, batch, block) if batch > block else [0]:
-            part = slice(start, start + block) if batch > block else slice(None)
-            if points is None:
-                pts = None
-            else:
-                pts = (points[0][part], points[1][part]) if isinstance(points, tuple) else points.take(part)
+        for start in range(0, batch, block) if batch else [0]:
+            part = slice(start, start + block)
             masks_in = (
                 mask_input[part] if mask_input is not None and mask_input.shape[0] == batch else mask_input
             )
-            parts.append(self._decode_block(pts, masks_in, multimask_output, return_logits))
+            parts.append(self._decode_block(_take(points, part), masks_in, multimask_output, return_logits))
         if len(parts) == 1:
             return parts[0]
         return tuple(torch.cat(p) for p in zip(*parts))
@@ -294,3 +285,15 @@ class SamPredictor:
                 raise ValueError("box coordinates must be finite (got NaN or inf)")
             if coords is not None and coords.shape[0] not in (1, boxes.shape[0]) and boxes.shape[0] != 1:
                 raise ValueError(f"{coords.shape[0]} point sets but {boxes.shape[0]} boxes")
+
+
+# Laid-out prompts (``model.prepare_prompts``) are a (coords, labels) pair for torch models and
+# :class:`~leansam.export.runtime.OnnxPrompts` (``len``/``take``) for the ONNX Runtime backend.
+def _count(points: tuple[torch.Tensor, torch.Tensor] | Any) -> int:
+    return points[0].shape[0] if isinstance(points, tuple) else len(points)
+
+
+def _take(points: tuple[torch.Tensor, torch.Tensor] | Any | None, part: slice) -> Any:
+    if points is None:
+        return None
+    return (points[0][part], points[1][part]) if isinstance(points, tuple) else points.take(part)

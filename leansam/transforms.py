@@ -148,26 +148,16 @@ def postprocess_logits(
     b, m, lh, lw = low_res.shape
     if b * m == 0 or original_size[0] * original_size[1] > SEPARABLE_MAX_PIXELS:
         return _resize_stepwise(low_res, t, original_size)
-    rows = _resize_matrix(lh, t, original_size, 0)
-    cols = _resize_matrix(lw, t, original_size, 1)
-    return _resize_separable(low_res, rows, cols)
+    rows = _resize_matrix(lh, t, original_size, 0).to(low_res)  # H x kh
+    cols = _resize_matrix(lw, t, original_size, 1).to(low_res)  # W x kw
+    # Only the leading kh rows / kw columns reach the output (the rest is padding, cropped away).
+    x = low_res[..., : rows.shape[1], : cols.shape[1]] @ cols.t()  # B x M x kh x W
+    return torch.matmul(rows, x)  # B x M x H x W
 
 
 # Above this many output pixels the dense matrices cost more than step-by-step interpolation:
 # the products take about (rows kept) multiply-adds per output pixel, interpolation a handful.
 SEPARABLE_MAX_PIXELS = 2**21
-
-
-def _resize_separable(
-    low_res: torch.Tensor, rows: tuple[torch.Tensor, int], cols: tuple[torch.Tensor, int]
-) -> torch.Tensor:
-    """Applies ``R @ x @ C^T`` to every B x M plane: R is H x kh, C is W x kw (kh/kw leading
-    low-res rows/columns that reach the output; the rest have zero weight)."""
-    r, kh = rows
-    c, kw = cols
-    r, ct = r.to(low_res), c.t().to(low_res)
-    x = low_res[..., :kh, :kw] @ ct  # B x M x kh x W
-    return torch.matmul(r, x)  # B x M x H x W
 
 
 def _resize_stepwise(
@@ -199,34 +189,34 @@ def _resize_stepwise(
     return x.reshape(b, m, *original_size)
 
 
-@lru_cache(maxsize=64)
-def _resize_matrix(
-    n: int, t: ImageTransform, original_size: tuple[int, int], axis: int
-) -> tuple[torch.Tensor, int]:
-    """The whole postprocessing along one axis (0: rows, 1: columns) as a matrix.
+def interpolation_matrix(
+    n: int, m: int, mode: str, dtype: torch.dtype = torch.float32, device: torch.device | None = None
+) -> torch.Tensor:
+    """``F.interpolate`` from n to m samples along one axis (``align_corners=False``) as an m x n matrix.
 
-    Bilinear and bicubic ``F.interpolate`` are separable, so upscale-crop-resize along one axis is a
-    linear map from the ``n`` low-res samples to the output's. Running :func:`_resize_stepwise` on
-    the ``n`` one-hot vectors (the other axis of size 1, which interpolation leaves untouched) gives
-    that map with exactly the weights interpolation uses. Returns (out x k matrix, k): the output
-    reads only the first k low-res samples (the padding rows/columns beyond are cropped away).
+    Bilinear and bicubic interpolation are separable and linear, so resizing one axis is a matrix
+    product; interpolating the n unit vectors gives that matrix with PyTorch's own weights (border
+    clamping included). Only the order of the sums differs from ``F.interpolate`` itself.
     """
-    eye = torch.eye(n).view(n, 1, n, 1)  # float32: the very weights float32 interpolation uses
-    if axis == 1:
-        eye = eye.transpose(2, 3)
-    size = (original_size[0], 1) if axis == 0 else (1, original_size[1])
-    # One-axis frame: the other axis has one pixel in and out. Crop families scale the frame's
-    # other side in proportion, so compute frame rows/columns from the real size.
+    eye = torch.eye(n, dtype=dtype, device=device).reshape(n, 1, n, 1)
+    return F.interpolate(eye, size=(m, 1), mode=mode, align_corners=False).reshape(n, m).T
+
+
+@lru_cache(maxsize=64)
+def _resize_matrix(n: int, t: ImageTransform, original_size: tuple[int, int], axis: int) -> torch.Tensor:
+    """The whole postprocessing along one axis (0: rows, 1: columns) as an out x k matrix.
+
+    Upscale to the prompt frame, crop to the image and resize to the original size, composed from
+    :func:`interpolation_matrix` (float32: the weights float32 interpolation uses). k <= n: the
+    output reads only the first k low-res samples (those beyond lie in the cropped-away padding).
+    """
+    out = original_size[axis]
     if t.crop:
-        fh, fw = t.frame_size(original_size)
-        side, keep = t.prompt_frame, (fh if axis == 0 else fw)
-        shape = (side, 1) if axis == 0 else (1, side)
-        x = F.interpolate(eye, shape, mode=t.upsample, align_corners=False)
-        x = x[:, :, :keep] if axis == 0 else x[:, :, :, :keep]
+        keep = t.frame_size(original_size)[axis]
+        to_frame = interpolation_matrix(n, t.prompt_frame, t.upsample)[:keep]  # keep x n
+        mat = interpolation_matrix(keep, out, t.upsample) @ to_frame
     else:
-        x = eye
-    x = F.interpolate(x, size, mode=t.upsample, align_corners=False)
-    mat = x.reshape(n, -1).t()  # out x n
+        mat = interpolation_matrix(n, out, t.upsample)
     used = torch.nonzero(mat.abs().sum(0)).flatten()
     k = int(used.max()) + 1 if len(used) else 1
-    return mat[:, :k].float().contiguous(), k
+    return mat[:, :k].contiguous()

@@ -24,6 +24,11 @@ def run(args, capsys):
     return code, captured.out, captured.err
 
 
+def model_args(ckpt, out):
+    """The options every command here ends with: the MobileSAM model, its checkpoint, the output folder."""
+    return ["--model", MODEL, "--checkpoint", str(ckpt), "--out", str(out)]
+
+
 def assert_clean_error(code, err, out_dir, pattern):
     assert code == 2
     lines = [ln for ln in err.splitlines() if ln.strip()]
@@ -44,12 +49,7 @@ def test_segment_writes_masks_json_pngs_and_overlay(tmp_path, mobile_sam_ckpt, m
             "300,200,560,420",
             "--point",
             "430,310",
-            "--model",
-            MODEL,
-            "--checkpoint",
-            mobile_sam_ckpt,
-            "--out",
-            out,
+            *model_args(mobile_sam_ckpt, out),
         ],
         capsys,
     )
@@ -83,12 +83,7 @@ def test_segment_matches_the_python_api(tmp_path, mobile_sam_ckpt, mobile_sam_im
             "--point",
             "420,330,0",
             "--multimask",
-            "--model",
-            MODEL,
-            "--checkpoint",
-            mobile_sam_ckpt,
-            "--out",
-            out,
+            *model_args(mobile_sam_ckpt, out),
         ],
         capsys,
     )
@@ -105,7 +100,7 @@ def test_segment_matches_the_python_api(tmp_path, mobile_sam_ckpt, mobile_sam_im
 
 def test_many_boxes_are_one_prompt_each(tmp_path, mobile_sam_ckpt, mobile_sam_image_file, capsys):
     out = tmp_path / "out"
-    args = ["segment", mobile_sam_image_file, "--model", MODEL, "--checkpoint", mobile_sam_ckpt, "--out", out]
+    args = ["segment", mobile_sam_image_file, *model_args(mobile_sam_ckpt, out)]
     for box in ("10,10,100,100", "120,80,330,260", "300,200,560,420"):
         args += ["--box", box]
     code, _, err = run(args, capsys)
@@ -131,12 +126,7 @@ def test_exif_rotated_image_gives_masks_in_displayed_orientation(tmp_path, mobil
                 tmp_path / name,
                 "--point",
                 "200,150",
-                "--model",
-                MODEL,
-                "--checkpoint",
-                mobile_sam_ckpt,
-                "--out",
-                out,
+                *model_args(mobile_sam_ckpt, out),
             ],
             capsys,
         )
@@ -167,12 +157,7 @@ def test_other_pixel_formats_are_handled(tmp_path, mobile_sam_ckpt, kind, capsys
             path,
             "--box",
             "20,20,200,150",
-            "--model",
-            MODEL,
-            "--checkpoint",
-            mobile_sam_ckpt,
-            "--out",
-            out,
+            *model_args(mobile_sam_ckpt, out),
         ],
         capsys,
     )
@@ -242,12 +227,7 @@ def test_bad_checkpoint_gives_one_error_line(
             mobile_sam_image_file,
             "--point",
             "5,5",
-            "--model",
-            MODEL,
-            "--checkpoint",
-            path,
-            "--out",
-            out,
+            *model_args(path, out),
         ],
         capsys,
     )

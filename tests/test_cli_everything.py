@@ -10,7 +10,7 @@ from PIL import Image
 
 from leansam.cli import main
 from leansam.data.coco import decode_mask
-from tests.test_cli import assert_clean_error, run
+from tests.test_cli import assert_clean_error, model_args, run
 
 MODEL = "mobile_sam"
 
@@ -27,12 +27,7 @@ def test_boxes_strategy_writes_one_record_per_box(tmp_path, mobile_sam_ckpt, mob
             "boxes",
             "--boxes",
             boxes,
-            "--model",
-            MODEL,
-            "--checkpoint",
-            mobile_sam_ckpt,
-            "--out",
-            out,
+            *model_args(mobile_sam_ckpt, out),
         ],
         capsys,
     )
@@ -58,12 +53,7 @@ def test_grid_strategy_runs_with_progress(tmp_path, mobile_sam_ckpt, mobile_sam_
             "0",
             "--stability-score-thresh",
             "0",
-            "--model",
-            MODEL,
-            "--checkpoint",
-            mobile_sam_ckpt,
-            "--out",
-            out,
+            *model_args(mobile_sam_ckpt, out),
         ],
         capsys,
     )
@@ -111,12 +101,7 @@ def test_bad_input_gives_one_error_line(
             "everything",
             str(mobile_sam_image_file),
             *extra,
-            "--model",
-            MODEL,
-            "--checkpoint",
-            str(mobile_sam_ckpt),
-            "--out",
-            str(out),
+            *model_args(mobile_sam_ckpt, out),
         ]
     )
     err = capsys.readouterr().err

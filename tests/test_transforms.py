@@ -42,8 +42,8 @@ def test_large_images_take_the_stepwise_path(monkeypatch):
 
 def test_resize_matrix_rows_are_interpolation_weights():
     """Each output row of the composite map is a convex combination for bilinear (weights sum to 1)."""
-    mat, k = T._resize_matrix(256, T.SAM_TRANSFORM, (480, 640), 0)
-    assert mat.shape == (480, k) and k == 193  # 768 of 1024 frame rows -> 192 low-res rows + 1 margin
+    mat = T._resize_matrix(256, T.SAM_TRANSFORM, (480, 640), 0)
+    assert mat.shape == (480, 193)  # 768 of 1024 frame rows -> 192 low-res rows + 1 margin
     assert torch.allclose(mat.sum(1), torch.ones(480), atol=1e-6)
     assert (mat >= 0).all()
 
@@ -51,3 +51,11 @@ def test_resize_matrix_rows_are_interpolation_weights():
 def test_empty_batch():
     out = T.postprocess_logits(torch.zeros(0, 3, 256, 256), T.SAM_TRANSFORM, (48, 64))
     assert out.shape == (0, 3, 48, 64)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+@pytest.mark.parametrize(("n", "m"), [(64, 256), (256, 97), (5, 5)])
+def test_interpolation_matrix_is_f_interpolate(mode, n, m):
+    x = torch.randn(3, n, 7)
+    ref = torch.nn.functional.interpolate(x[:, None], size=(m, 7), mode=mode, align_corners=False)[:, 0]
+    assert torch.allclose(T.interpolation_matrix(n, m, mode) @ x, ref, atol=1e-5)

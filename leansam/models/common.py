@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..transforms import interpolation_matrix
+
 
 class LayerNorm2d(nn.Module):
     """LayerNorm over the channel dimension of a B x C x H x W tensor.
@@ -87,18 +89,14 @@ def bicubic_as_matmuls(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """``F.interpolate(x, size, mode="bicubic", align_corners=False)`` as two matrix products.
 
     For ONNX export (EfficientViT-SAM's neck, EdgeSAM's fusion): ONNX Runtime's cubic ``Resize`` is
-    slow on CPU (EfficientViT-SAM-L0: its two took ~15 % of the encoder). Bicubic resizing is
-    separable and linear, so the matrices are PyTorch's own weights (the resize applied to unit
-    vectors, border clamping included); only the order of the fp32 sums differs.
-    B x C x h x w -> B x C x H x W.
+    slow on CPU (EfficientViT-SAM-L0: its two took ~15 % of the encoder). The matrices are
+    :func:`leansam.transforms.interpolation_matrix`: PyTorch's own weights; only the order of the
+    fp32 sums differs. B x C x h x w -> B x C x H x W.
     """
-
-    def weights(n: int, m: int) -> torch.Tensor:  # m x n
-        eye = torch.eye(n, dtype=x.dtype, device=x.device).reshape(n, 1, n, 1)
-        return F.interpolate(eye, size=(m, 1), mode="bicubic", align_corners=False).reshape(n, m).T
-
     (h, w), (oh, ow) = x.shape[-2:], size
-    return weights(h, oh) @ x @ weights(w, ow).T
+    rows = interpolation_matrix(h, oh, "bicubic", x.dtype, x.device)
+    cols = interpolation_matrix(w, ow, "bicubic", x.dtype, x.device)
+    return rows @ x @ cols.T
 
 
 @torch.no_grad()
