@@ -150,28 +150,31 @@ What makes the difference:
   term is added as a mask built chunk by chunk over queries (at most 96 MB at a time), so neither
   the 4096 x 4096 attention matrix nor the full bias is ever materialised (the official code
   materialises both, 12 x 4096 x 4096 floats per global block).
-* **Decoder, many prompts**: all prompts go through one batched call; the image tokens stay a
-  batch of one until the first image-to-token update; with few prompt tokens the cross-attention
-  projections are folded into the token side (`(W_q q)·(W_k x) = (W_k^T W_q q)·x`,
-  `Σ p (W_v x) = W_v Σ p x`), so the 4096 image tokens are never projected in or out of the
-  attention; batch-1 operands are multiplied without broadcasting copies; the transposed-convolution
-  upscaling runs channels-last as two plain matrix products; the residual add and output bias of the
-  image-to-token attention ride on its one matrix product. The predictor decodes in blocks of 4
-  prompts (`prompt_block`): each prompt carries its own 4096 x 256 image tokens and 3 full-size masks,
-  and a block's working set stays in cache where 50 prompts at once stream ~1 GB through memory.
-* **Upscaling to the original size**: upscale, crop and resize along each axis is one small matrix
-  built from interpolation's own weights (`leansam.transforms._resize_matrix`), so each mask is
-  two matrix products instead of two `F.interpolate` passes over a 1024-wide intermediate.
-  All of this is the same arithmetic reassociated: the parity tests against the official package
-  (fp32, logits atol 1e-3, IoU 1e-4, masks) still pass.
+* **Decoder, many prompts on one image** (`leansam/models/shared_image.py`): every prompt starts
+  from the same 4096 image tokens and changes them only by low-rank updates (an image-to-token
+  attention adds a mix of the prompt's ~7 token values; a LayerNorm rescales tokens and channels), so
+  after any layer the image tokens of prompt b are exactly `a_b * (D X) + Z_b @ F_b` with X shared,
+  Z_b 4096 x ~116 and F_b ~116 x 256. Every projection, the LayerNorm statistics and the first
+  transposed convolution then split into one prompt-independent product per image (cached on the
+  decoder, checked by value on every call) plus per-prompt products with inner dimension ~56-116
+  instead of 256: ~0.45 GMAC per box instead of ~1.05. It is set up from 3 prompts in one call
+  (its per-image products cost ~1.3 one-box decodes), never under autograd or ONNX export.
+* **Upscaling**: one prompt at a time, the second transposed convolution 8 rows of its 128 x 128 grid at a time
+  and separately for even and odd output rows, so each chunk's logits are whole image rows and no
+  intermediate reaches 32 MB (glibc's mmap threshold, above which every allocation is fresh
+  page-faulted memory): 2x faster than the batched upscaling here.
+* **Postprocessing to the original size**: upscale, crop and resize along each axis is one small
+  matrix built from interpolation's own weights; columns are one dense product, rows are applied
+  32 output rows at a time to the ~15-row band those rows read (`leansam.transforms`), ~10x fewer
+  multiply-adds than the dense row matrix.
+* The predictor decodes in blocks of 4 prompts (`prompt_block`) and writes each block's masks,
+  thresholded in place, straight into the result.
 
-Why the {n}-box target is hard on this CPU: per box, the decoder's exact arithmetic is ~0.9 GMAC after
-the factorisations above (the two transposed convolutions over the 64 x 64 grid alone are 0.4 GMAC),
-and the official batch-1 path already runs near this CPU's throughput, so a 3x margin needs a cheaper
-numeric format (int8/bf16 decoding, outside the 1e-3 parity tolerance) or a smaller decoder
-(`torch.compile` of the decoder was tried: 100 s to compile, no measurable gain on this CPU). On a
-loaded machine the official per-call loop degrades far more than one batched call (a run at load
-average 9-12 measured 0.20), but the quiet-machine ratio is the one reported.
+All of this is the same arithmetic reassociated: the parity tests against the official package
+(fp32, logits atol 1e-3, IoU 1e-4, masks) run through these paths and pass, and in float64 the
+factored decoder matches the plain one to 1e-9 for the SAM, SAM 2 and EfficientSAM decoder variants
+(`tests/models/test_shared_image.py`). The "one decoder call" row decodes all 50 prompts at once: its
+working set no longer fits in cache, which is why the default works in blocks.
 """
 
 

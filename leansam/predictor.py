@@ -72,10 +72,12 @@ class SamPredictor:
             returned low-res logits are not cleaned (see
             :func:`leansam.postprocess.fill_holes_and_remove_sprinkles`).
         prompt_block: :meth:`predict_torch` decodes and upscales its B prompts in blocks of this
-            many (None: all B at once). Each block is one batched decoder call. Why blocks: every
-            prompt carries its own copy of the image tokens (4096 x 256 floats, 4 MB) and 3 masks
-            at full size, so 50 prompts at once stream ~1 GB through memory while a block of 4 stays
-            in cache; on a 2-core CPU this made 50 boxes ~1.5x faster. Results do not depend on it.
+            many (None: all B at once). Each block is one batched decoder call. Why blocks: each
+            prompt carries its own image-token state (4096 x 256 floats in the plain decoder, 4096 x
+            ~116 coefficients in the factored one, see :mod:`leansam.models.shared_image`) and 3
+            masks at full size, so 50 prompts at once stream hundreds of MB through memory while a
+            block of 4 stays near the cache; on a 2-core CPU 50 boxes ran ~1.5x faster in blocks.
+            Results do not depend on it.
     """
 
     def __init__(
@@ -231,16 +233,21 @@ class SamPredictor:
         points = self.model.prepare_prompts(point_coords, point_labels, boxes, size)
         batch = mask_input.shape[0] if points is None else _count(points)
         block = self.prompt_block or max(batch, 1)
-        parts = []
+        outs: tuple[torch.Tensor, ...] | None = None
         for start in range(0, batch, block) if batch else [0]:
             part = slice(start, start + block)
             masks_in = (
                 mask_input[part] if mask_input is not None and mask_input.shape[0] == batch else mask_input
             )
-            parts.append(self._decode_block(_take(points, part), masks_in, multimask_output, return_logits))
-        if len(parts) == 1:
-            return parts[0]
-        return tuple(torch.cat(p) for p in zip(*parts))
+            dest = tuple(o[part] for o in outs) if outs is not None else None
+            res = self._decode_block(_take(points, part), masks_in, multimask_output, return_logits, dest)
+            if start == 0 and block >= batch:
+                return res
+            if outs is None:  # later blocks are written in place: no final copy of all B prompts' masks
+                outs = tuple(r.new_empty((batch, *r.shape[1:])) for r in res)
+                for o, r in zip(outs, res):
+                    o[part] = r
+        return outs
 
     def _decode_block(
         self,
@@ -248,8 +255,10 @@ class SamPredictor:
         mask_input: torch.Tensor | None,
         multimask_output: bool,
         return_logits: bool,
+        out: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One batched decoder call and its upscaling: see :meth:`predict_torch`."""
+        """One batched decoder call and its upscaling: see :meth:`predict_torch`. With ``out``
+        (masks, IoU, low-res views of the caller's result) the results are written there."""
         size = self.original_size
         low, iou, _ = self.model.decode(self.features, points, mask_input, multimask_output)
         cleaned = low
@@ -263,9 +272,15 @@ class SamPredictor:
         clamp = self.model.transform.low_res_clamp
         if clamp is not None:
             low = low.clamp(-clamp, clamp)
+        if out is None:
+            return (masks if return_logits else masks > self.mask_threshold), iou, low
         if return_logits:
-            return masks, iou, low
-        return masks > self.mask_threshold, iou, low
+            out[0].copy_(masks)
+        else:
+            torch.gt(masks, self.mask_threshold, out=out[0])
+        out[1].copy_(iou)
+        out[2].copy_(low)
+        return out
 
     def _check_prompts(
         self, coords: torch.Tensor | None, labels: torch.Tensor | None, boxes: torch.Tensor | None
