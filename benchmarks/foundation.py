@@ -159,7 +159,7 @@ What makes the difference:
   decoder, checked by value on every call) plus per-prompt products with inner dimension ~56-116
   instead of 256: ~0.45 GMAC per box instead of ~1.05. It is set up from 3 prompts in one call
   (its per-image products cost ~1.3 one-box decodes), never under autograd or ONNX export.
-* **Upscaling**: one prompt at a time, the second transposed convolution 8 rows of its 128 x 128 grid at a time
+* **Upscaling**: one prompt at a time, the second transposed convolution 32 rows of its 128 x 128 grid at a time
   and separately for even and odd output rows, so each chunk's logits are whole image rows and no
   intermediate reaches 32 MB (glibc's mmap threshold, above which every allocation is fresh
   page-faulted memory): 2x faster than the batched upscaling here.

@@ -169,6 +169,27 @@ class FactoredKeys:
     def __len__(self) -> int:
         return self.batch
 
+    @staticmethod
+    def cat(parts: list[FactoredKeys]) -> FactoredKeys:
+        """Prompts of several :class:`FactoredKeys` of the same image and decoder stage, in order."""
+        if len(parts) == 1:
+            return parts[0]
+        p0 = parts[0]
+        cat = lambda ts: torch.cat(ts) if ts[0] is not None else None  # noqa: E731
+        segments = tuple(
+            replace(g, v=torch.cat([p.segments[i].v for p in parts])) for i, g in enumerate(p0.segments)
+        )
+        return FactoredKeys(
+            p0.shared,
+            sum(p.batch for p in parts),
+            cat([p.a for p in parts]),
+            cat([p.z for p in parts]),
+            cat([p.f for p in parts]),
+            segments,
+            p0.d,
+            p0.stage,
+        )
+
     def __getitem__(self, rows: torch.Tensor | slice) -> FactoredKeys:
         batch = int(torch.arange(self.batch)[rows].numel())
         take = lambda t: t[rows] if t is not None else None  # noqa: E731
@@ -345,3 +366,39 @@ class FactoredKeys:
         start = bias.expand(b, n, out_dim) if bias is not None else xw.new_zeros(b, n, out_dim)
         out = torch.baddbmm(start, self.z, self.f @ weight)
         return out.addcmul_(self.a[..., None], xw)
+
+
+class FactoredBatch:
+    """Consecutive blocks of prompts decoded separately, seen as one batch without copying them.
+
+    The decoder runs the factored transformer a few prompts at a time (their coefficients then stay
+    in cache); indexing picks prompts out of the blocks they live in: ``batch[i : i + 1]`` (the
+    upscaling, one prompt at a time) touches one block, ``batch[rows]`` concatenates only the rows
+    asked for (the mask generator keeps the prompts that pass its score filter).
+    """
+
+    def __init__(self, parts: list[FactoredKeys]) -> None:
+        self.parts = parts
+        self.starts = [0]
+        for p in parts:
+            self.starts.append(self.starts[-1] + len(p))
+
+    def __len__(self) -> int:
+        return self.starts[-1]
+
+    def __getitem__(self, rows: torch.Tensor | slice) -> FactoredKeys:
+        idx = torch.arange(len(self))[rows].reshape(-1)
+        if len(idx) == 0:
+            return self.parts[0][idx]
+        order = torch.argsort(idx, stable=True)
+        ordered = idx[order]
+        pieces = []
+        for part, s0, s1 in zip(self.parts, self.starts, self.starts[1:]):
+            sel = ordered[(ordered >= s0) & (ordered < s1)] - s0
+            if len(sel):
+                contiguous = int(sel[-1] - sel[0]) + 1 == len(sel)
+                pieces.append(part[int(sel[0]) : int(sel[-1]) + 1] if contiguous else part[sel])
+        out = FactoredKeys.cat(pieces)
+        if bool((order == torch.arange(len(order))).all()):
+            return out
+        return out[torch.argsort(order)]

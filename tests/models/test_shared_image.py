@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from leansam.models.mask_decoder import MaskDecoder
-from leansam.models.shared_image import FactoredKeys
+from leansam.models.shared_image import FactoredBatch, FactoredKeys
 
 VARIANTS = {
     "sam": {},
@@ -30,6 +30,7 @@ H = W = 16  # a small grid keeps the test fast; the code paths do not depend on 
 def _decoder(kind: str, seed: int = 0) -> MaskDecoder:
     torch.manual_seed(seed)
     dec = MaskDecoder(**VARIANTS[kind]).double().eval()
+    dec.UPSCALE_CHUNK_TOKENS = 96  # 3 rows of the 32 x 32 grid: many chunks and a ragged last one
     with torch.no_grad():  # move every weight off its init (norm weights 1, biases 0 would hide terms)
         for p in dec.parameters():
             p.add_(torch.randn_like(p) * 0.2)
@@ -76,13 +77,16 @@ def test_factored_decoding_matches_the_plain_batched_decoder(kind: str, multimas
 
 
 def test_the_factored_tokens_are_factored_keys_and_can_be_subset() -> None:
-    # The mask generator scores all prompts, then upscales only the kept ones: src[rows].
+    # The mask generator scores all prompts, then upscales only the kept ones: src[rows]. With more
+    # prompts than FACTOR_BLOCK they come as blocks (FactoredBatch); rows [4, 1] span two blocks,
+    # out of order.
     dec = _decoder("sam")
-    image, pe, sparse, dense, _ = _inputs(5, 3)
+    image, pe, sparse, dense, _ = _inputs(dec.FACTOR_BLOCK + 1, 3)
     with torch.no_grad():
         tokens, src, size, iou, _ = dec.predict_tokens(image, pe, sparse, dense)
-        assert isinstance(src, FactoredKeys) and len(src) == 5
-        rows = torch.tensor([4, 1])
+        assert isinstance(src, FactoredBatch) and len(src) == dec.FACTOR_BLOCK + 1
+        assert isinstance(src[1:3], FactoredKeys) and len(src[1:3]) == 2
+        rows = torch.tensor([dec.FACTOR_BLOCK, 1])
         sub = dec.masks_from_tokens(tokens[rows], src[rows], size)
         full = dec.masks_from_tokens(tokens, src, size)
         dec.factor_shared_image = False
