@@ -485,7 +485,12 @@ class MaskDecoder(nn.Module):
         dense_shared = dense.shape[0] == 1 or dense.stride(0) == 0
         h, w = image_embeddings.shape[-2:]
         shared = None
-        if image_embeddings.shape[0] == 1 and dense_shared and self._factoring(tokens.shape[1]):
+        if (
+            image_embeddings.shape[0] == 1
+            and dense_shared
+            and h * w >= self.FACTOR_MIN_TOKENS
+            and self._factoring(tokens.shape[1])
+        ):
             shared = self._shared_image(
                 image_embeddings, dense[:1], image_pe, build=b >= self.FACTOR_MIN_PROMPTS
             )
@@ -523,6 +528,10 @@ class MaskDecoder(nn.Module):
     #: per-image products cost about 1.3 decodes of one prompt and each prompt then costs ~0.45 of
     #: one, so from 3 prompts on one call already gains; once set up, any call on that image uses it.
     FACTOR_MIN_PROMPTS = 3
+    #: Smallest image-token grid (h * w) for the factored path and the chunked upscaling. On a small
+    #: grid (leansam_tiny: 16 x 16 tokens of 128 channels) the per-prompt coefficients are as wide as
+    #: the tokens themselves and Python overhead dominates: there they made 50 boxes 3.8x slower.
+    FACTOR_MIN_TOKENS = 1024
     #: Prompts per block of the factored transformer: each carries ~4096 x 116 coefficients (1.9 MB),
     #: so a block of 4 works near the cache where 64 at once (the mask generator's batch) stream
     #: ~120 MB per operation; on a 2-core CPU 64 prompts decoded ~1.5x faster in blocks.
@@ -579,7 +588,9 @@ class MaskDecoder(nn.Module):
             return hyper_in.new_zeros(0, hyper_in.shape[1], 4 * h, 4 * w)
         dc1, _, _, dc2, _ = self.output_upscaling
         c1, c2 = dc1.out_channels, dc2.out_channels
-        if isinstance(src, FactoredKeys | FactoredBatch) or self._eager_inference():
+        if isinstance(src, FactoredKeys | FactoredBatch) or (
+            h * w >= self.FACTOR_MIN_TOKENS and self._eager_inference()
+        ):
             return self._upscale_in_chunks(src, h, w, hyper_in, high_res_features)
         feat_s0 = feat_s1 = None
         if self.use_high_res_features:

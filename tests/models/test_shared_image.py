@@ -31,6 +31,7 @@ def _decoder(kind: str, seed: int = 0) -> MaskDecoder:
     torch.manual_seed(seed)
     dec = MaskDecoder(**VARIANTS[kind]).double().eval()
     dec.UPSCALE_CHUNK_TOKENS = 96  # 3 rows of the 32 x 32 grid: many chunks and a ragged last one
+    dec.FACTOR_MIN_TOKENS = 0  # the 16 x 16 test grid is below the default threshold
     with torch.no_grad():  # move every weight off its init (norm weights 1, biases 0 would hide terms)
         for p in dec.parameters():
             p.add_(torch.randn_like(p) * 0.2)
@@ -147,3 +148,11 @@ def test_many_prompt_tokens_and_per_prompt_images_take_the_plain_path() -> None:
         # A mask prompt per prompt: the image tokens differ from the start.
         _, src, _, _, _ = dec.predict_tokens(image, pe, sparse[:, :3], torch.randn_like(dense))
         assert isinstance(src, torch.Tensor)
+
+
+def test_small_token_grids_take_the_plain_path_by_default() -> None:
+    dec = MaskDecoder().double().eval()  # default FACTOR_MIN_TOKENS: 16 x 16 = 256 tokens is below it
+    image, pe, sparse, dense, _ = _inputs(6, 3)
+    with torch.no_grad():
+        assert isinstance(dec.predict_tokens(image, pe, sparse, dense)[1], torch.Tensor)
+    assert dec._shared is None
