@@ -582,20 +582,19 @@ class MaskDecoder(nn.Module):
         matmul whose output columns are ordered (dy, dx, channel), so the per-pixel norm works on
         the last dimension and only the final M-channel logits are permuted into image layout.
         """
+        factored = isinstance(src, FactoredKeys | FactoredBatch)
         # src.shape[0], not len(src): the ONNX tracer keeps shapes symbolic but bakes len() in as a constant.
-        b = len(src) if isinstance(src, FactoredKeys | FactoredBatch) else src.shape[0]
+        b = len(src) if factored else src.shape[0]
         if b == 0:  # no prompt left (e.g. all filtered out): views with -1 are ambiguous on empty tensors
             return hyper_in.new_zeros(0, hyper_in.shape[1], 4 * h, 4 * w)
+        if self.use_high_res_features and high_res_features is None:
+            raise ValueError("this decoder needs the image encoder's high-resolution features (SAM 2)")
+        if factored or (h * w >= self.FACTOR_MIN_TOKENS and self._eager_inference()):
+            return self._upscale_in_chunks(src, h, w, hyper_in, high_res_features)
         dc1, _, _, dc2, _ = self.output_upscaling
         c1, c2 = dc1.out_channels, dc2.out_channels
-        if isinstance(src, FactoredKeys | FactoredBatch) or (
-            h * w >= self.FACTOR_MIN_TOKENS and self._eager_inference()
-        ):
-            return self._upscale_in_chunks(src, h, w, hyper_in, high_res_features)
         feat_s0 = feat_s1 = None
         if self.use_high_res_features:
-            if high_res_features is None:
-                raise ValueError("this decoder needs the image encoder's high-resolution features (SAM 2)")
             f0, f1 = high_res_features  # Bf x c2 x 4h x 4w, Bf x c1 x 2h x 2w (Bf = 1 or B)
             feat_s1 = f1.reshape(-1, c1, h, 2, w, 2).permute(0, 2, 4, 3, 5, 1)
             feat_s0 = f0.reshape(-1, c2, h, 2, 2, w, 2, 2).permute(0, 2, 5, 3, 6, 4, 7, 1)
@@ -657,9 +656,7 @@ class MaskDecoder(nn.Module):
         w2 = dc2.weight.permute(2, 0, 3, 1).reshape(2, c1, 2 * c2)  # [dy2]: c1 x (dx2, c2), contiguous
         b2 = dc2.bias.repeat(2)
         f0 = f1 = None
-        if self.use_high_res_features:
-            if high_res_features is None:
-                raise ValueError("this decoder needs the image encoder's high-resolution features (SAM 2)")
+        if self.use_high_res_features:  # present: checked by _upscale_and_project
             f0, f1 = high_res_features  # Bf x c2 x 4h x 4w, Bf x c1 x 2h x 2w (Bf = 1 or B)
             f0 = f0.permute(0, 2, 3, 1).unflatten(1, (2 * h, 2))  # Bf x 2h x dy2 x 4w x c2
             f1 = f1.permute(0, 2, 3, 1)  # Bf x 2h x 2w x c1
