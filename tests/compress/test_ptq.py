@@ -23,8 +23,7 @@ from leansam.compress import (
 from leansam.compress.int8 import FloatWithActivation, FusedActivation, Int8Conv2d, Int8Linear
 from leansam.io import InputError
 from leansam.train.data import TINY_SYNTH, SynthSource
-from leansam.train.encoders import tiny_sam
-from leansam.zoo.default import TINY_TRANSFORM
+from leansam.zoo.default import TINY_TRANSFORM, tiny_sam
 
 from .helpers import embed, iou, load_images, make_images, needs_int8, one_thread, tiny_fp32  # noqa: F401 (one_thread: autouse fixture)
 

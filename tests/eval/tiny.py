@@ -93,9 +93,9 @@ def build_scripted() -> Sam:
     )
 
 
-INFO = ModelInfo(name=NAME, family="test", builder="tests.eval.tiny:build_tiny", weights=None)
+INFO = ModelInfo(name=NAME, family="test", builder=build_tiny, weights=None)
 SCRIPTED_INFO = ModelInfo(
-    name=SCRIPTED, family="test", builder="tests.eval.tiny:build_scripted", weights=None
+    name=SCRIPTED, family="test", builder=build_scripted, weights=None
 )
 
 

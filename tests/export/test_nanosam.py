@@ -27,6 +27,7 @@ from leansam.cli import main
 from leansam.data.coco import decode_mask
 from leansam.export import OnnxModelError, load_onnx_model
 from leansam.export.onnx import DecoderGraph
+from leansam.models.resnet import NanoSamEncoder
 from leansam.zoo import nanosam
 from tests.export.conftest import random_boxes
 from tests.export.test_onnx import check_same
@@ -35,9 +36,9 @@ from tests.test_cli import assert_clean_error
 CPU = ["CPUExecutionProvider"]
 
 
-def stand_in_encoder() -> nanosam.NanoSamEncoder:
+def stand_in_encoder() -> NanoSamEncoder:
     torch.manual_seed(0)
-    enc = nanosam.NanoSamEncoder()
+    enc = NanoSamEncoder()
     with torch.no_grad():
         enc.pos_embedding.normal_(std=0.1)
         for m in enc.modules():

@@ -27,8 +27,9 @@ import torch
 
 import leansam
 from leansam.checkpoints import expected_shapes, load_model
+from leansam.models.vit import EfficientTamImageEncoder
 from leansam.registry import get_model_info
-from leansam.zoo.efficienttam import EfficientTamImageEncoder, filter_fn
+from leansam.zoo.efficienttam import filter_fn
 from tests import parity as P
 
 NAME = "efficienttam_ti"
