@@ -372,7 +372,7 @@ def hierarchical(n_images: int = 20, n_default_images: int = 3) -> dict[str, Any
 
 
 def _memory_image(size: int) -> np.ndarray:
-    from leansam.bench.runner import test_image
+    from leansam.bench.protocol import test_image
 
     return test_image((size, size), 0)[0]
 
@@ -468,7 +468,7 @@ def memory(
         "machine": _machine(),
         "load_before": load_before,
         "load_after": _load(),
-        "image": f"leansam.bench.runner.test_image(({image_size}, {image_size}), 0)",
+        "image": f"leansam.bench.protocol.test_image(({image_size}, {image_size}), 0)",
         "points_per_batch": 64,
         "method": "VmHWM - VmRSS around one generate() call, fresh process per row (leansam.bench.memory)",
         "mobile_sam_options": MEMORY_OPTS,

@@ -14,7 +14,7 @@
    calibration image, timed in alternation (A B C A B C ...) for each thread count.
 3. Fidelity of the bundled ``leansam_tiny``: box / centre-click mIoU against ground truth on its
    held-out synthetic set (docs/training.md protocol) for fp32 and int8, and the fidelity gate
-   (``leansam.compare``) of int8 against fp32 on the first 20 held-out images.
+   (``leansam.fidelity``) of int8 against fp32 on the first 20 held-out images.
 
 Weights: ``leansam_tiny`` uses its bundled trained weights; ``mobile_sam`` and ``efficientvit_sam_l0``
 use random initialisation (official checkpoints cannot be downloaded here; speed does not depend
@@ -96,9 +96,9 @@ def run(
     work_threads: int = 1,
     log: Any = None,
 ) -> dict:
-    from leansam.compare import CompareConfig, compare_models
     from leansam.compress import TinySamPTQConfig, load_calibration, quantize_
     from leansam.data.synth import generate
+    from leansam.fidelity import CompareConfig, compare_models
     from leansam.train.evaluate import evaluate_gt
 
     say = log or (lambda m: sys.stderr.write(m + "\n"))
@@ -374,7 +374,7 @@ def render(res: dict) -> str:
             f"| mIoU, centre click | {f['fp32']['point_miou']:.4f} | {f['int8']['point_miou']:.4f} | {100 * dp:+.2f} points |",
             "",
             f"Fidelity gate, int8 against fp32 on the first {f['gate_images']} held-out images "
-            f"(`leansam.compare`, thresholds {', '.join(f'{k} {v}' for k, v in GATE.items())}; "
+            f"(`leansam.fidelity`, thresholds {', '.join(f'{k} {v}' for k, v in GATE.items())}; "
             f"segment-everything with {', '.join(f'{k} {v}' for k, v in WEAK_EVERYTHING.items())}): "
             f"**{'PASS' if f['gate_passed'] else 'FAIL'}**",
             "",

@@ -25,10 +25,10 @@ _EXPORTS = {
     "render_markdown": "report",
     "write_docs": "report",
     "write_outputs": "report",
-    "BenchConfig": "runner",
-    "BenchResult": "runner",
-    "ModelBench": "runner",
-    "run_benchmark": "runner",
+    "BenchConfig": "protocol",
+    "BenchResult": "protocol",
+    "ModelBench": "protocol",
+    "run_benchmark": "protocol",
     "Timing": "timing",
     "machine_fingerprint": "timing",
     "measure": "timing",
@@ -37,8 +37,8 @@ _EXPORTS = {
 if TYPE_CHECKING:
     from .flops import MacCounts, ParamCounts, build_meta, count_macs, model_macs, param_counts
     from .memory import MemoryPeak, peak_memory
+    from .protocol import BenchConfig, BenchResult, ModelBench, run_benchmark
     from .report import render_markdown, write_docs, write_outputs
-    from .runner import BenchConfig, BenchResult, ModelBench, run_benchmark
     from .timing import Timing, machine_fingerprint, measure
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ..io import atomic_path, write_json
+from .protocol import BenchResult
 from .published import PUBLISHED_GMACS, PUBLISHED_PARAMS_M, SURVEY, SURVEY_CPU_ONE_BOX_MS, SURVEY_NAMES
-from .runner import BenchResult
 
 PLOT_HINT = "pip install 'leansam[plot]'"
 

@@ -94,9 +94,7 @@ def build_scripted() -> Sam:
 
 
 INFO = ModelInfo(name=NAME, family="test", builder=build_tiny, weights=None)
-SCRIPTED_INFO = ModelInfo(
-    name=SCRIPTED, family="test", builder=build_scripted, weights=None
-)
+SCRIPTED_INFO = ModelInfo(name=SCRIPTED, family="test", builder=build_scripted, weights=None)
 
 
 def register(monkeypatch) -> None:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from leansam.bench.memory import peak_memory
+from leansam.bench.protocol import RANDOM_LABEL, BenchConfig, BenchResult, resolve_models, run_benchmark
 from leansam.bench.report import PLOT_HINT, render_markdown, write_outputs
-from leansam.bench.runner import RANDOM_LABEL, BenchConfig, BenchResult, resolve_models, run_benchmark
 
 CHEAP = dict(
     runs=2,
@@ -115,7 +115,7 @@ def test_everything_absent_is_skipped_with_a_reason(tiny_models, monkeypatch):
 
 
 def test_failures_are_recorded_per_model_not_raised(tiny_models, monkeypatch):
-    from leansam.bench import runner
+    from leansam.bench import protocol as runner
 
     def boom(*a, **k):
         raise RuntimeError("decoder exploded")

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .eval.prompts import mask_center, tight_box
+from .eval.gt_prompts import mask_center, tight_box
 from .io import DEFAULT_MAX_PIXELS, InputError, load_image
 from .predictor import SamPredictor
 

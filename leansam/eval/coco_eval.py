@@ -3,7 +3,7 @@
 Two modes:
 
 * **prompted** (no detections): each non-crowd ground-truth instance is prompted with a box or
-  clicks derived from it (:mod:`leansam.eval.prompts`); the metric is mIoU, overall and per
+  clicks derived from it (:mod:`leansam.eval.gt_prompts`); the metric is mIoU, overall and per
   COCO area range (:class:`~leansam.eval.evaluators.MaskIoUEvaluator`).
 * **detections** (``detections=RESULTS.json``): every detected box prompts the model; the
   masks, scored with the detection score, are evaluated with COCOeval (segm AP, AP50, AP75,
@@ -11,7 +11,7 @@ Two modes:
 
 Per image: one encoder call, then the instances' prompts in chunks of ``batch_size`` per decoder
 call. With ``out`` set, each image's result is appended to a JSON-lines cache
-(:mod:`leansam.eval.cache`) as soon as it is computed; running again with the same arguments
+(:mod:`leansam.eval.journal`) as soon as it is computed; running again with the same arguments
 skips the images already done. Under ``torchrun`` (env ``RANK`` / ``WORLD_SIZE``) the images
 are split round-robin across processes (gloo process group), each process writes its own
 cache file, and after a barrier every process merges all files; rank 0 writes the outputs.
@@ -37,11 +37,11 @@ import torch
 from ..io import InputError, load_image, write_json
 from ..models.sam import Sam
 from ..predictor import SamPredictor
-from .cache import ImageCache
-from .data import EvalData, image_header_size, load_annotations, load_detections
 from .evaluators import COCOInstanceEvaluator, MaskIoUEvaluator
+from .gt_prompts import InstancePrompts, check_prompt_kind, make_prompts, xywh_to_xyxy
+from .inputs import EvalData, image_header_size, load_annotations, load_detections
+from .journal import ImageCache
 from .predict import predict_instances
-from .prompts import InstancePrompts, check_prompt_kind, make_prompts, xywh_to_xyxy
 
 
 @dataclass
@@ -53,7 +53,7 @@ class EvalConfig:
         images: folder the annotation file's ``file_name`` entries are relative to.
         annotations: COCO (or LVIS-in-COCO-layout) instances JSON.
         checkpoint: weights file; None: the official checkpoint (cache / download).
-        prompt: prompt kind in prompted mode (see :data:`leansam.eval.prompts.PROMPT_KINDS`).
+        prompt: prompt kind in prompted mode (see :data:`leansam.eval.gt_prompts.PROMPT_KINDS`).
         detections: COCO results JSON of a detector: switches to detections mode (AP).
         out: output folder (results.json, per-image cache); None keeps everything in memory.
         limit: evaluate only the first N images of the annotation file.
