@@ -38,7 +38,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from leansam.everything.bench import StageTimer, compare_records
+from benchmarks.agreement import compare_records
+from leansam.bench.timing import StageTimer
 
 RESULT_PATH = Path(__file__).resolve().parents[1] / "docs" / "results" / "everything.json"
 SECTIONS = ("speed", "hierarchical", "memory")

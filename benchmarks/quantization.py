@@ -259,6 +259,68 @@ def _ms(t: dict) -> str:
     return f"{t['median_s'] * 1000:.1f}"
 
 
+SUMMARY_COLUMNS = (
+    ("fp32_eager", "fp32 eager (reference)"),
+    ("int8_pytorch", "int8 PyTorch (TinySAM recipe)"),
+    ("ort_fp32", "ONNX Runtime fp32"),
+    ("ort_int8_static", "ORT int8 static"),
+    ("ort_int8_dynamic", "ORT int8 dynamic"),
+)
+
+
+def fidelity_lines(res: dict) -> list[str]:
+    """The int8 model's held-out mIoU beside fp32's and the fidelity gate's table (empty without them)."""
+    f = res.get("fidelity")
+    if not f:
+        return []
+    d = f["int8"]["box_miou"] - f["fp32"]["box_miou"]
+    dp = f["int8"]["point_miou"] - f["fp32"]["point_miou"]
+    return [
+        "",
+        f"**Fidelity of `leansam_tiny` int8** on its held-out set ({f['held_out']}, "
+        f"{f['fp32']['n_images']} images, {f['fp32']['n_instances']} instances; docs/training.md protocol):",
+        "",
+        "| | fp32 | int8 | difference |",
+        "|---|---|---|---|",
+        f"| mIoU, GT box | {f['fp32']['box_miou']:.4f} | {f['int8']['box_miou']:.4f} | {100 * d:+.2f} points |",
+        f"| mIoU, centre click | {f['fp32']['point_miou']:.4f} | {f['int8']['point_miou']:.4f} | {100 * dp:+.2f} points |",
+        "",
+        f"Fidelity gate, int8 against fp32 on the first {f['gate_images']} held-out images "
+        f"(`leansam.fidelity`, thresholds {', '.join(f'{k} {v}' for k, v in GATE.items())}; "
+        f"segment-everything with {', '.join(f'{k} {v}' for k, v in WEAK_EVERYTHING.items())}): "
+        f"**{'PASS' if f['gate_passed'] else 'FAIL'}**",
+        "",
+        f["gate_table"],
+    ]
+
+
+def summary(res: dict, threads: str = "1") -> str:
+    """The encoder times at ``threads`` threads (wall and thread CPU time) and the targets: docs/compression.md."""
+    head = [f"encoder, {threads} thread{'s' if threads != '1' else ''}", *(c for _, c in SUMMARY_COLUMNS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, e in res["models"].items():
+        tt = e["timing"].get(threads)
+        if tt is None:
+            continue
+        kinds = [("wall", tt, tt["ratios"])]
+        if "cpu_time" in tt:
+            kinds.append(("thread CPU time", tt["cpu_time"], tt["cpu_ratios"]))
+        for kind, times, ratios in kinds:
+            cells = [f"`{name}`, {kind}"]
+            for key, _ in SUMMARY_COLUMNS:
+                if key not in times:
+                    cells.append("-")
+                elif key == "fp32_eager":
+                    cells.append(f"{_ms(times[key])} ms")
+                else:
+                    cells.append(f"{_ms(times[key])} ms ({ratios[key]:.2f}x)")
+            lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Targets (int8 encoder <= 0.5x leansam's PyTorch eager fp32 encoder):", ""]
+    for t in targets(res):
+        lines.append(f"* {t['target']}: {t['measured']}, **{'met' if t['met'] else 'not met'}**")
+    return "\n".join(lines + fidelity_lines(res)) + "\n"
+
+
 def render(res: dict) -> str:
     """The docs section of one result of :func:`run`."""
     m = res["machine"]
@@ -359,27 +421,7 @@ def render(res: dict) -> str:
         ]
     notes = {e["ort_note"] for e in res["models"].values() if e.get("ort_note")}
     lines += [""] + [f"{n}" for n in sorted(notes)]
-    f = res.get("fidelity")
-    if f:
-        d = f["int8"]["box_miou"] - f["fp32"]["box_miou"]
-        dp = f["int8"]["point_miou"] - f["fp32"]["point_miou"]
-        lines += [
-            "",
-            f"**Fidelity of `leansam_tiny` int8** on its held-out set ({f['held_out']}, "
-            f"{f['fp32']['n_images']} images, {f['fp32']['n_instances']} instances; docs/training.md protocol):",
-            "",
-            "| | fp32 | int8 | difference |",
-            "|---|---|---|---|",
-            f"| mIoU, GT box | {f['fp32']['box_miou']:.4f} | {f['int8']['box_miou']:.4f} | {100 * d:+.2f} points |",
-            f"| mIoU, centre click | {f['fp32']['point_miou']:.4f} | {f['int8']['point_miou']:.4f} | {100 * dp:+.2f} points |",
-            "",
-            f"Fidelity gate, int8 against fp32 on the first {f['gate_images']} held-out images "
-            f"(`leansam.fidelity`, thresholds {', '.join(f'{k} {v}' for k, v in GATE.items())}; "
-            f"segment-everything with {', '.join(f'{k} {v}' for k, v in WEAK_EVERYTHING.items())}): "
-            f"**{'PASS' if f['gate_passed'] else 'FAIL'}**",
-            "",
-            f["gate_table"],
-        ]
+    lines += fidelity_lines(res)
     return "\n".join(lines) + "\n"
 
 

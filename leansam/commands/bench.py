@@ -2,7 +2,7 @@
 
     leansam bench --models mobile_sam,efficientvit_sam_l0 --runs 5 --out bench_out
     leansam bench --models all --device cuda --dtype bf16 --out bench_gpu
-    leansam bench --render bench_out/results.json --docs docs/benchmarks_harness.md   # no run
+    leansam bench --render bench_out/results.json --docs report.md   # no run: outputs again
 
 Writes ``OUT/results.json`` (everything, with the machine fingerprint), ``results.csv``,
 ``results.md`` and, with matplotlib (``pip install 'leansam[plot]'``), ``latency_vs_prompts.png``
