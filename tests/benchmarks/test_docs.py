@@ -36,5 +36,5 @@ def test_an_edited_number_is_caught(in_repo, monkeypatch, tmp_path):
     assert edited != text
     page.write_text(edited)
     monkeypatch.setattr(pages, "BLOCK_PAGES", (page,))
-    diffs = pages.stale_pages()
+    diffs = [d for d in pages.stale_pages() if str(page) in d]
     assert len(diffs) == 1 and "0.51x" in diffs[0]
