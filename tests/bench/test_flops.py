@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.anchors import PUBLISHED_GMACS, PUBLISHED_PARAMS_M
 from leansam.bench.flops import build_meta, count_macs, model_macs, param_counts
-from leansam.bench.published import PUBLISHED_GMACS, PUBLISHED_PARAMS_M
 from leansam.registry import get_model_info
 
 
