@@ -28,8 +28,8 @@ _EXPORTS = {
     "render_markdown": "report",
     "write_outputs": "report",
     "BenchConfig": "protocol",
-    "BenchResult": "protocol",
-    "ModelBench": "protocol",
+    "BenchResult": "results",
+    "ModelBench": "results",
     "run_benchmark": "protocol",
     "Timing": "timing",
     "machine_fingerprint": "timing",
@@ -39,8 +39,9 @@ _EXPORTS = {
 if TYPE_CHECKING:
     from .flops import MacCounts, ParamCounts, build_meta, count_macs, model_macs, param_counts
     from .memory import MemoryPeak, peak_memory
-    from .protocol import BenchConfig, BenchResult, ModelBench, run_benchmark
+    from .protocol import BenchConfig, run_benchmark
     from .report import render_markdown, write_outputs
+    from .results import BenchResult, ModelBench
     from .timing import Timing, machine_fingerprint, measure
 
 

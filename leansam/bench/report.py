@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import atomic_path, write_json
-from .protocol import BenchResult
+from .results import BenchResult
 
 PLOT_HINT = "pip install 'leansam[plot]'"
 

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from leansam.bench.memory import peak_memory
-from leansam.bench.protocol import RANDOM_LABEL, BenchConfig, BenchResult, resolve_models, run_benchmark
+from leansam.bench.protocol import RANDOM_LABEL, BenchConfig, resolve_models, run_benchmark
 from leansam.bench.report import PLOT_HINT, render_markdown, write_outputs
+from leansam.bench.results import BenchResult
 
 CHEAP = dict(
     runs=2,
