@@ -82,3 +82,13 @@ def test_a_name_registered_twice_raises(fake_zoo):
     _write(fake_zoo, "beta", _GOOD.format(name="same", family="beta"))
     with pytest.raises(RegistryError, match="registered twice"):
         list_models()
+
+
+def test_every_command_module_is_listed_and_a_typo_raises(monkeypatch):
+    from leansam import cli
+
+    on_disk = {p.stem for p in (ZOO.parent / "commands").glob("*.py") if p.stem not in ("__init__", "common")}
+    assert set(cli.COMMANDS) == on_disk
+    monkeypatch.setattr(cli, "COMMANDS", (*cli.COMMANDS, "segmnet"))
+    with pytest.raises(ModuleNotFoundError):
+        cli.build_parser()
