@@ -322,18 +322,31 @@ def build_tinysam() -> Sam:
     return Sam(TinyViT(TINY_VIT_5M))
 
 
+_TINYSAM_SOURCE = "https://github.com/xinghaochen/TinySAM"
+_TINYSAM_PAPER = "TinySAM: Pushing the Envelope for Efficient Segment Anything Model (arXiv:2312.13789)"
+
+
+def _weights(url: str, source: str, paper: str, pickled_module: bool = False) -> Weights:
+    return Weights(
+        url=url,
+        file_name=url.rsplit("/", 1)[-1],
+        sha256=None,  # upstream publishes none; no two independent sources found
+        license="Apache-2.0",
+        source=source,
+        paper=paper,
+        pickled_module=pickled_module,
+    )
+
+
 MODELS = (
     ModelInfo(
         name="mobile_sam",
         family="tiny_vit",
         builder=build_mobile_sam,
-        weights=Weights(
-            url="https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt",
-            file_name="mobile_sam.pt",
-            sha256=None,  # upstream publishes none; no two independent sources found
-            license="Apache-2.0",
-            source="https://github.com/ChaoningZhang/MobileSAM",
-            paper="Faster Segment Anything: Towards Lightweight SAM for Mobile Applications (arXiv:2306.14289)",
+        weights=_weights(
+            "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt",
+            "https://github.com/ChaoningZhang/MobileSAM",
+            "Faster Segment Anything: Towards Lightweight SAM for Mobile Applications (arXiv:2306.14289)",
         ),
         n_params=10_130_092,
         description="MobileSAM: TinyViT-5M encoder distilled from SAM ViT-H",
@@ -342,13 +355,10 @@ MODELS = (
         name="tinysam",
         family="tiny_vit",
         builder=build_tinysam,
-        weights=Weights(
-            url="https://github.com/xinghaochen/TinySAM/releases/download/3.0/tinysam_42.3.pth",
-            file_name="tinysam_42.3.pth",
-            sha256=None,  # upstream publishes none; no two independent sources found
-            license="Apache-2.0",
-            source="https://github.com/xinghaochen/TinySAM",
-            paper="TinySAM: Pushing the Envelope for Efficient Segment Anything Model (arXiv:2312.13789)",
+        weights=_weights(
+            "https://github.com/xinghaochen/TinySAM/releases/download/3.0/tinysam_42.3.pth",
+            _TINYSAM_SOURCE,
+            _TINYSAM_PAPER,
         ),
         n_params=10_130_092,
         description="TinySAM: TinyViT-5M encoder, full-stage distillation from SAM ViT-H (release 3.0 weights)",
@@ -357,14 +367,12 @@ MODELS = (
         name="tinysam_q",
         family="tiny_vit",
         builder=build_tinysam,
-        weights=Weights(
-            url="https://github.com/xinghaochen/TinySAM/releases/download/2.0/tinysam_w8a8.pth",
-            file_name="tinysam_w8a8.pth",
-            sha256=None,  # upstream publishes none; no two independent sources found
-            license="Apache-2.0",
-            source="https://github.com/xinghaochen/TinySAM",
-            paper="TinySAM: Pushing the Envelope for Efficient Segment Anything Model (arXiv:2312.13789)",
-            pickled_module=True,  # torch.save(model) of the fake-quant model: needs trust_pickle=True
+        # torch.save(model) of the fake-quant model: needs trust_pickle=True
+        weights=_weights(
+            "https://github.com/xinghaochen/TinySAM/releases/download/2.0/tinysam_w8a8.pth",
+            _TINYSAM_SOURCE,
+            _TINYSAM_PAPER,
+            pickled_module=True,
         ),
         # Sets the quantizer buffers aside and fake-quantizes the weights with their stored scales
         # (see the module docstring; activations are not quantized).
