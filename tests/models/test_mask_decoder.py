@@ -7,6 +7,7 @@ import torch
 
 import leansam
 from leansam.everything import AutomaticMaskGenerator
+from leansam.models.fast import DecodedTokens, FastDecoder
 
 
 def test_generator_survives_every_prompt_being_filtered_out():
@@ -21,7 +22,9 @@ def test_generator_survives_every_prompt_being_filtered_out():
 def test_upscaling_an_empty_batch_gives_an_empty_mask_tensor():
     dec = leansam.build_model("leansam_tiny").mask_decoder
     h = w = 8
-    src = torch.zeros(0, h * w, 256)
-    hyper = torch.zeros(0, 4, dec.output_upscaling[3].out_channels)
-    out = dec._upscale_and_project(src, h, w, hyper, None)
+    c = dec.transformer_dim
+    empty = DecodedTokens(
+        torch.zeros(0, 4, c), torch.zeros(0, h * w, c), (h, w), torch.zeros(0, 4), torch.zeros(0, 1)
+    )
+    out = FastDecoder(dec).masks_from_tokens(empty)
     assert out.shape == (0, 4, 4 * h, 4 * w)
