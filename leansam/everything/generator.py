@@ -203,7 +203,7 @@ class AutomaticMaskGenerator:
                 self.options.min_mask_region_area,
                 max(self.options.box_nms_thresh, self.options.crop_nms_thresh),
             )
-        if self.non_overlapping:
+        if self.options.non_overlapping:
             data = make_non_overlapping(data, self.options.mask_nms_thresh)
         stats.seconds["postprocess"] += time.perf_counter() - t
         stats.masks_out = len(data)
@@ -276,6 +276,25 @@ class AutomaticMaskGenerator:
         self.last_stats.prompts_skipped += int(hit.sum())
         return PromptRound(rnd.name, points=rnd.points[~hit], multimask_output=rnd.multimask_output)
 
+    def _batch_prompts(
+        self, rnd: PromptRound, part: slice, crop_size: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """The prompts ``part`` of a round: (points K x 2 float64, boxes K x 4 (NaN for clicks), laid out),
+        in pixels of the crop (box prompts are recorded at their centres)."""
+        dev = self.model.device
+        if rnd.points is not None:
+            pts = torch.as_tensor(rnd.points[part], dtype=torch.float64)
+            prompt_boxes = torch.full((len(pts), 4), float("nan"))
+            labels = torch.ones(len(pts), 1, dtype=torch.int64, device=dev)
+            return (
+                pts,
+                prompt_boxes,
+                self.model.prepare_prompts(pts.float().to(dev)[:, None, :], labels, None, crop_size),
+            )
+        prompt_boxes = torch.as_tensor(rnd.boxes[part], dtype=torch.float32)
+        pts = ((prompt_boxes[:, :2] + prompt_boxes[:, 2:]) / 2).double()
+        return pts, prompt_boxes, self.model.prepare_prompts(None, None, prompt_boxes.to(dev), crop_size)
+
     def _process_batch(
         self,
         features: ImageFeatures,
@@ -285,9 +304,8 @@ class AutomaticMaskGenerator:
         size: tuple[int, int],
         covered: torch.Tensor | None,
     ) -> MaskSet:
-        """Decodes one batch of prompts in ONE ``model.decode`` call and keeps the surviving masks as RLEs."""
+        """Decodes one batch of prompts in ONE decoder call and keeps the surviving masks as RLEs."""
         stats = self.last_stats
-        dev = self.model.device
         x0, y0, x1, y1 = crop_box
         crop_size = (y1 - y0, x1 - x0)
         multimask = (
@@ -295,19 +313,7 @@ class AutomaticMaskGenerator:
         )
 
         t = time.perf_counter()
-        if rnd.points is not None:
-            pts = torch.as_tensor(rnd.points[part], dtype=torch.float64)
-            prompt_boxes = torch.full((len(pts), 4), float("nan"))
-            prompts = self.model.prepare_prompts(
-                pts.float().to(dev)[:, None, :],
-                torch.ones(len(pts), 1, dtype=torch.int64, device=dev),
-                None,
-                crop_size,
-            )
-        else:
-            prompt_boxes = torch.as_tensor(rnd.boxes[part], dtype=torch.float32)
-            pts = ((prompt_boxes[:, :2] + prompt_boxes[:, 2:]) / 2).double()
-            prompts = self.model.prepare_prompts(None, None, prompt_boxes.to(dev), crop_size)
+        pts, prompt_boxes, prompts = self._batch_prompts(rnd, part, crop_size)
         # One decoder call; masks whose predicted IoU is not above the threshold are dropped (a per-mask
         # filter, so the model may skip upscaling them).
         low, iou, owner = self.model.decode_confident(

@@ -84,14 +84,14 @@ class OnnxExportConfig:
 
     Attributes:
         opset: ONNX opset (>= 17; 20 by default: opset 20 has a native ``Gelu``, which ONNX Runtime
-            runs ~40 % faster than the tanh-approximation it otherwise decomposes into (EfficientViT-SAM).
+            runs faster than the decomposition it otherwise gets; docs/performance.md).
         encoder: write ``encoder.onnx``.
         decoder: write ``decoder.onnx``.
         dynamic_batch: dynamic image batch on the encoder (else fixed to 1).
         upscale: add the ``orig_im_size`` input and the ``masks`` output (in-graph upscaling of
             the low-res logits to the original image size, with the family's interpolation).
-        exporter: ``torchscript`` (``torch.onnx.export(dynamo=False)``, the default: 5-10x faster
-            to export here with identical numerics) or ``dynamo`` (``torch.export`` + onnxscript).
+        exporter: ``torchscript`` (``torch.onnx.export(dynamo=False)``, the default: faster to export,
+            identical numerics) or ``dynamo`` (``torch.export`` + onnxscript).
         encoder_file, decoder_file: file names inside the output folder.
     """
 

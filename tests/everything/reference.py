@@ -59,8 +59,8 @@ def official_hierarchical(model, image, pps, high, **opts):
         )
     logits, iou = logits.flatten(0, 1), iou.flatten(0, 1)
     with torch.no_grad():
-        if gen.options.pred_iou_thresh > 0:
-            logits = logits[iou > gen.options.pred_iou_thresh]
+        if gen.pred_iou_thresh > 0:
+            logits = logits[iou > gen.pred_iou_thresh]
         if gen.stability_score_thresh > 0:
             stab = amg.calculate_stability_score(logits, 0.0, gen.stability_score_offset)
             logits = logits[stab >= gen.stability_score_thresh]

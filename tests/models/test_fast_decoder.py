@@ -153,20 +153,24 @@ def test_small_token_grids_take_the_plain_path_by_default() -> None:
     assert not cache
 
 
-def test_fp32_fast_decoder_matches_the_reference_on_a_full_size_grid() -> None:
-    # The default options on SAM's 64 x 64 grid: factored blocks and chunked upscaling in float32.
-    torch.manual_seed(0)
-    dec = MaskDecoder().eval()
+def test_fp32_fast_decoder_is_as_accurate_as_the_fp32_reference_on_a_full_size_grid() -> None:
+    # The default options on SAM's 64 x 64 grid (factored blocks, chunked upscaling) in float32: its
+    # distance to the float64 reference is at most twice the float32 reference's own rounding error.
+    dec = _decoder("sam")
     g = torch.Generator().manual_seed(3)
     image, pe = torch.randn(1, 256, 64, 64, generator=g), torch.randn(1, 256, 64, 64, generator=g)
     dense = torch.randn(1, 256, 1, 1, generator=g).expand(6, 256, 64, 64)
     sparse = torch.randn(6, 3, 256, generator=g)
+    args = (image, pe, sparse, dense, None)
+    exact = _reference(dec, [a.double() if a is not None else None for a in args], True)
+    dec32 = dec.float()
     cache: dict = {}
-    got = FastDecoder(dec, cache)(image, pe, sparse, dense, True)
+    got = FastDecoder(dec32, cache)(*args[:4], True)
     assert cache  # the factored form ran
-    want = _reference(dec, (image, pe, sparse, dense, None), True)
-    for g_, w_ in zip(got, want):
-        torch.testing.assert_close(g_, w_, rtol=1e-4, atol=1e-4)
+    ref32 = _reference(dec32, args, True)
+    for g_, r_, e_ in zip(got, ref32, exact):
+        ref_err = float((r_.double() - e_).abs().max())
+        assert float((g_.double() - e_).abs().max()) <= 2 * ref_err + 1e-6
 
 
 @pytest.mark.parametrize("mode", ["inference_mode", "no_grad", "grad"])
