@@ -101,7 +101,11 @@ class SamPredictor:
     # --- image -------------------------------------------------------------------------------------
     @torch.no_grad()
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
-        """Computes the features of ``image`` (H x W x 3 uint8, RGB or BGR per ``image_format``)."""
+        """Computes the features of ``image`` (H x W x 3 uint8, RGB or BGR per ``image_format``).
+
+        The new :class:`~leansam.interface.ImageFeatures` start with an empty per-image cache, which the
+        fast decoder fills on the first prompts (docs/performance.md); :meth:`reset_image` drops it.
+        """
         if image_format not in ("RGB", "BGR"):
             raise ValueError(f"image_format must be 'RGB' or 'BGR', not {image_format!r}")
         image = np.asarray(image)

@@ -8,7 +8,7 @@ Data flow (shapes for one image, B prompts)::
     prompts (pixels of the original image)
       -> prepare_prompts (PromptStyle)            coords B x N x 2, labels B x N (model frame)
       -> prompt_encoder                           sparse B x N x 256, dense B x 256 x 64 x 64
-      -> mask_decoder                             low-res logits B x M x 256 x 256, IoU B x M
+      -> mask_decoder (reference or fast)         low-res logits B x M x 256 x 256, IoU B x M
       -> postprocess (ImageTransform)             logits B x M x H x W
 """
 
@@ -142,7 +142,8 @@ class Sam(nn.Module):
 
         Returns low-res logits K x h x w, IoU K and the prompt index of each kept mask K. With the fast
         decoder the IoU comes from the score head, which does not look at the masks: prompts with no
-        mask above ``iou_thresh`` then skip the upscaling (the same masks, less work).
+        mask above ``iou_thresh`` then skip the upscaling (the same masks, less work). A subclass that
+        overrides :meth:`decode` gets it here too with ``decoder_impl="reference"``.
         """
         decoder = self._decoder(features)
         dynamic = not multimask_output and self.mask_decoder.dynamic_multimask_via_stability
