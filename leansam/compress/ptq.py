@@ -403,6 +403,51 @@ def _find_layers(model: nn.Module, exclude: tuple[str, ...]) -> tuple[dict[str, 
     return layers, kept
 
 
+def _check_quantizable(model: nn.Module, config: QuantConfig) -> None:
+    """Raises when ``config`` is not a PyTorch recipe, int8 kernels are missing, or ``model`` cannot be quantized."""
+    if not isinstance(config, TinySamPTQConfig):
+        raise TypeError(
+            f"quantize_ runs PyTorch recipes (TinySamPTQConfig); for {type(config).__name__} use "
+            "leansam.compress.quantize_onnx"
+        )
+    if not int8_kernels_available():
+        raise RuntimeError(
+            "this PyTorch build has no oneDNN int8 kernels (torch.ops.onednn.qconv2d_pointwise); "
+            "real int8 execution needs an x86 CPU build of PyTorch"
+        )
+    if getattr(model, "_leansam_quant", None) is not None:
+        raise ValueError("the model is already quantized")
+    if next(model.parameters()).device.type != "cpu":
+        raise RuntimeError("int8 quantization runs on the CPU: move the model there first (model.cpu())")
+
+
+def _calibration_set(
+    calib: str | Path | list[np.ndarray] | CalibrationSet | None, config: QuantConfig
+) -> CalibrationSet:
+    """The calibration images: ``calib``, else ``config.calib_images`` (an InputError when neither is given)."""
+    source = calib if calib is not None else config.calib_images
+    if source is None:
+        from ..io import InputError
+
+        raise InputError("no calibration images: give a folder (calib_images / --calib) or a list of images")
+    return load_calibration(source, config.num_calib)
+
+
+def _quantize_layer(
+    name: str, layer: nn.Module, stats: _LayerStats, config: TinySamPTQConfig, post: str, report: QuantReport
+) -> nn.Module:
+    """The int8 module of one conv / linear (scales searched on its calibration samples), post-op ``post``."""
+    scales, s_a, zp, res = _search_layer(name, layer, stats, config)
+    qmax = 2 ** (config.w_bits - 1) - 1
+    w = layer.weight.detach().float()
+    wq = (w / scales.reshape((-1,) + (1,) * (w.ndim - 1))).round().clamp(-qmax, qmax).to(torch.int8)
+    res.post_op = post
+    q = Int8Conv2d.like(layer, post) if isinstance(layer, nn.Conv2d) else Int8Linear.like(layer, post)
+    q.set_quantization(wq, scales, layer.bias.detach() if layer.bias is not None else None, s_a, zp)
+    report.layers.append(res)
+    return q
+
+
 def quantize_(
     model: nn.Module,
     config: QuantConfig,
@@ -427,37 +472,15 @@ def quantize_(
         leansam.io.InputError: no calibration images, or an unreadable one.
         RuntimeError: this PyTorch build has no x86 int8 kernels, or the model is not on the CPU.
     """
-    if not isinstance(config, TinySamPTQConfig):
-        raise TypeError(
-            f"quantize_ runs PyTorch recipes (TinySamPTQConfig); for {type(config).__name__} use "
-            "leansam.compress.quantize_onnx"
-        )
-    if not int8_kernels_available():
-        raise RuntimeError(
-            "this PyTorch build has no oneDNN int8 kernels (torch.ops.onednn.qconv2d_pointwise); "
-            "real int8 execution needs an x86 CPU build of PyTorch"
-        )
-    if getattr(model, "_leansam_quant", None) is not None:
-        raise ValueError("the model is already quantized")
-    if next(model.parameters()).device.type != "cpu":
-        raise RuntimeError("int8 quantization runs on the CPU: move the model there first (model.cpu())")
+    _check_quantizable(model, config)
     say = log or (lambda _msg: None)
     t0 = time.perf_counter()
-    source = calib if calib is not None else config.calib_images
-    if source is None:
-        from ..io import InputError
-
-        raise InputError("no calibration images: give a folder (calib_images / --calib) or a list of images")
-    cal = load_calibration(source, config.num_calib)
+    cal = _calibration_set(calib, config)
     model.eval()
     steps = prepare_float(model)
     inputs = cal.inputs(model)
     layers, kept = _find_layers(model, config.exclude)
-    acts = {
-        n: m
-        for n, m in model.get_submodule(ENCODER).named_modules(prefix=ENCODER)
-        if activation_kind(m) is not None
-    }
+    acts = {n: m for n, m in model.get_submodule(ENCODER).named_modules(prefix=ENCODER) if activation_kind(m)}
     others = {n: model.get_submodule(n) for n in kept}
     say(f"calibrating {len(layers)} layers on {len(inputs)} images")
     stats, consumers = _calibrate(model, layers, others, acts, inputs, config)
@@ -479,16 +502,8 @@ def quantize_(
 
     qmodules: dict[str, nn.Module] = {}
     for i, (name, layer) in enumerate(layers.items()):
-        scales, s_a, zp, res = _search_layer(name, layer, stats[name], config)
-        qmax = 2 ** (config.w_bits - 1) - 1
-        w = layer.weight.detach().float()
-        wq = (w / scales.reshape((-1,) + (1,) * (w.ndim - 1))).round().clamp(-qmax, qmax).to(torch.int8)
         post = activation_kind(model.get_submodule(plan[name])) if name in plan else "none"
-        res.post_op = post
-        q = Int8Conv2d.like(layer, post) if isinstance(layer, nn.Conv2d) else Int8Linear.like(layer, post)
-        q.set_quantization(wq, scales, layer.bias.detach() if layer.bias is not None else None, s_a, zp)
-        qmodules[name] = q
-        report.layers.append(res)
+        qmodules[name] = _quantize_layer(name, layer, stats[name], config, post, report)
         if (i + 1) % 10 == 0:
             say(f"searched {i + 1}/{len(layers)} layers")
         stats[name].samples.clear()  # free the samples as we go
