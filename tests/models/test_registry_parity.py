@@ -61,7 +61,9 @@ CASE_NAMES = [_param(n) for n in _case_names()]
 
 def _official_file(name: str, folder) -> object:
     """The stand-in checkpoint under the official file name (the fixture's format, e.g. .pth)."""
-    return P.write_stand_in_checkpoint(name, folder / P.manifest(name)["official"]["checkpoint_file"].split()[0])
+    return P.write_stand_in_checkpoint(
+        name, folder / P.manifest(name)["official"]["checkpoint_file"].split()[0]
+    )
 
 
 def _file_state(name: str, path) -> dict[str, torch.Tensor]:
@@ -86,8 +88,12 @@ def test_official_key_layout_and_parameter_count(name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_strict_load_loads_every_tensor(name: str, tmp_path) -> None:
     path = _official_file(name, tmp_path)
+    raw = _file_state(name, path)
+    # the regenerated file holds the fixture's weights (meta.json's checksum of the float tensors)
+    total = sum(float(v.double().abs().sum()) for v in raw.values() if v.is_floating_point())
+    assert total == pytest.approx(P.meta(name)["state_abs_sum"], rel=1e-12)
     model = leansam.build_model(name, checkpoint=path)
-    state, _ = get_model_info(name).filter_state_dict(_file_state(name, path))
+    state, _ = get_model_info(name).filter_state_dict(raw)
     own = model.state_dict()
     assert set(own) == set(state)
     assert all(torch.equal(own[k], state[k]) for k in state), name
@@ -108,5 +114,7 @@ def predictor(request, tmp_path_factory) -> tuple[str, leansam.SamPredictor, dic
 def test_predictor_matches_fixture(predictor, prompt_set: str) -> None:
     name, p, case = predictor
     masks, iou, low = p.predict(**P.case_prompts(case, prompt_set), multimask_output=True)
+    clamp = get_model_info(name).transform.low_res_clamp
+    assert clamp is None or float(np.abs(low).max()) <= clamp  # SAM 2's predictor clamps the logits
     ref = (P.case_masks(case, prompt_set), case[f"{prompt_set}_iou"], case[f"{prompt_set}_low_res_logits"])
     T.check_prediction(f"fixture/{name}/{prompt_set}", (masks, iou, low), ref)

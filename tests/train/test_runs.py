@@ -92,7 +92,9 @@ def test_torchrun_gloo_two_processes(tmp_path) -> None:
 
 def test_fit_resumes_from_the_checkpoint_state(tmp_path) -> None:
     """A resumed fit() runs only the remaining steps, from the weights, step and schedule in last.pt."""
-    cfg = RunConfig(out=str(tmp_path), steps=4, ckpt_every=2, warmup=0, bf16=False, progress=False, device="cpu")
+    cfg = RunConfig(
+        out=str(tmp_path), steps=4, ckpt_every=2, warmup=0, bf16=False, progress=False, device="cpu"
+    )
     info = DistInfo(0, 1, torch.device("cpu"))
 
     def run(steps: int) -> tuple[nn.Linear, list[tuple[int, float]]]:
