@@ -109,7 +109,9 @@ def docs(check: bool) -> int:
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("measure", "docs"):
-        print(f"error: usage: {__doc__.strip().splitlines()[2].strip()} | ... docs [--check]", file=sys.stderr)
+        print(
+            f"error: usage: {__doc__.strip().splitlines()[2].strip()} | ... docs [--check]", file=sys.stderr
+        )
         return 2
     if argv[0] == "measure":
         slow = "--slow" in argv[1:]
