@@ -26,6 +26,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from doc_tables import splice
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results" / "mutation.json"
 DOC = ROOT / "docs" / "testing.md"
@@ -229,17 +231,8 @@ def render_table(results: dict) -> str:
 
 
 def docs(check: bool) -> int:
-    page = DOC.read_text()
-    if BEGIN not in page or END not in page:
-        print(f"error: {DOC} lacks the markers {BEGIN} / {END}", file=sys.stderr)
-        return 2
-    head, rest = page.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1]
-    new = f"{head}{BEGIN}\n{render_table(json.loads(RESULTS.read_text()))}\n{END}{tail}"
-    if check:
-        return 0 if new == page else 1
-    DOC.write_text(new)
-    return 0
+    """Regenerates the table in docs/testing.md (``check``: exit 1 if the page differs)."""
+    return splice(DOC, BEGIN, END, render_table(json.loads(RESULTS.read_text())), check)
 
 
 def main(argv: list[str]) -> int:

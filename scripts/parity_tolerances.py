@@ -23,6 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from doc_tables import splice  # noqa: E402
+
 from tests import tolerances as T  # noqa: E402
 
 PARITY_TESTS = (
@@ -93,18 +95,8 @@ def render_table() -> str:
 
 
 def docs(check: bool) -> int:
-    """Replaces the text between the markers in docs/testing.md with the rendered table."""
-    page = DOC.read_text()
-    if BEGIN not in page or END not in page:
-        print(f"error: {DOC} lacks the markers {BEGIN} / {END}", file=sys.stderr)
-        return 2
-    head, rest = page.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    new = f"{head}{BEGIN}\n{render_table()}\n{END}{tail}"
-    if check:
-        return 0 if new == page else 1
-    DOC.write_text(new)
-    return 0
+    """Regenerates the table in docs/testing.md (``check``: exit 1 if the page differs)."""
+    return splice(DOC, BEGIN, END, render_table(), check)
 
 
 def main(argv: list[str]) -> int:

@@ -29,8 +29,6 @@ from tests.parity import (
     write_stand_in_checkpoint,
 )
 
-# mobile_sam and tinysam have identical manifests and fixtures; both are checked where it is cheap.
-NAMES = ("mobile_sam", "tinysam")
 PREFIX = "image_encoder."
 BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
