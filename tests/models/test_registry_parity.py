@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,6 +68,23 @@ def _official_file(name: str, folder) -> object:
     )
 
 
+@dataclass
+class Loaded:
+    """A registry model built through the public API from its regenerated official-format file."""
+
+    name: str
+    path: Path
+    model: leansam.Sam
+    _predictor: leansam.SamPredictor | None = None
+
+    def predictor(self) -> leansam.SamPredictor:
+        """A predictor holding the fixture's image (the encoder runs once per name)."""
+        if self._predictor is None:
+            self._predictor = leansam.SamPredictor(self.model)
+            self._predictor.set_image(P.load_case(self.name)["image"])
+        return self._predictor
+
+
 def _file_state(name: str, path) -> dict[str, torch.Tensor]:
     state = torch.load(path, weights_only=True)
     wrapper = P.manifest(name)["wrapper"]
@@ -85,35 +104,32 @@ def test_official_key_layout_and_parameter_count(name: str) -> None:
     assert len(mapped) + len(set_aside) == len(manifest)  # no official key dropped silently
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_strict_load_loads_every_tensor(name: str, tmp_path) -> None:
-    path = _official_file(name, tmp_path)
-    raw = _file_state(name, path)
+@pytest.fixture(scope="module")
+def loaded(request, tmp_path_factory) -> Loaded:
+    """Built once per name (an indirect parameter: the strict-load and predictor tests share it)."""
+    name = request.param
+    path = _official_file(name, tmp_path_factory.mktemp("ckpt"))
+    return Loaded(name, path, leansam.build_model(name, checkpoint=path))
+
+
+@pytest.mark.parametrize("loaded", NAMES, indirect=True)
+def test_strict_load_loads_every_tensor(loaded: Loaded) -> None:
+    name, model = loaded.name, loaded.model
+    raw = _file_state(name, loaded.path)
     # the regenerated file holds the fixture's weights (meta.json's checksum of the float tensors)
     total = sum(float(v.double().abs().sum()) for v in raw.values() if v.is_floating_point())
     assert total == pytest.approx(P.meta(name)["state_abs_sum"], rel=1e-12)
-    model = leansam.build_model(name, checkpoint=path)
     state, _ = get_model_info(name).filter_state_dict(raw)
     own = model.state_dict()
     assert set(own) == set(state)
     assert all(torch.equal(own[k], state[k]) for k in state), name
 
 
-@pytest.fixture(scope="module", params=CASE_NAMES)
-def predictor(request, tmp_path_factory) -> tuple[str, leansam.SamPredictor, dict[str, np.ndarray]]:
-    """(name, predictor on the fixture's image, case): built once per name."""
-    name = request.param
-    model = leansam.build_model(name, checkpoint=_official_file(name, tmp_path_factory.mktemp("ckpt")))
-    case = P.load_case(name)
-    p = leansam.SamPredictor(model)
-    p.set_image(case["image"])
-    return name, p, case
-
-
+@pytest.mark.parametrize("loaded", CASE_NAMES, indirect=True)
 @pytest.mark.parametrize("prompt_set", P.PROMPT_SETS)
-def test_predictor_matches_fixture(predictor, prompt_set: str) -> None:
-    name, p, case = predictor
-    masks, iou, low = p.predict(**P.case_prompts(case, prompt_set), multimask_output=True)
+def test_predictor_matches_fixture(loaded: Loaded, prompt_set: str) -> None:
+    name, case = loaded.name, P.load_case(loaded.name)
+    masks, iou, low = loaded.predictor().predict(**P.case_prompts(case, prompt_set), multimask_output=True)
     clamp = get_model_info(name).transform.low_res_clamp
     assert clamp is None or float(np.abs(low).max()) <= clamp  # SAM 2's predictor clamps the logits
     ref = (P.case_masks(case, prompt_set), case[f"{prompt_set}_iou"], case[f"{prompt_set}_low_res_logits"])
