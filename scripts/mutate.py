@@ -1,6 +1,7 @@
 """Mutation check: plant known faults on the paths that matter most and check that tests catch them.
 
     python scripts/mutate.py [--only NAME ...] [--out docs/results/mutation.json]
+    (--only: run those mutants and update their entries in an existing results file)
     python scripts/mutate.py docs [--check]
 
 Each mutant is a small text patch inside one named function (found by its ``def``, so the patch
@@ -59,15 +60,16 @@ MUTANTS = (
     Mutant("quarter-pixel prompt offset (live, single mask)", "prompt coordinate transform",
            "leansam/models/prompt_encoder.py", "embed_points", "coords + 0.5", "coords + 0.25",
            ("tests/models/test_mobile_sam_oracle.py", "-k", "predictor and False and mobile_sam")),
+    # SAM's longest-side resize scales x and y alike; a squashing family tells them apart.
     Mutant("x/y prompt scales swapped", "prompt coordinate transform",
            "leansam/models/sam.py", "prepare_prompts", "[fw / w, fh / h]", "[fh / h, fw / w]",
-           (REG, "-k", "predictor and mobile_sam")),
+           (REG, "-k", "predictor and efficientsam_vitt")),
     Mutant("box corner labels swapped", "box and point encoding",
            "leansam/models/sam.py", "prepare_prompts", "torch.tensor([2, 3],", "torch.tensor([3, 2],",
            (REG, "-k", "predictor and mobile_sam and box")),
-    Mutant("box corners after the clicks for box-first families", "box and point encoding",
-           "leansam/models/sam.py", "prepare_prompts", "if style.box_first:", "if not style.box_first:",
-           (REG, "-k", "predictor and efficientsam_vitt and box_points")),
+    Mutant("padding point added with a box instead of without", "box and point encoding",
+           "leansam/models/sam.py", "prepare_prompts", '(style.pad == "no_box" and boxes is None)',
+           '(style.pad == "no_box" and boxes is not None)', (REG, "-k", "predictor and mobile_sam")),
     Mutant("padding point keeps its positional encoding", "box and point encoding",
            "leansam/models/prompt_encoder.py", "embed_points",
            "pe = torch.where(pad, torch.zeros_like(pe), pe)", "pe = pe",
@@ -209,6 +211,10 @@ def run(mutants: tuple[Mutant, ...], out: Path) -> int:
             status = "killed" if rc != 0 and failed else "survived"
             print(f"{status:8} {m.name} ({seconds:.0f} s) {failed[:3]}", flush=True)
             results.append({**asdict(m), "status": status, "killed_by": failed, "seconds": round(seconds, 1)})
+    if len(mutants) < len(MUTANTS) and out.is_file():  # a partial run updates the other entries' file
+        fresh = {r["name"]: r for r in results}
+        kept = {r["name"]: r for r in json.loads(out.read_text())["mutants"]}
+        results = [fresh.get(m.name) or kept[m.name] for m in MUTANTS if m.name in fresh or m.name in kept]
     survivors = [r["name"] for r in results if r["status"] != "killed"]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
