@@ -27,6 +27,7 @@ from ..models.common import LayerNorm2d
 from ..models.mask_decoder import MaskDecoder
 from ..models.prompt_encoder import PromptEncoder
 from ..models.sam import Sam
+from ..models.tiny_fpn import TinyFPNConfig, TinyFPNEncoder
 
 
 @dataclass(frozen=True)
@@ -146,26 +147,40 @@ class ResNetEncoder(nn.Module):
         return self.head(y)
 
 
-def tiny_sam(image_encoder: nn.Module, embed_dim: int = 128, grid: int = 16, prompt_frame: int = 256) -> Sam:
+def tiny_sam(
+    image_encoder: nn.Module,
+    embed_dim: int = 128,
+    grid: int = 16,
+    prompt_frame: int = 256,
+    high_res: bool = False,
+) -> Sam:
     """Assembles ``image_encoder`` with the shared prompt encoder / mask decoder for a small grid.
 
     Args:
-        image_encoder: B x 3 x S x S -> B x embed_dim x grid x grid.
+        image_encoder: B x 3 x S x S -> B x embed_dim x grid x grid (with ``high_res``: that and
+            [B x embed_dim x 4grid x 4grid, B x embed_dim x 2grid x 2grid] skip features).
         embed_dim: width of prompt embeddings and decoder (SAM: 256).
         grid: side of the image-embedding grid (SAM: 64); low-res masks are 4 * grid.
         prompt_frame: side of the prompt frame (SAM: 1024 = 16 * 64).
+        high_res: the decoder upscales with SAM 2's high-resolution skip features.
     """
     pe = PromptEncoder(
         embed_dim=embed_dim, image_embedding_size=(grid, grid), input_image_size=(prompt_frame,) * 2
     )
-    return Sam(image_encoder, pe, MaskDecoder(transformer_dim=embed_dim))
+    if hasattr(image_encoder, "init_pos_embed"):
+        image_encoder.init_pos_embed(pe.get_dense_pe())
+    return Sam(image_encoder, pe, MaskDecoder(transformer_dim=embed_dim, use_high_res_features=high_res))
+
+
+#: The default model's encoder and its (unshipped) teacher's: same pyramid, the teacher wider and deeper.
+TINY_FPN_TEACHER = TinyFPNConfig(widths=(48, 96, 192, 384), depths=(2, 2, 2, 2), stem_width=32)
 
 
 def build_leansam_tiny() -> Sam:
-    """The bundled default model: TINY_STUDENT ResNet encoder, 256 input, 16 x 16 x 128 embedding."""
-    return tiny_sam(ResNetEncoder(TINY_STUDENT))
+    """The bundled default model: TinyFPN encoder, 256 input, 16 x 16 x 128 embedding + skip features."""
+    return tiny_sam(TinyFPNEncoder(TinyFPNConfig()), high_res=True)
 
 
 def build_leansam_tiny_teacher() -> Sam:
-    """The teacher the default model was distilled from (half-width ResNet-18, same pipeline)."""
-    return tiny_sam(ResNetEncoder(TINY_TEACHER))
+    """A larger model of the same pipeline, for distillation and pruning experiments (not shipped)."""
+    return tiny_sam(TinyFPNEncoder(TINY_FPN_TEACHER), high_res=True)

@@ -4,7 +4,7 @@ What every run gets:
 
 * ``<out>/config.json``: the run's config dataclass (``dataclasses.asdict``), written first.
 * ``<out>/metrics.csv``: one row per optimiser step (step, lr, loss, the step function's metrics,
-  seconds), flushed every step; a tqdm bar on stderr (rank 0).
+  wall and CPU seconds), flushed every step; a tqdm bar on stderr (rank 0).
 * ``<out>/last.pt``: a checkpoint every ``ckpt_every`` steps and at the end, written to a
   temporary file and renamed (a SIGKILL leaves the previous checkpoint intact). It holds the
   step, the trainable module, optimiser, LR scheduler and the torch / numpy / python RNG states.
@@ -178,13 +178,27 @@ def setup(cfg: RunConfig) -> DistInfo:
 
 
 def _rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """The global RNG states as tensors, ints and strings only (loadable with ``weights_only=True``)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "python": [int(version), torch.tensor(internal, dtype=torch.int64), gauss],
+    }
 
 
 def _set_rng_state(s: dict[str, Any]) -> None:
     torch.set_rng_state(s["torch"])
-    np.random.set_state(s["numpy"])
-    random.setstate(s["python"])
+    kind, keys, pos, has_gauss, cached = s["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = s["python"]
+    random.setstate((version, tuple(int(x) for x in internal.tolist()), gauss))
+
+
+def read_run_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """A run's ``last.pt`` (step, module, optimizer, scheduler, rng, config), read with ``weights_only=True``."""
+    return torch.load(path, map_location=device, weights_only=True)
 
 
 class MetricsCSV:
@@ -207,12 +221,25 @@ class MetricsCSV:
             self.f.flush()
 
     def write(self, row: dict[str, float]) -> None:
+        if self.fields is not None and not set(row) <= set(self.fields):
+            self._add_columns([k for k in row if k not in self.fields])
         if self.fields is None:
             self.fields = list(row)
             self.w = csv.DictWriter(self.f, self.fields)
             self.w.writeheader()
         self.w.writerow({k: row.get(k, "") for k in self.fields})
         self.f.flush()
+
+    def _add_columns(self, new: list[str]) -> None:
+        """Rewrites the file with extra (empty so far) columns: a resumed run may log more metrics."""
+        self.f.close()
+        with open(self.path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        self.fields = [*(self.fields or []), *new]
+        self.f = open(self.path, "w", newline="")  # noqa: SIM115 (closed by close())
+        self.w = csv.DictWriter(self.f, self.fields)
+        self.w.writeheader()
+        self.w.writerows(rows)
 
     def close(self) -> None:
         self.f.close()
@@ -256,7 +283,7 @@ def fit(
     start = 0
     ckpt = out / "last.pt"
     if cfg.resume and ckpt.is_file():
-        state = torch.load(ckpt, map_location=info.device, weights_only=False)
+        state = read_run_checkpoint(ckpt, info.device)
         module.load_state_dict(state["module"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -278,7 +305,7 @@ def fit(
     last: dict[str, float] = {}
     module.train()
     for step in range(start, cfg.steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         seed = step_seed(cfg.seed, step, info.rank, 99)
         torch.manual_seed(seed)
         np.random.seed(seed % 2**32)
@@ -299,6 +326,7 @@ def fit(
         if info.world > 1:
             row = _average_metrics(row, info.world)
         row["seconds"] = time.perf_counter() - t0
+        row["cpu_seconds"] = time.process_time() - c0  # all threads of this process
         last = row
         if log is not None:
             log.write(row)

@@ -1,9 +1,9 @@
 """leansam's own models: ``leansam_tiny`` (bundled, the registry default) and its teacher.
 
-Both were trained here, on CPU, **only on procedurally generated synthetic shapes**
-(``leansam.data.synth``, the ``TINY_SYNTH`` settings); docs/training.md has the recipe
-(``scripts/train_default.sh``) and the held-out numbers. They are demo / test models that need
-no download: for real photographs load an official checkpoint (``leansam models``).
+``leansam_tiny`` is trained here, on CPU, **only on procedurally generated synthetic scenes**
+(``leansam.data.synth``); docs/training.md has the recipe (``scripts/train_default.sh``) and the
+held-out numbers. It needs no download: for real photographs load an official checkpoint
+(``leansam models``). The teacher is the same pipeline with a larger encoder (not trained yet).
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ TINY_TRANSFORM = ImageTransform(encoder_size=256, prompt_frame=256)
 #: sha256 of leansam/assets/leansam_tiny.pt (printed by ``python -m leansam.train.recipe export``).
 TINY_SHA256 = "ad193ccb3f0941d09dd203100aa2471a1b83cec7f4b85dbd23b7d1f2acd8a2a2"
 
+N_PARAMS_TINY = 3_614_824
+N_PARAMS_TEACHER = 8_341_040
+
 MODELS = (
     ModelInfo(
         name="leansam_tiny",
@@ -28,11 +31,11 @@ MODELS = (
             sha256=TINY_SHA256,
             license="Apache-2.0",
             source="this repository: scripts/train_default.sh (leansam.train.recipe)",
-            paper="leansam docs/training.md (distilled from leansam_tiny_teacher; synthetic shapes only)",
+            paper="leansam docs/training.md (trained on synthetic scenes only)",
         ),
         transform=TINY_TRANSFORM,
-        n_params=2_159_408,
-        description="bundled demo model trained ONLY on synthetic shapes (ResNet-style student, 256 px); "
+        n_params=N_PARAMS_TINY,
+        description="bundled default model trained ONLY on synthetic scenes (small ResNet + FPN, 256 px); "
         "use an official checkpoint for real photos",
         default=True,
     ),
@@ -42,8 +45,8 @@ MODELS = (
         builder="leansam.train.encoders:build_leansam_tiny_teacher",
         weights=None,
         transform=TINY_TRANSFORM,
-        n_params=4_715_360,
-        description="teacher of leansam_tiny (half-width ResNet-18, 256 px), trained from scratch on synthetic "
-        "shapes; weights not shipped (scripts/train_default.sh makes them)",
+        n_params=N_PARAMS_TEACHER,
+        description="larger model of leansam_tiny's pipeline (wider ResNet + FPN, 256 px) for distillation and "
+        "pruning experiments; weights not shipped",
     ),
 )
