@@ -180,14 +180,16 @@ def _mean(v: list[float]) -> float | None:
 
 def evaluate_stage(root: str, weights: str | None = None, n_everything: int = 20) -> dict:
     """mIoU on every set of :data:`EVAL_SETS`, segment-everything recall, encoder latency against
-    MobileSAM's, the training log; written to ``docs/results/default_model.json``."""
+    MobileSAM's, the training log; written to ``docs/results/default_model.json``.
+
+    ``weights``: a run file to evaluate instead of the bundled weights (what users get).
+    """
     import leansam
 
-    weights = weights or str(latest_weights(root))
-    model = load_recipe_model(weights)
+    model = load_recipe_model(weights or asset_path())
     res: dict = {
         "command": f"python -m leansam.train.recipe eval --root {root}",
-        "weights": weights,
+        "weights": weights or f"leansam/assets/{ASSET} (the bundled weights)",
         "sets": {
             name: {"spec": spec, **evaluate_gt(model, open_source(spec))} for name, spec in EVAL_SETS.items()
         },
@@ -288,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--from-asset", action="store_true", help="start the next segment from the bundled weights"
     )
-    p.add_argument("--weights", default=None, help="eval: these weights instead of the run's newest")
+    p.add_argument("--weights", default=None, help="eval: a run file instead of the bundled weights")
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
