@@ -295,7 +295,7 @@ def hierarchical(n_images: int = 20, n_default_images: int = 3) -> dict[str, Any
         "machine": _machine(),
         "load_before": load_before,
         "model": "leansam_tiny (bundled)",
-        "images": f"leansam.train.recipe.held_out({n_images}) = synth:{n_images}:1000, TINY_SYNTH",
+        "images": f"leansam.train.recipe.held_out({n_images}) = synth:{n_images}:1000:rich",
         "points_per_side": 32,
         "settings": {k: dict(v) for k, v in HIER_SETTINGS.items()},
         "per_image": [],

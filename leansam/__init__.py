@@ -3,6 +3,7 @@
     import leansam
     model = leansam.build_model("sam_vit_b", checkpoint="sam_vit_b_01ec64.pth")
     predictor = leansam.SamPredictor(model)
+    model = leansam.build_model()      # the bundled default model, leansam.DEFAULT_MODEL
 
 Public names are imported lazily so that ``import leansam`` is cheap.
 """
@@ -26,6 +27,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "DEFAULT_MODEL",
     "AutomaticMaskGenerator",
     "CheckpointError",
     "Sam",
@@ -46,6 +48,10 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
+    if name == "DEFAULT_MODEL":  # the registry's default: leansam's bundled model
+        from .registry import default_model_name
+
+        return default_model_name()
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'leansam' has no attribute {name!r}")

@@ -11,7 +11,7 @@ from .models.sam import Sam
 
 
 def build_model(
-    name: str,
+    name: str | None = None,
     checkpoint: str | Path | None = None,
     *,
     pretrained: bool = True,
@@ -23,7 +23,8 @@ def build_model(
     """Builds a registered model in eval mode.
 
     Args:
-        name: registry name (see :func:`leansam.list_models`).
+        name: registry name (see :func:`leansam.list_models`); None: the bundled default model
+            (``leansam.DEFAULT_MODEL``, weights inside the package, no download).
         checkpoint: a checkpoint file in the official format (or .safetensors). When None and
             ``pretrained``, the official checkpoint is taken from the cache
             (``$LEANSAM_HOME``, default ``~/.cache/leansam``), downloaded if absent, and sha256-checked.
@@ -33,6 +34,10 @@ def build_model(
         allow_download: False raises instead of downloading a missing official checkpoint.
         progress: show a download progress bar.
     """
+    if name is None:
+        from .registry import default_model_name
+
+        name = default_model_name()
     model, _ = load_model(
         name,
         checkpoint,

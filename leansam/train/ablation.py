@@ -19,7 +19,7 @@ import torch
 
 from .distill import MODES, DistillConfig, build_student, distill
 from .evaluate import agreement
-from .recipe import TEACHER_DATA, held_out
+from .recipe import SEGMENTS, held_out
 from .runner import write_json_file
 from .train import load_spec
 
@@ -39,7 +39,7 @@ def compare_modes(
             teacher=teacher,
             student="leansam_tiny",
             mode=mode,
-            data=TEACHER_DATA,
+            data=SEGMENTS[-1].data,
             steps=steps,
             batch_size=4 if mode in ("encoder", "sami") else 2,
             lr=2e-3,

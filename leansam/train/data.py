@@ -17,6 +17,7 @@ or a directory (SA-1B layout, or a COCO set with ``annotations.json``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,68 @@ TINY_SYNTH = SynthConfig(
     contrast_prob=1.0,
     blur_prob=0.1,
 )
+
+#: Data of the default model's training: more objects, texture, clutter and shape variety than
+#: ``TINY_SYNTH`` (occlusion, thin and holed shapes), images 256-384 px.
+MEDIUM_SYNTH = SynthConfig(
+    min_side=256,
+    max_side=384,
+    max_aspect=1.6,
+    min_objects=2,
+    max_objects=10,
+    size_mix=(0.25, 0.45, 0.3),
+    kind_weights=(0.2, 0.25, 0.25, 0.12, 0.18),
+    small_min_area=64,
+    min_area=32,
+    min_distractors=0,
+    max_distractors=4,
+    textured_fill_prob=0.5,
+    shadow_prob=0.25,
+    contrast_prob=0.9,
+    blur_prob=0.2,
+)
+
+#: The default model's main training data and its held-out set: ``MEDIUM_SYNTH`` plus letters and
+#: objects with parts, dead-leaves layouts, fractal and 1/f textures, uneven lighting, JPEG
+#: artefacts and touching objects of one colour.
+RICH_SYNTH = dataclasses.replace(
+    MEDIUM_SYNTH,
+    kind_weights=(0.18, 0.22, 0.2, 0.1, 0.12, 0.09, 0.09),
+    dead_leaves_prob=0.25,
+    fractal_prob=0.3,
+    lighting_prob=0.3,
+    jpeg_prob=0.3,
+    shared_colour_prob=0.15,
+)
+
+#: An out-of-style test set, never trained on: more and larger images and objects, mostly dead
+#: leaves, letters, part-objects, holed and thin shapes, fractal / 1/f textures, lower contrast.
+OOD_SYNTH = dataclasses.replace(
+    RICH_SYNTH,
+    min_side=320,
+    max_side=512,
+    min_objects=6,
+    max_objects=16,
+    kind_weights=(0.05, 0.1, 0.1, 0.15, 0.2, 0.2, 0.2),
+    min_distractors=2,
+    max_distractors=8,
+    textured_fill_prob=0.8,
+    contrast_prob=0.6,
+    dead_leaves_prob=0.6,
+    fractal_prob=0.8,
+    lighting_prob=0.6,
+    jpeg_prob=0.5,
+    shared_colour_prob=0.3,
+)
+
+#: Named generator settings for ``synth:N:SEED:PRESET`` data specs.
+SYNTH_PRESETS: dict[str, SynthConfig] = {
+    "tiny": TINY_SYNTH,
+    "medium": MEDIUM_SYNTH,
+    "rich": RICH_SYNTH,
+    "ood": OOD_SYNTH,
+    "full": SynthConfig(),
+}
 
 
 @dataclass
@@ -146,16 +209,26 @@ class SA1BSource(Sequence):
 
 
 def open_source(spec: str, synth_config: SynthConfig | None = None) -> Sequence:
-    """A data source from a spec: ``synth:N[:SEED]``, a COCO ``.json``, or a directory."""
+    """A data source from a spec: ``synth:N[:SEED[:PRESET]]``, a COCO ``.json``, or a directory.
+
+    PRESET names a generator setting of :data:`SYNTH_PRESETS` (default: ``synth_config``, else
+    ``tiny``).
+    """
     if spec.startswith("synth:"):
         parts = spec.split(":")
         try:
             n = int(parts[1])
             seed = int(parts[2]) if len(parts) > 2 else 0
         except (IndexError, ValueError):
-            raise InputError(f"synthetic data spec must be synth:N[:SEED], not {spec!r}") from None
-        if n <= 0:
-            raise InputError(f"synthetic data spec needs N > 0, not {spec!r}")
+            raise InputError(f"synthetic data spec must be synth:N[:SEED[:PRESET]], not {spec!r}") from None
+        if n <= 0 or len(parts) > 4:
+            raise InputError(f"synthetic data spec must be synth:N[:SEED[:PRESET]] with N > 0, not {spec!r}")
+        if len(parts) == 4:
+            if parts[3] not in SYNTH_PRESETS:
+                raise InputError(
+                    f"unknown synthetic preset {parts[3]!r}; choose from {sorted(SYNTH_PRESETS)}"
+                )
+            synth_config = SYNTH_PRESETS[parts[3]]
         return SynthSource(n, seed, synth_config)
     p = Path(spec)
     if p.is_file():
@@ -165,6 +238,32 @@ def open_source(spec: str, synth_config: SynthConfig | None = None) -> Sequence:
             return CocoSource(p / "annotations.json")
         return SA1BSource(p)
     raise InputError(f"data {spec!r} is neither synth:N[:SEED], a COCO .json file nor a directory")
+
+
+class Prefetcher:
+    """Reads the samples of the next step in a background thread while the current step runs.
+
+    ``get(indices)`` returns ``[source[i] for i in indices]`` (from the prefetch when it asked for
+    exactly these); ``prefetch(indices)`` starts reading the next ones. Rendering and decoding
+    (OpenCV, numpy, PIL) release the GIL, so they overlap with the step's torch work.
+    """
+
+    def __init__(self, source: Sequence) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.source = source
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="leansam-prefetch")
+        self._pending: tuple[list[int], object] | None = None
+
+    def prefetch(self, indices: list[int]) -> None:
+        self._pending = (list(indices), self._pool.submit(lambda: [self.source[i] for i in indices]))
+
+    def get(self, indices: list[int]) -> list:
+        if self._pending is not None and self._pending[0] == list(indices):
+            samples = self._pending[1].result()
+            self._pending = None
+            return samples
+        return [self.source[i] for i in indices]
 
 
 def sample_indices(n: int, seed: int, step: int, batch: int, rank: int = 0, world: int = 1) -> list[int]:

@@ -1,16 +1,16 @@
-"""Minimal held-out evaluation used by the training recipe and the distillation comparison.
+"""Held-out evaluation of trained models on in-memory sources, through :mod:`leansam.eval`.
 
-(The general evaluation harness is ``leansam.eval``; this module only needs mIoU with one GT
-box or one centre click per instance, student/teacher agreement, and encoder latency, and
-keeps the training package independent of it.)
+Protocol of :func:`evaluate_gt`, per instance of every image of the source (a sequence of
+:class:`leansam.train.data.Sample`):
 
-Protocol of :func:`evaluate_gt`, per instance of every image of the source:
+* box: the tight GT box (``leansam.eval`` prompt kind ``tight-box``), single-mask output;
+* click: one foreground click at the mask pixel farthest from its boundary (kind ``center``),
+  multimask output, the candidate with the highest predicted IoU is kept (no oracle);
+* fill-the-box baseline: the tight GT box itself, filled, as the predicted mask.
 
-* box: the tight GT box (XYXY = x, y, x + w, y + h of the mask's pixel extent), single-mask output;
-* point: one foreground click at the mask's centre (:func:`leansam.train.prompts.centre_points`),
-  multimask output, the candidate with the highest predicted IoU is kept (no oracle).
-
-IoU is computed at the original image resolution; mIoU is the mean over instances.
+IoU is computed at the original image resolution by :class:`leansam.eval.MaskIoUEvaluator`;
+mIoU is the mean over instances. :func:`everything_recall` scores segment-everything: the share
+of ground-truth objects that some generated mask overlaps with IoU >= 0.5.
 """
 
 from __future__ import annotations
@@ -22,101 +22,132 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ..eval import MaskIoUEvaluator, make_prompts, mask_iou
+from ..eval.gt_prompts import tight_box
+from ..eval.predict import predict_instances
 from ..models.sam import Sam
 from ..predictor import SamPredictor
-from .prompts import centre_points
+
+#: Prompt kinds of :func:`evaluate_gt`: result name -> ``leansam.eval`` prompt kind.
+PROMPTS = {"box": "tight-box", "point": "center"}
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a, b: N x H x W bool -> N IoUs (1 where both are empty)."""
-    inter = (a & b).reshape(len(a), -1).sum(1)
-    union = (a | b).reshape(len(a), -1).sum(1)
-    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+def _samples(source: Sequence, max_images: int | None):
+    n = len(source) if max_images is None else min(max_images, len(source))
+    for i in range(n):
+        s = source[i]
+        if len(s.masks):
+            yield i, s
 
 
-def tight_boxes(masks: np.ndarray) -> np.ndarray:
-    """N x H x W bool -> N x 4 XYXY pixel-extent boxes (x1 = last column + 1)."""
-    out = np.zeros((len(masks), 4), np.float32)
-    for i, m in enumerate(masks):
-        ys, xs = np.nonzero(m)
-        out[i] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+def filled_boxes(masks: np.ndarray) -> np.ndarray:
+    """N x H x W bool -> N x H x W bool: each mask's tight box, filled (the fill-the-box baseline)."""
+    out = np.zeros_like(masks, dtype=bool)
+    for k, m in enumerate(masks):
+        x0, y0, x1, y1 = tight_box(m).astype(int)
+        out[k, y0:y1, x0:x1] = True
     return out
 
 
-@torch.no_grad()
-def predict_instances(model: Sam, image: np.ndarray, masks: np.ndarray) -> dict[str, np.ndarray]:
-    """Box and centre-point predictions for every GT mask: {"box": N x H x W, "point": N x H x W} bool."""
-    pred = SamPredictor(model)
-    pred.set_image(image)
-    dev = model.device
-    boxes = torch.from_numpy(tight_boxes(masks)).to(dev)
-    box_masks, _, _ = pred.predict_torch(None, None, boxes, multimask_output=False, original_coords=True)
-    pts = torch.from_numpy(centre_points(masks)).float()[:, None].to(dev)
-    labels = torch.ones((len(masks), 1), dtype=torch.long, device=dev)
-    pt_masks, scores, _ = pred.predict_torch(pts, labels, None, multimask_output=True, original_coords=True)
-    best = scores.argmax(1)
-    pt_best = pt_masks[torch.arange(len(masks)), best]
-    return {"box": box_masks[:, 0].cpu().numpy(), "point": pt_best.cpu().numpy()}
-
-
-def evaluate_gt(model: Sam, source: Sequence, max_images: int | None = None) -> dict:
-    """mIoU against ground truth with a GT box and with the centre click (module docstring).
-
-    Returns {"box_miou", "point_miou", "n_instances", "n_images", "per_category": {id: {...}}}.
-    """
-    model.eval()
-    ious: dict[str, list[float]] = {"box": [], "point": []}
-    per_cat: dict[int, dict[str, list[float]]] = defaultdict(lambda: {"box": [], "point": []})
-    n_img = 0
-    for i in range(len(source) if max_images is None else min(max_images, len(source))):
-        s = source[i]
-        if len(s.masks) == 0:
-            continue
-        n_img += 1
-        out = predict_instances(model, s.image, s.masks)
-        cats = s.category_ids or [0] * len(s.masks)
-        for kind in ("box", "point"):
-            v = _iou(out[kind], s.masks)
-            ious[kind] += v.tolist()
-            for c, x in zip(cats, v):
-                per_cat[int(c)][kind].append(float(x))
+def _inputs(i: int, s) -> dict:
+    n = len(s.masks)
     return {
-        "box_miou": float(np.mean(ious["box"])),
-        "point_miou": float(np.mean(ious["point"])),
-        "n_instances": len(ious["box"]),
-        "n_images": n_img,
-        "per_category": {
-            c: {
-                "box_miou": float(np.mean(d["box"])),
-                "point_miou": float(np.mean(d["point"])),
-                "n": len(d["box"]),
-            }
-            for c, d in sorted(per_cat.items())
-        },
+        "image_id": i,
+        "gt_masks": s.masks,
+        "ann_ids": list(range(n)),
+        "category_ids": s.category_ids or [0] * n,
     }
 
 
+def _per_category(evaluators: dict[str, MaskIoUEvaluator]) -> dict[int, dict]:
+    per: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for kind, ev in evaluators.items():
+        for image_id in ev.image_ids:
+            for r in ev.image_rows(image_id):
+                per[r["category_id"]][kind].append(r["iou"])
+    return {
+        c: {**{f"{k}_miou": float(np.mean(v)) for k, v in d.items()}, "n": len(d["box"])}
+        for c, d in sorted(per.items())
+    }
+
+
+@torch.no_grad()
+def evaluate_gt(model: Sam, source: Sequence, max_images: int | None = None) -> dict:
+    """mIoU against ground truth with the tight GT box and with the centre click (module docstring).
+
+    Returns {"box_miou", "point_miou", "fill_box_miou", "n_instances", "n_images",
+    "per_category": {category id: {"box_miou", "point_miou", "fill_box_miou", "n"}}}; mIoU in [0, 1].
+    """
+    model.eval()
+    predictor = SamPredictor(model)
+    evaluators = {k: MaskIoUEvaluator(distributed=False) for k in (*PROMPTS, "fill_box")}
+    for i, s in _samples(source, max_images):
+        predictor.set_image(s.image)
+        inputs = [_inputs(i, s)]
+        for name, kind in PROMPTS.items():
+            prompts = make_prompts(kind, s.masks, np.zeros((len(s.masks), 4), np.float32), image_id=i)
+            masks, _ = predict_instances(predictor, prompts)
+            evaluators[name].process(inputs, [{"masks": masks}])
+        evaluators["fill_box"].process(inputs, [{"masks": filled_boxes(s.masks)}])
+    res = {name: ev.evaluate() for name, ev in evaluators.items()}
+    return {
+        **{f"{name}_miou": r["mIoU"] / 100 for name, r in res.items()},
+        "n_instances": res["box"]["n"],
+        "n_images": res["box"]["n_images"],
+        "per_category": _per_category(evaluators),
+    }
+
+
+@torch.no_grad()
+def everything_recall(model: Sam, source: Sequence, max_images: int | None = None, **options) -> dict:
+    """Segment-everything on each image (``AutomaticMaskGenerator(model, **options)``, defaults
+    otherwise): the share of ground-truth objects matched by a generated mask with IoU >= 0.5.
+
+    Returns {"recall", "n_objects", "n_images", "masks_per_image"}.
+    """
+    from ..everything import AutomaticMaskGenerator
+
+    model.eval()
+    gen = AutomaticMaskGenerator(model, **options)
+    found = total = n_masks = n_img = 0
+    for _, s in _samples(source, max_images):
+        records = gen.generate(s.image)
+        n_img += 1
+        n_masks += len(records)
+        total += len(s.masks)
+        if records:
+            pred = np.stack([np.asarray(r["segmentation"], bool) for r in records])
+            best = np.stack([mask_iou(pred, np.broadcast_to(g, pred.shape)) for g in s.masks]).max(1)
+            found += int((best >= 0.5).sum())
+    return {
+        "recall": found / max(total, 1),
+        "n_objects": total,
+        "n_images": n_img,
+        "masks_per_image": n_masks / max(n_img, 1),
+    }
+
+
+@torch.no_grad()
 def agreement(student: Sam, teacher: Sam, source: Sequence, max_images: int | None = None) -> dict:
     """How closely the student follows the teacher on held-out images.
 
-    Returns {"box_agree": mean IoU(student mask, teacher mask) with GT-box prompts,
+    Returns {"box_agree": mean IoU(student mask, teacher mask) with tight GT-box prompts,
     "point_agree": the same with centre clicks, "embed_mse": mean squared embedding difference}.
     """
     student.eval()
     teacher.eval()
+    preds = SamPredictor(student), SamPredictor(teacher)
     res: dict[str, list[float]] = {"box": [], "point": []}
     mse = []
-    for i in range(len(source) if max_images is None else min(max_images, len(source))):
-        s = source[i]
-        if len(s.masks) == 0:
-            continue
-        a = predict_instances(student, s.image, s.masks)
-        b = predict_instances(teacher, s.image, s.masks)
-        for kind in res:
-            res[kind] += _iou(a[kind], b[kind]).tolist()
-        with torch.no_grad():
-            es = student.encode_image(student.preprocess(s.image)).embed
-            et = teacher.encode_image(teacher.preprocess(s.image)).embed
+    for i, s in _samples(source, max_images):
+        for p in preds:
+            p.set_image(s.image)
+        for name, kind in PROMPTS.items():
+            prompts = make_prompts(kind, s.masks, np.zeros((len(s.masks), 4), np.float32), image_id=i)
+            (a, _), (b, _) = (predict_instances(p, prompts) for p in preds)
+            res[name] += mask_iou(a, b).tolist()
+        es = student.encode_image(student.preprocess(s.image)).embed
+        et = teacher.encode_image(teacher.preprocess(s.image)).embed
         mse.append(float(((es - et) ** 2).mean()))
     return {
         "box_agree": float(np.mean(res["box"])),

@@ -10,8 +10,6 @@ passed in, so a run is reproducible from its per-step seeds.
 
 from __future__ import annotations
 
-import cv2
-import numpy as np
 import torch
 
 
@@ -65,7 +63,10 @@ def sample_points(
     w = region.flatten(1).float()
     valid = w.sum(1) > 0
     w = torch.where(valid[:, None], w, torch.ones_like(w))
-    idx = torch.multinomial(w, 1, generator=gen)[:, 0]
+    # Inverse-CDF sampling: the same distribution as torch.multinomial, an order of magnitude cheaper.
+    cdf = w.cumsum(1)
+    u = torch.rand((n, 1), generator=gen) * cdf[:, -1:]
+    idx = torch.searchsorted(cdf, u, right=True)[:, 0].clamp(max=w.shape[1] - 1)
     ys, xs = idx // lw, idx % lw
     off = torch.rand((n, 2), generator=gen)
     s = frame / lw
@@ -95,18 +96,3 @@ def correction_points(
     lab = torch.where(valid, lab, torch.full_like(lab, -1))
     coords = torch.where(valid[:, None], coords, torch.zeros_like(coords))
     return coords[:, None], lab[:, None]
-
-
-def centre_points(masks: np.ndarray) -> np.ndarray:
-    """The evaluation "centre point" of each mask: the interior pixel farthest from the boundary.
-
-    masks: N x H x W bool -> N x 2 float (x, y) pixel centres (x + 0.5, y + 0.5) in the same
-    pixel grid. Ties go to the first pixel in row-major order (deterministic).
-    """
-    out = np.zeros((len(masks), 2), np.float64)
-    for i, m in enumerate(masks):
-        pad = np.pad(m.astype(np.uint8), 1)
-        d = cv2.distanceTransform(pad, cv2.DIST_L2, 5)[1:-1, 1:-1]
-        y, x = np.unravel_index(int(np.argmax(d)), d.shape)
-        out[i] = (x + 0.5, y + 0.5)
-    return out

@@ -1,21 +1,23 @@
 """The recipe of the bundled default model ``leansam_tiny`` (run by ``scripts/train_default.sh``).
 
-Stages (each resumable; each writes into ``<root>/<stage>``):
+``leansam_tiny`` (:class:`leansam.models.tiny_fpn.TinyFPNEncoder` + the shared prompt encoder and
+mask decoder with SAM 2's high-resolution skip features) is trained directly on the ground-truth
+masks of rendered synthetic scenes with SAM's promptable-segmentation loss, in segments
+(:data:`SEGMENTS`) that each resume exactly from ``<root>/<segment>/last.pt``; a new segment
+starts from the previous one's weights, or from the bundled weights (``--from-asset``) on a
+machine that no longer has the previous run folder.
 
-1. ``teacher``: ``leansam_tiny_teacher`` trained from scratch on rendered synthetic shapes
-   (``synth:4000:0``, :data:`leansam.train.data.TINY_SYNTH`), SAM's promptable-segmentation loss.
-2. ``student``: ``leansam_tiny`` distilled from it: its prompt encoder and mask decoder start as
-   copies of the teacher's; the encoder is distilled (MSE on embeddings, MobileSAM), then the
-   whole student is fine-tuned on the masks with the teacher's training loss.
-3. ``eval``: held-out synthetic set (seed 1000), GT box and centre point, student and teacher;
-   encoder latency against MobileSAM's; writes ``<root>/results.json``.
-4. ``export``: copies the student weights to ``leansam/assets/leansam_tiny.pt`` and prints its sha256.
+Stages::
 
-Usage::
+    python -m leansam.train.recipe train --root runs/tiny2     # the first unfinished segment
+    python -m leansam.train.recipe eval --root runs/tiny2      # -> docs/results/default_model.json
+    python -m leansam.train.recipe export --root runs/tiny2    # -> leansam/assets/leansam_tiny.pt
+    python -m leansam.train.recipe docs                        # results -> docs/training.md
+    python -m leansam.train.recipe curves --root runs/tiny2    # -> docs/curve_<segment>.png
 
-    python -m leansam.train.recipe teacher --root runs/tiny        # (or under torchrun)
-    python -m leansam.train.recipe student --root runs/tiny
-    python -m leansam.train.recipe eval --root runs/tiny
+Evaluation sets (fixed): held-out ``synth:200:1000:rich`` (the training style, never trained on:
+training uses seeds 0 and 1), out-of-style ``synth:100:2000:ood`` (other shape mix, textures and
+layouts), and ``synth:100:1000:tiny`` (the easier set of earlier versions of the model).
 """
 
 from __future__ import annotations
@@ -28,163 +30,207 @@ from pathlib import Path
 
 import torch
 
-from .data import TINY_SYNTH, SynthSource
-from .distill import DistillConfig, distill
-from .evaluate import encoder_latency, evaluate_gt
+from .curves import read_metrics
+from .data import RICH_SYNTH, TINY_SYNTH, SynthSource, open_source
+from .evaluate import encoder_latency, evaluate_gt, everything_recall
 from .runner import save_atomic, write_json_file
 from .train import TrainConfig, train
 
-TEACHER_DATA = "synth:4000:0"
-EVAL_SEED = 1000
 ASSET = "leansam_tiny.pt"
-FINAL_STUDENT = "student_tune2"
+RESULTS = Path("docs/results/default_model.json")
+
+EVAL_SEED = 1000
+
+#: Evaluation sets: name -> data spec.
+EVAL_SETS = {
+    "held_out": f"synth:200:{EVAL_SEED}:rich",
+    "out_of_style": "synth:100:2000:ood",
+    "tiny": "synth:100:1000:tiny",
+}
 
 
-def teacher_config(root: str, steps: int = 800) -> TrainConfig:
-    """Stage 1: the teacher, from scratch."""
+@dataclasses.dataclass(frozen=True)
+class Segment:
+    """One resumable training run of the recipe: its name (run folder), data, length and LR."""
+
+    name: str
+    data: str
+    steps: int
+    lr: float
+    warmup: int
+    decoder_warmup: int = 0
+    correction_rounds: int = 0
+    seed: int = 0
+
+
+SEGMENTS = (
+    Segment("seg1", "synth:100000:0:medium", steps=4000, lr=1e-3, warmup=100, decoder_warmup=300, seed=0),
+    Segment("seg2", "synth:100000:1:rich", steps=6000, lr=6e-4, warmup=100, correction_rounds=1, seed=1),
+)
+
+
+def held_out(n: int = 200) -> SynthSource:
+    """The first ``n`` images of the held-out set (``RICH_SYNTH``, seed 1000; training uses seeds 0 and 1)."""
+    return SynthSource(n, EVAL_SEED, RICH_SYNTH)
+
+
+def segment_config(root: str, seg: Segment, init: str | None) -> TrainConfig:
+    """The :class:`TrainConfig` of one segment; ``init`` is the checkpoint it starts from (None: fresh)."""
     return TrainConfig(
-        out=f"{root}/teacher",
-        model="leansam_tiny_teacher",
-        data=TEACHER_DATA,
-        steps=steps,
-        batch_size=2,
-        lr=2e-3,
-        warmup=30,
-        decoder_warmup=700,
+        out=f"{root}/{seg.name}",
+        model="leansam_tiny" if init is None else f"leansam_tiny:{init}",
+        data=seg.data,
+        steps=seg.steps,
+        batch_size=8,
+        lr=seg.lr,
+        warmup=seg.warmup,
+        decoder_warmup=seg.decoder_warmup,
         ckpt_every=25,
         prompts_per_image=8,
-        box_fraction=0.7,
-        correction_rounds=1,
+        box_fraction=0.5,
+        correction_rounds=seg.correction_rounds,
         loss_res=256,
-        threads=1,
-        seed=0,
+        threads=2,
+        seed=seg.seed,
     )
 
 
-def student_configs(
-    root: str, enc_steps: int = 250, tune_steps: int = 250, tune2_steps: int = 400
-) -> list[DistillConfig | TrainConfig]:
-    """Stage 2: encoder distillation (MobileSAM) from the teacher, then fine-tuning on the masks.
-
-    The student starts with the teacher's prompt encoder and mask decoder; its encoder is
-    distilled (MSE on embeddings); then the whole student continues with the teacher's own
-    promptable-segmentation training (SAM loss on ground-truth masks, lower LR: 250 steps, then
-    400 more with a fresh warm-up + cosine schedule, ``student_tune2``). Batch sizes
-    are per process; the documented run uses 2 processes (torchrun, gloo).
-    """
-    teacher = f"leansam_tiny_teacher:{root}/teacher/model.pt"
-    distill_cfg = DistillConfig(
-        out=f"{root}/student_encoder",
-        mode="encoder",
-        teacher=teacher,
-        student="leansam_tiny",
-        data=TEACHER_DATA,
-        steps=enc_steps,
-        batch_size=4,
-        lr=3e-3,
-        warmup=20,
-        ckpt_every=50,
-        threads=1,
-        seed=1,
-        cache_dir=f"{root}/teacher_cache",
-    )
-    tune_cfg = dataclasses.replace(
-        teacher_config(root),
-        out=f"{root}/student_tune",
-        model=f"leansam_tiny:{root}/student_encoder/model.pt",
-        steps=tune_steps,
-        lr=5e-4,
-        warmup=10,
-        decoder_warmup=0,
-        seed=2,
-    )
-    tune2_cfg = dataclasses.replace(
-        tune_cfg,
-        out=f"{root}/{FINAL_STUDENT}",
-        model=f"leansam_tiny:{root}/student_tune/model.pt",
-        steps=tune2_steps,
-        seed=3,
-    )
-    return [distill_cfg, tune_cfg, tune2_cfg]
+def asset_path() -> Path:
+    return Path(__file__).resolve().parent.parent / "assets" / ASSET
 
 
-def held_out(n: int = 100) -> SynthSource:
-    """The held-out evaluation set: ``n`` images of :data:`TINY_SYNTH` rendered with seed 1000."""
-    return SynthSource(n, EVAL_SEED, TINY_SYNTH)
+def _finished(root: str, seg: Segment) -> bool:
+    return (Path(root) / seg.name / "model.pt").is_file()
 
 
-def evaluate_stage(root: str, n_images: int = 100, student_ckpt: str | None = None) -> dict:
-    """Stage 3: held-out mIoU of student and teacher, and the encoder latency ratio vs MobileSAM."""
+def train_stage(root: str, from_asset: bool = False) -> str | None:
+    """Runs (or resumes) the first unfinished segment; returns its name (None: all finished)."""
+    for k, seg in enumerate(SEGMENTS):
+        if _finished(root, seg):
+            continue
+        init = None
+        if k > 0:
+            prev = Path(root) / SEGMENTS[k - 1].name / "model.pt"
+            init = str(asset_path()) if from_asset else str(prev)
+        elif from_asset:
+            init = str(asset_path())
+        train(segment_config(root, seg, init))
+        return seg.name
+    return None
+
+
+def latest_weights(root: str) -> Path:
+    """The newest weights of the recipe: the last segment's model.pt, or a running one's last.pt."""
+    for seg in reversed(SEGMENTS):
+        run = Path(root) / seg.name
+        for name in ("model.pt", "last.pt"):
+            if (run / name).is_file():
+                return run / name
+    raise FileNotFoundError(f"no training run under {root} (run the train stage first)")
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The model state_dict in a run's ``model.pt`` or ``last.pt`` (both read with ``weights_only=True``)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state["module"] if "module" in state and "step" in state else state
+
+
+def load_recipe_model(path: str | Path):
+    """``leansam_tiny`` with the weights of a run file (see :func:`read_weights`), in eval mode."""
     import leansam
 
-    student_ckpt = student_ckpt or f"{root}/{FINAL_STUDENT}/model.pt"
-    student = leansam.build_model("leansam_tiny", checkpoint=student_ckpt)
-    teacher = leansam.build_model("leansam_tiny_teacher", checkpoint=f"{root}/teacher/model.pt")
-    src = held_out(n_images)
+    model = leansam.build_model("leansam_tiny", pretrained=False)
+    model.load_state_dict(
+        {k: v.float() if v.is_floating_point() else v for k, v in read_weights(path).items()}
+    )
+    return model.eval()
+
+
+def training_log(root: str) -> list[dict]:
+    """Per segment: steps done, images seen, wall and CPU hours, last losses (from metrics.csv)."""
+    log = []
+    for seg in SEGMENTS:
+        path = Path(root) / seg.name / "metrics.csv"
+        if not path.is_file():
+            continue
+        m = read_metrics(path)
+        steps = len(m["step"])
+        cpu = m.get("cpu_seconds", [])
+        tail = slice(max(0, steps - 100), steps)
+        log.append(
+            {
+                "segment": seg.name,
+                "data": seg.data,
+                "steps_done": steps,
+                "steps_planned": seg.steps,
+                "images_seen": steps * 8,
+                "wall_hours": sum(m["seconds"]) / 3600,
+                "cpu_hours_logged": sum(cpu) / 3600,
+                "steps_with_cpu_logged": len(cpu),
+                "loss_last100": sum(m["loss"][tail]) / len(m["loss"][tail]),
+                "train_iou_r0_last100": _mean(m.get("iou_r0", [])[-100:]),
+            }
+        )
+    return log
+
+
+def _mean(v: list[float]) -> float | None:
+    return sum(v) / len(v) if v else None
+
+
+def evaluate_stage(root: str, weights: str | None = None, n_everything: int = 20) -> dict:
+    """mIoU on every set of :data:`EVAL_SETS`, segment-everything recall, encoder latency against
+    MobileSAM's, the training log; written to ``docs/results/default_model.json``.
+
+    ``weights``: a run file to evaluate instead of the bundled weights (what users get).
+    """
+    import leansam
+
+    model = load_recipe_model(weights or asset_path())
     res: dict = {
-        "held_out": {"spec": f"synth:{n_images}:{EVAL_SEED}", "synth_config": dataclasses.asdict(TINY_SYNTH)},
-        "student": evaluate_gt(student, src),
-        "teacher": evaluate_gt(teacher, src),
+        "command": f"python -m leansam.train.recipe eval --root {root}",
+        "weights": weights or f"leansam/assets/{ASSET} (the bundled weights)",
+        "sets": {
+            name: {"spec": spec, **evaluate_gt(model, open_source(spec))} for name, spec in EVAL_SETS.items()
+        },
+    }
+    held_out = open_source(EVAL_SETS["held_out"])
+    res["everything"] = {
+        "held_out": {"images": n_everything, **everything_recall(model, held_out, n_everything)},
+        "example_masks": len(leansam.AutomaticMaskGenerator(model).generate(_example_image())),
     }
     mobile = leansam.build_model("mobile_sam", pretrained=False)
-    t_student = encoder_latency(student, reps=20)
-    t_teacher = encoder_latency(teacher, reps=10)
-    t_mobile = encoder_latency(mobile, reps=5, warmup=1)
+    t_model, t_mobile = encoder_latency(model, reps=20), encoder_latency(mobile, reps=5, warmup=1)
     res["latency_s"] = {
-        "student_encoder": t_student,
-        "teacher_encoder": t_teacher,
+        "encoder": t_model,
         "mobile_sam_encoder": t_mobile,
-        "ratio_student_to_mobile_sam": t_student / t_mobile,
+        "ratio_to_mobile_sam": t_model / t_mobile,
         "threads": torch.get_num_threads(),
     }
     res["params"] = {
-        "student": sum(p.numel() for p in student.parameters()),
-        "student_encoder": sum(p.numel() for p in student.image_encoder.parameters()),
-        "teacher": sum(p.numel() for p in teacher.parameters()),
+        "model": sum(p.numel() for p in model.parameters()),
+        "image_encoder": sum(p.numel() for p in model.image_encoder.parameters()),
     }
-    write_json_file(f"{root}/results.json", res)
+    res["training"] = training_log(root)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    write_json_file(RESULTS, res)
     return res
 
 
-def results_markdown(res: dict) -> str:
-    """The held-out table of docs/training.md from ``results.json``."""
-    names = {1: "ellipse", 2: "polygon", 3: "blob", 4: "thin", 5: "holed"}
-    st, te, lat = res["student"], res["teacher"], res["latency_s"]
-    lines = [
-        f"Held-out: {st['n_images']} images, {st['n_instances']} instances (`{res['held_out']['spec']}`).",
-        "",
-        "| | student `leansam_tiny` | teacher |",
-        "|---|---|---|",
-        f"| mIoU, GT box | **{st['box_miou']:.3f}** | {te['box_miou']:.3f} |",
-        f"| mIoU, centre point | **{st['point_miou']:.3f}** | {te['point_miou']:.3f} |",
-    ]
-    for c, d in st["per_category"].items():
-        t = te["per_category"][c]
-        lines.append(
-            f"| {names.get(int(c), c)} (n={d['n']}): box / point | {d['box_miou']:.3f} / {d['point_miou']:.3f} "
-            f"| {t['box_miou']:.3f} / {t['point_miou']:.3f} |"
-        )
-    p = res["params"]
-    lines += [
-        f"| parameters (image encoder) | {p['student']:,} ({p['student_encoder']:,}) | {p['teacher']:,} |",
-        f"| image-encoder latency, 1 image, {lat['threads']} thread(s) | {lat['student_encoder'] * 1e3:.1f} ms "
-        f"| {lat['teacher_encoder'] * 1e3:.1f} ms |",
-        "",
-        f"MobileSAM's image encoder (`build_model('mobile_sam', pretrained=False)`, 1024 px) took "
-        f"{lat['mobile_sam_encoder'] * 1e3:.0f} ms in the same run: the student's encoder needs "
-        f"**{lat['ratio_student_to_mobile_sam']:.4f}x** of it (target <= 0.25x).",
-    ]
-    return "\n".join(lines)
+def _example_image():
+    from ..io import load_image
+
+    return load_image(asset_path().parent / "example.jpg")
 
 
 def export_stage(root: str, src: str | None = None, dest: str | None = None) -> str:
-    """Stage 4: writes the student weights (fp32 state_dict) into the package; returns their sha256."""
-    from ..checkpoints import read_state_dict, sha256_file
+    """Writes the newest weights into the package as an fp16 state_dict; returns its sha256."""
+    from ..checkpoints import sha256_file
 
-    src = src or f"{root}/{FINAL_STUDENT}/model.pt"
-    dest = dest or str(Path(__file__).resolve().parent.parent / "assets" / ASSET)
-    state = read_state_dict(src)
-    save_atomic({k: v.contiguous() for k, v in state.items()}, dest)
+    state = read_weights(src or latest_weights(root))
+    out = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+    dest = dest or str(asset_path())
+    save_atomic(out, dest)
     return sha256_file(dest)
 
 
@@ -239,28 +285,29 @@ def make_example(dest: str | Path | None = None, seed: int = 11) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m leansam.train.recipe")
-    p.add_argument("stage", choices=["teacher", "student", "eval", "export", "curves", "all"])
-    p.add_argument("--root", default="runs/tiny")
-    p.add_argument("--steps", type=int, default=None, help="teacher steps (default 800)")
-    p.add_argument("--eval-images", type=int, default=100)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("stage", choices=["train", "eval", "export", "docs", "curves"])
+    p.add_argument("--root", default="runs/tiny2")
+    p.add_argument(
+        "--from-asset", action="store_true", help="start the next segment from the bundled weights"
+    )
+    p.add_argument("--weights", default=None, help="eval: a run file instead of the bundled weights")
+    p.add_argument("--threads", type=int, default=2)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    stages = ["teacher", "student", "eval", "export", "curves"] if a.stage == "all" else [a.stage]
-    for stage in stages:
-        if stage == "teacher":
-            train(teacher_config(a.root) if a.steps is None else teacher_config(a.root, a.steps))
-        elif stage == "student":
-            for cfg in student_configs(a.root):
-                distill(cfg) if isinstance(cfg, DistillConfig) else train(cfg)
-        elif stage == "eval":
-            print(json.dumps(evaluate_stage(a.root, a.eval_images), indent=2))
-        elif stage == "export":
-            print(f"sha256 {export_stage(a.root)}")
-        elif stage == "curves":
-            from .curves import plot_runs
+    if a.stage == "train":
+        print(f"segment: {train_stage(a.root, a.from_asset) or 'all finished'}")
+    elif a.stage == "eval":
+        print(json.dumps(evaluate_stage(a.root, a.weights), indent=2))
+    elif a.stage == "export":
+        print(f"sha256 {export_stage(a.root)}")
+    elif a.stage == "docs":
+        from .report import write_training_doc
 
-            plot_runs(a.root, "docs")
+        write_training_doc(RESULTS, Path("docs/training.md"))
+    else:
+        from .curves import plot_runs
+
+        plot_runs(a.root, "docs")
     return 0
 
 

@@ -4,7 +4,7 @@ What every run gets:
 
 * ``<out>/config.json``: the run's config dataclass (``dataclasses.asdict``), written first.
 * ``<out>/metrics.csv``: one row per optimiser step (step, lr, loss, the step function's metrics,
-  seconds), flushed every step; a tqdm bar on stderr (rank 0).
+  wall and CPU seconds), flushed every step; a tqdm bar on stderr (rank 0).
 * ``<out>/last.pt``: a checkpoint every ``ckpt_every`` steps and at the end, written to a
   temporary file and renamed (a SIGKILL leaves the previous checkpoint intact). It holds the
   step, the trainable module, optimiser, LR scheduler and the torch / numpy / python RNG states.
@@ -178,13 +178,27 @@ def setup(cfg: RunConfig) -> DistInfo:
 
 
 def _rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """The global RNG states as tensors, ints and strings only (loadable with ``weights_only=True``)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "python": [int(version), torch.tensor(internal, dtype=torch.int64), gauss],
+    }
 
 
 def _set_rng_state(s: dict[str, Any]) -> None:
     torch.set_rng_state(s["torch"])
-    np.random.set_state(s["numpy"])
-    random.setstate(s["python"])
+    kind, keys, pos, has_gauss, cached = s["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = s["python"]
+    random.setstate((version, tuple(int(x) for x in internal.tolist()), gauss))
+
+
+def read_run_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """A run's ``last.pt`` (step, module, optimizer, scheduler, rng, config), read with ``weights_only=True``."""
+    return torch.load(path, map_location=device, weights_only=True)
 
 
 class MetricsCSV:
@@ -207,6 +221,8 @@ class MetricsCSV:
             self.f.flush()
 
     def write(self, row: dict[str, float]) -> None:
+        if self.fields is not None and not set(row) <= set(self.fields):
+            self._add_columns([k for k in row if k not in self.fields])
         if self.fields is None:
             self.fields = list(row)
             self.w = csv.DictWriter(self.f, self.fields)
@@ -214,11 +230,94 @@ class MetricsCSV:
         self.w.writerow({k: row.get(k, "") for k in self.fields})
         self.f.flush()
 
+    def _add_columns(self, new: list[str]) -> None:
+        """Rewrites the file with extra (empty so far) columns: a resumed run may log more metrics."""
+        self.f.close()
+        with open(self.path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        self.fields = [*(self.fields or []), *new]
+        self.f = open(self.path, "w", newline="")  # noqa: SIM115 (closed by close())
+        self.w = csv.DictWriter(self.f, self.fields)
+        self.w.writeheader()
+        self.w.writerows(rows)
+
     def close(self) -> None:
         self.f.close()
 
 
 StepFn = Callable[[int], tuple[torch.Tensor, dict[str, float]]]
+
+
+def _optimizer(
+    cfg: RunConfig, module: nn.Module, params: list[nn.Parameter] | list[dict[str, Any]] | None
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR, list[nn.Parameter]]:
+    """AdamW over ``params`` (or parameter groups with an ``lr_scale``), its schedule, the flat list."""
+    params = params if params is not None else [p for p in module.parameters() if p.requires_grad]
+    if params and isinstance(params[0], dict):
+        groups = [{"params": g["params"], "lr": cfg.lr * g.get("lr_scale", 1.0)} for g in params]
+        params = [p for g in groups for p in g["params"]]
+    else:
+        groups = params
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg)), params
+
+
+def _resume(cfg: RunConfig, module: nn.Module, opt, sched, info: DistInfo) -> int:
+    """Loads ``<out>/last.pt`` when resuming (returns its step), else syncs the ranks' weights (0)."""
+    ckpt = Path(cfg.out) / "last.pt"
+    if cfg.resume and ckpt.is_file():
+        state = read_run_checkpoint(ckpt, info.device)
+        module.load_state_dict(state["module"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        return int(state["step"])
+    if info.world > 1:
+        for t in module.state_dict().values():
+            dist.broadcast(t, 0)
+    return 0
+
+
+def _one_step(
+    cfg: RunConfig, step: int, step_fn: StepFn, opt, sched, params: list[nn.Parameter], info: DistInfo
+) -> dict[str, float]:
+    """One optimiser step (global RNGs reseeded from ``(seed, step, rank)``); returns its metrics row."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    seed = step_seed(cfg.seed, step, info.rank, 99)
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+    opt.zero_grad(set_to_none=True)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=info.device.type == "cuda" and cfg.bf16):
+        loss, metrics = step_fn(step)
+    loss.backward()
+    if info.world > 1:
+        _allreduce_grads(params, info.world)
+    gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip) if cfg.grad_clip > 0 else torch.tensor(0.0)
+    lr = opt.param_groups[0]["lr"]
+    opt.step()
+    sched.step()
+    row = {"step": step, "lr": lr, "loss": float(loss.detach()), "grad_norm": float(gnorm), **metrics}
+    if info.world > 1:
+        row = _average_metrics(row, info.world)
+    row["seconds"] = time.perf_counter() - t0
+    row["cpu_seconds"] = time.process_time() - c0  # all threads of this process
+    return row
+
+
+def _save_checkpoint(cfg: RunConfig, done: int, module: nn.Module, opt, sched, info: DistInfo) -> None:
+    if info.main:
+        state = {
+            "step": done,
+            "module": module.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "rng": _rng_state(),
+            "config": cfg.to_json(),
+        }
+        save_atomic(state, Path(cfg.out) / "last.pt")
+    if info.world > 1:
+        dist.barrier()
 
 
 def fit(
@@ -245,26 +344,8 @@ def fit(
         the metrics of the last step.
     """
     out = Path(cfg.out)
-    params = params if params is not None else [p for p in module.parameters() if p.requires_grad]
-    if params and isinstance(params[0], dict):
-        groups = [{"params": g["params"], "lr": cfg.lr * g.get("lr_scale", 1.0)} for g in params]
-        params = [p for g in groups for p in g["params"]]
-    else:
-        groups = params
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
-    start = 0
-    ckpt = out / "last.pt"
-    if cfg.resume and ckpt.is_file():
-        state = torch.load(ckpt, map_location=info.device, weights_only=False)
-        module.load_state_dict(state["module"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
-        start = int(state["step"])
-    elif info.world > 1:
-        for t in module.state_dict().values():
-            dist.broadcast(t, 0)
+    opt, sched, params = _optimizer(cfg, module, params)
+    start = _resume(cfg, module, opt, sched, info)
     if info.main:
         out.mkdir(parents=True, exist_ok=True)
         write_json_file(out / "config.json", cfg.to_json())
@@ -274,57 +355,20 @@ def fit(
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.steps, initial=start, desc=out.name, dynamic_ncols=True, mininterval=2.0)
-    amp = info.device.type == "cuda" and cfg.bf16
     last: dict[str, float] = {}
     module.train()
     for step in range(start, cfg.steps):
-        t0 = time.perf_counter()
-        seed = step_seed(cfg.seed, step, info.rank, 99)
-        torch.manual_seed(seed)
-        np.random.seed(seed % 2**32)
-        random.seed(seed)
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-            loss, metrics = step_fn(step)
-        loss.backward()
-        if info.world > 1:
-            _allreduce_grads(params, info.world)
-        gnorm = (
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip) if cfg.grad_clip > 0 else torch.tensor(0.0)
-        )
-        lr = opt.param_groups[0]["lr"]
-        opt.step()
-        sched.step()
-        row = {"step": step, "lr": lr, "loss": float(loss.detach()), "grad_norm": float(gnorm), **metrics}
-        if info.world > 1:
-            row = _average_metrics(row, info.world)
-        row["seconds"] = time.perf_counter() - t0
-        last = row
+        last = _one_step(cfg, step, step_fn, opt, sched, params, info)
         if log is not None:
-            log.write(row)
+            log.write(last)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
-        done = step + 1
-        if done % cfg.ckpt_every == 0 or done == cfg.steps:
-            if info.main:
-                save_atomic(
-                    {
-                        "step": done,
-                        "module": module.state_dict(),
-                        "optimizer": opt.state_dict(),
-                        "scheduler": sched.state_dict(),
-                        "rng": _rng_state(),
-                        "config": cfg.to_json(),
-                    },
-                    ckpt,
-                )
-            if info.world > 1:
-                dist.barrier()
-    if bar is not None:
-        bar.close()
-    if log is not None:
-        log.close()
+            bar.set_postfix(loss=f"{last['loss']:.4f}", refresh=False)
+        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
+            _save_checkpoint(cfg, step + 1, module, opt, sched, info)
+    for closing in (bar, log):
+        if closing is not None:
+            closing.close()
     if info.world > 1:
         check_in_sync(module)
     if info.main:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from ..io import InputError
 from ..models.sam import ImageFeatures, Sam
-from .data import Prepared, open_source, prepare, sample_indices
+from .data import Prefetcher, Prepared, open_source, prepare, sample_indices
 from .losses import segmentation_loss
 from .prompts import boxes_from_masks, correction_points, jitter_boxes, sample_points
 from .runner import RunConfig, fit, setup, step_seed
@@ -181,24 +181,40 @@ def prompt_rounds(
 
 
 def load_batch(
-    source: Sequence, model: Sam, cfg: TrainConfig, step: int, rank: int, world: int, gen: torch.Generator
+    source: Sequence | Prefetcher,
+    model: Sam,
+    cfg: TrainConfig,
+    step: int,
+    rank: int,
+    world: int,
+    gen: torch.Generator,
 ) -> list[Prepared]:
-    """The step's samples, prepared in the model's frame (flips drawn from ``gen``)."""
-    idx = sample_indices(len(source), cfg.seed, step, cfg.batch_size, rank, world)
+    """The step's samples, prepared in the model's frame (flips drawn from ``gen``).
+
+    With a :class:`Prefetcher`, the next step's samples start loading before this one returns.
+    """
+    n = len(source.source if isinstance(source, Prefetcher) else source)
+    idx = sample_indices(n, cfg.seed, step, cfg.batch_size, rank, world)
+    if isinstance(source, Prefetcher):
+        samples = source.get(idx)
+        source.prefetch(sample_indices(n, cfg.seed, step + 1, cfg.batch_size, rank, world))
+    else:
+        samples = [source[i] for i in idx]
     flips = torch.rand(len(idx), generator=gen) < 0.5
     return [
-        prepare(source[i], model.transform, cfg.loss_res, bool(f) and cfg.flip, cfg.min_mask_area)
-        for i, f in zip(idx, flips)
+        prepare(s, model.transform, cfg.loss_res, bool(f) and cfg.flip, cfg.min_mask_area)
+        for s, f in zip(samples, flips)
     ]
 
 
 def make_step(model: Sam, source: Sequence, cfg: TrainConfig, rank: int, world: int, device: torch.device):
     """The step function of :func:`leansam.train.runner.fit` for promptable segmentation."""
     frame = model.transform.prompt_frame
+    reader = Prefetcher(source)
 
     def step_fn(step: int) -> tuple[torch.Tensor, dict[str, float]]:
         gen = torch.Generator().manual_seed(step_seed(cfg.seed, step, rank))
-        batch = load_batch(source, model, cfg, step, rank, world, gen)
+        batch = load_batch(reader, model, cfg, step, rank, world, gen)
         x = torch.stack([p.x for p in batch]).to(device)
         feats_all = model.encode_image(x)
         total = x.new_zeros(())
@@ -250,9 +266,11 @@ def decoder_warmup(model: Sam, steps: int, lr: float, seed: int, prompts: int = 
 
     A decoder trained from scratch spends hundreds of steps predicting "nothing" before it
     learns to route the prompt's position to the image grid. This warm-up shortcuts that on
-    a task with no image encoder at all: random image embeddings, random boxes, target = the
-    filled box at the decoder's low-res grid, BCE loss. Deterministic for a given ``seed``
-    (every rank of a data-parallel run computes the same weights). Returns the losses.
+    a task with no image encoder at all: image embeddings = the prompt encoder's dense positional
+    encoding plus a little noise (an encoder's embedding carries positions, as a ViT's does),
+    random boxes, target = the filled box at the decoder's low-res grid, class-balanced BCE +
+    dice. Deterministic for a given ``seed`` (every rank of a data-parallel run computes the same
+    weights). Returns the losses.
     """
     c, (gh, gw) = model.mask_decoder.transformer_dim, model.prompt_encoder.image_embedding_size
     frame = model.transform.prompt_frame
@@ -263,11 +281,13 @@ def decoder_warmup(model: Sam, steps: int, lr: float, seed: int, prompts: int = 
     gen = torch.Generator().manual_seed(seed)
     dev = model.device
     lh, lw = 4 * gh, 4 * gw
+    with torch.no_grad():
+        dense_pe = model.prompt_encoder.get_dense_pe()
     ys = (torch.arange(lh, device=dev) + 0.5) * frame / lh
     xs = (torch.arange(lw, device=dev) + 0.5) * frame / lw
     losses = []
     for _ in range(steps):
-        emb = torch.randn((1, c, gh, gw), generator=gen).to(dev)
+        emb = WARMUP_EMBED_SCALE * torch.randn((1, c, gh, gw), generator=gen).to(dev) + dense_pe
         xy0 = torch.rand((prompts, 2), generator=gen) * frame * 0.8
         wh = frame * (0.05 + 0.4 * torch.rand((prompts, 2), generator=gen))
         boxes = torch.cat([xy0, (xy0 + wh).clamp(max=frame)], 1).to(dev)
@@ -277,13 +297,43 @@ def decoder_warmup(model: Sam, steps: int, lr: float, seed: int, prompts: int = 
             & (xs[None, None, :] >= boxes[:, 0, None, None])
             & (xs[None, None, :] < boxes[:, 2, None, None])
         ).float()
-        low, _, _ = decode_all(model, ImageFeatures(emb), None, None, boxes, None)
-        loss = F.binary_cross_entropy_with_logits(low[:, 0], gt)
+        low, _, _ = decode_all(
+            model, ImageFeatures(emb, _random_high_res(model, gen)), None, None, boxes, None
+        )
+        loss = _warmup_loss(low[:, 0], gt)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
     return losses
+
+
+#: Scale of the noise in the warm-up's image embeddings (the rest is the dense positional encoding).
+WARMUP_EMBED_SCALE = 0.1
+
+
+def _warmup_loss(logits: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """Class-balanced BCE + dice: a fresh decoder cannot settle on "nothing" for the small boxes."""
+    pos = gt.mean((1, 2), keepdim=True).clamp(0.01, 0.99)
+    weight = torch.where(gt > 0.5, 0.5 / pos, 0.5 / (1 - pos))
+    bce = F.binary_cross_entropy_with_logits(logits, gt, weight=weight)
+    p = logits.sigmoid().flatten(1)
+    t = gt.flatten(1)
+    dice = 1 - (2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1)
+    return bce + dice.mean()
+
+
+def _random_high_res(model: Sam, gen: torch.Generator) -> list[torch.Tensor] | None:
+    """Random skip features for the warm-up of a decoder that upscales with them (else None)."""
+    dec = model.mask_decoder
+    if not dec.use_high_res_features:
+        return None
+    c, (gh, gw) = dec.transformer_dim, model.prompt_encoder.image_embedding_size
+    raw = [
+        WARMUP_EMBED_SCALE * torch.randn((1, c, f * gh, f * gw), generator=gen).to(model.device)
+        for f in (4, 2)
+    ]
+    return dec.project_high_res(raw)
 
 
 def train(cfg: TrainConfig) -> dict[str, float]:

@@ -1,12 +1,12 @@
 """leansam's own models: ``leansam_tiny`` (bundled, the registry default) and its teacher.
 
-Both were trained here, on CPU, **only on procedurally generated synthetic shapes**
-(``leansam.data.synth``, the ``TINY_SYNTH`` settings); docs/training.md has the recipe
-(``scripts/train_default.sh``) and the held-out numbers. They are demo / test models that need
-no download: for real photographs load an official checkpoint (``leansam models``).
+``leansam_tiny`` is trained here, on CPU, **only on procedurally generated synthetic scenes**
+(``leansam.data.synth``); docs/training.md has the recipe (``scripts/train_default.sh``) and the
+held-out numbers. It needs no download: for real photographs load an official checkpoint
+(``leansam models``). The teacher is the same pipeline with a larger encoder (not trained yet).
 
-Encoder: :class:`leansam.models.resnet.ResNetEncoder` (``TINY_STUDENT`` / ``TINY_TEACHER``);
-:func:`tiny_sam` sizes the shared prompt encoder and mask decoder for its 16 x 16 x 128 grid.
+Encoder: :class:`leansam.models.tiny_fpn.TinyFPNEncoder`; :func:`tiny_sam` sizes the shared prompt
+encoder and mask decoder for its 16 x 16 x 128 grid.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from torch import nn
 
 from ..models.mask_decoder import MaskDecoder
 from ..models.prompt_encoder import PromptEncoder
-from ..models.resnet import TINY_STUDENT, TINY_TEACHER, ResNetEncoder
 from ..models.sam import Sam
+from ..models.tiny_fpn import TinyFPNConfig, TinyFPNEncoder
 from ..registry import ModelInfo, Weights
 from ..transforms import ImageTransform
 
@@ -26,30 +26,43 @@ TINY_TRANSFORM = ImageTransform(encoder_size=256, prompt_frame=256)
 #: sha256 of leansam/assets/leansam_tiny.pt (printed by ``python -m leansam.train.recipe export``).
 TINY_SHA256 = "ad193ccb3f0941d09dd203100aa2471a1b83cec7f4b85dbd23b7d1f2acd8a2a2"
 
+#: The teacher's encoder: the default model's pyramid, wider and deeper.
+TINY_FPN_TEACHER = TinyFPNConfig(widths=(48, 96, 192, 384), depths=(2, 2, 2, 2), stem_width=32)
 
-def tiny_sam(image_encoder: nn.Module, embed_dim: int = 128, grid: int = 16, prompt_frame: int = 256) -> Sam:
+
+def tiny_sam(
+    image_encoder: nn.Module,
+    embed_dim: int = 128,
+    grid: int = 16,
+    prompt_frame: int = 256,
+    high_res: bool = False,
+) -> Sam:
     """Assembles ``image_encoder`` with the shared prompt encoder / mask decoder for a small grid.
 
     Args:
-        image_encoder: B x 3 x S x S -> B x embed_dim x grid x grid.
+        image_encoder: B x 3 x S x S -> B x embed_dim x grid x grid (with ``high_res``: that and
+            [B x embed_dim x 4grid x 4grid, B x embed_dim x 2grid x 2grid] skip features).
         embed_dim: width of prompt embeddings and decoder (SAM: 256).
         grid: side of the image-embedding grid (SAM: 64); low-res masks are 4 * grid.
         prompt_frame: side of the prompt frame (SAM: 1024 = 16 * 64).
+        high_res: the decoder upscales with SAM 2's high-resolution skip features.
     """
     pe = PromptEncoder(
         embed_dim=embed_dim, image_embedding_size=(grid, grid), input_image_size=(prompt_frame,) * 2
     )
-    return Sam(image_encoder, pe, MaskDecoder(transformer_dim=embed_dim))
+    if hasattr(image_encoder, "init_pos_embed"):
+        image_encoder.init_pos_embed(pe.get_dense_pe())
+    return Sam(image_encoder, pe, MaskDecoder(transformer_dim=embed_dim, use_high_res_features=high_res))
 
 
 def build_leansam_tiny() -> Sam:
-    """The bundled default model: TINY_STUDENT ResNet encoder, 256 input, 16 x 16 x 128 embedding."""
-    return tiny_sam(ResNetEncoder(TINY_STUDENT))
+    """The bundled default model: TinyFPN encoder, 256 input, 16 x 16 x 128 embedding + skip features."""
+    return tiny_sam(TinyFPNEncoder(TinyFPNConfig()), high_res=True)
 
 
 def build_leansam_tiny_teacher() -> Sam:
-    """The teacher the default model was distilled from (half-width ResNet-18, same pipeline)."""
-    return tiny_sam(ResNetEncoder(TINY_TEACHER))
+    """A larger model of the same pipeline, for distillation and pruning experiments (not shipped)."""
+    return tiny_sam(TinyFPNEncoder(TINY_FPN_TEACHER), high_res=True)
 
 
 MODELS = (
@@ -63,11 +76,11 @@ MODELS = (
             sha256=TINY_SHA256,
             license="Apache-2.0",
             source="this repository: scripts/train_default.sh (leansam.train.recipe)",
-            paper="leansam docs/training.md (distilled from leansam_tiny_teacher; synthetic shapes only)",
+            paper="leansam docs/training.md (trained on synthetic scenes only)",
         ),
         transform=TINY_TRANSFORM,
-        n_params=2_159_408,
-        description="bundled demo model trained ONLY on synthetic shapes (ResNet-style student, 256 px); "
+        n_params=3_614_824,
+        description="bundled default model trained ONLY on synthetic scenes (small ResNet + FPN, 256 px); "
         "use an official checkpoint for real photos",
         default=True,
     ),
@@ -77,8 +90,8 @@ MODELS = (
         builder=build_leansam_tiny_teacher,
         weights=None,
         transform=TINY_TRANSFORM,
-        n_params=4_715_360,
-        description="teacher of leansam_tiny (half-width ResNet-18, 256 px), trained from scratch on synthetic "
-        "shapes; weights not shipped (scripts/train_default.sh makes them)",
+        n_params=8_341_040,
+        description="larger model of leansam_tiny's pipeline (wider ResNet + FPN, 256 px) for distillation and "
+        "pruning experiments; weights not shipped",
     ),
 )

@@ -210,7 +210,7 @@ def test_failure_midway_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Monke
             raise RuntimeError("boom")
         return real(index, seed, config)
 
-    monkeypatch.setattr(synth, "render_sample", flaky)
+    monkeypatch.setattr(synth.writer, "render_sample", flaky)
     out = tmp_path / "ds"
     with pytest.raises(RuntimeError, match="boom"):
         generate(4, out, config=SMALL)

@@ -77,3 +77,19 @@ def test_prepare_maps_masks_to_the_frame() -> None:
     assert p.masks[:, lh:].sum() == 0 and p.masks[:, :, lw:].sum() == 0  # padding stays empty
     flipped = prepare(s, t, 32, flip=True)
     assert flipped.masks.sum() == p.masks.sum()
+
+
+def test_prefetcher_gives_the_same_samples_as_direct_reads() -> None:
+    from leansam.train.data import Prefetcher, SynthSource, sample_indices
+
+    src = SynthSource(12, 3)
+    reader = Prefetcher(src)
+    for step in range(3):
+        idx = sample_indices(len(src), 0, step, 2)
+        got = reader.get(idx)
+        reader.prefetch(sample_indices(len(src), 0, step + 1, 2))
+        for s, i in zip(got, idx):
+            assert s.key == src[i].key and np.array_equal(s.image, src[i].image)
+    # a prefetch for other indices is not used for a request it does not match
+    reader.prefetch([0, 1])
+    assert [s.key for s in reader.get([5, 6])] == [src[5].key, src[6].key]

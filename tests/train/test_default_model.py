@@ -29,6 +29,14 @@ def test_default_is_the_bundled_model() -> None:
     assert sum(p.numel() for p in info.build().parameters()) == info.n_params
 
 
+def test_build_model_without_a_name_gives_the_default() -> None:
+    assert leansam.DEFAULT_MODEL == default_model_name() == "leansam_tiny"
+    model = leansam.build_model()
+    assert model.name == "leansam_tiny"
+    ref = leansam.build_model("leansam_tiny")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), ref.state_dict().values()))
+
+
 @pytest.fixture(scope="module")
 def example_prediction() -> tuple[np.ndarray, np.ndarray]:
     torch.set_num_threads(1)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from leansam.train.losses import dice_loss, focal_loss, mask_iou, segmentation_loss
 from leansam.train.prompts import (
     boxes_from_masks,
-    centre_points,
     correction_points,
     jitter_boxes,
     sample_points,
@@ -56,14 +54,6 @@ def test_correction_point_labels() -> None:
     assert (lab == 0).all()
     _, lab = correction_points(gt, gt, torch.Generator().manual_seed(0), 32)  # perfect -> padding
     assert (lab == -1).all()
-
-
-def test_centre_point_is_interior() -> None:
-    m = np.zeros((1, 20, 30), bool)
-    m[0, 5:15, 3:27] = True
-    ((x, y),) = centre_points(m)
-    assert m[0, int(y), int(x)]
-    assert 9 <= y <= 11
 
 
 def test_losses_and_multimask_selection() -> None:

@@ -1,0 +1,125 @@
+"""The image encoder of leansam's own default model: a small ResNet with a top-down FPN.
+
+Four stages of basic residual blocks (strides 4, 8, 16, 32) feed a feature pyramid. The stride-16
+level, refined by two 3x3 convolutions, is the image embedding the prompt encoder and mask decoder
+work on; the stride-4 and stride-8 levels, layer-normalised, are returned as SAM 2-style skip features
+(the mask decoder's ``conv_s0`` / ``conv_s1`` project them), so masks keep boundaries finer than
+the 16-pixel embedding grid.
+
+Shapes: input B x 3 x S x S (normalised, padded) -> (B x D x S/16 x S/16, [B x D x S/4 x S/4,
+B x D x S/8 x S/8]) with D = ``out_chans`` (the decoder's width).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .common import LayerNorm2d
+
+
+@dataclass(frozen=True)
+class TinyFPNConfig:
+    """Shape of a :class:`TinyFPNEncoder`.
+
+    Attributes:
+        widths: channels of the four stages (strides 4, 8, 16, 32).
+        depths: basic blocks per stage.
+        stem_width: channels of the first (stride-2) stem convolution.
+        out_chans: channels of every pyramid level (the mask decoder's width).
+        grid: side of the embedding grid of the training input size (its positional embedding's
+            size; other input sizes interpolate it).
+    """
+
+    widths: tuple[int, int, int, int] = (32, 64, 128, 256)
+    depths: tuple[int, int, int, int] = (1, 2, 2, 1)
+    stem_width: int = 24
+    out_chans: int = 128
+    grid: int = 16
+
+    def __post_init__(self) -> None:
+        if len(self.widths) != 4 or len(self.depths) != 4:
+            raise ValueError("TinyFPNConfig: widths and depths need 4 entries (one per stage)")
+        if min(self.widths) <= 0 or min(self.depths) < 1:
+            raise ValueError("TinyFPNConfig: widths must be > 0 and depths >= 1")
+        if self.stem_width <= 0 or self.out_chans <= 0 or self.out_chans % 8:
+            raise ValueError("TinyFPNConfig: stem_width > 0 and out_chans a positive multiple of 8")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout))
+
+
+class _Block(nn.Module):
+    """Basic residual block: two 3x3 conv-BN, ReLU, identity (or 1x1 stride-s) shortcut."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = _conv_bn(cin, cout, 3, stride)
+        self.conv2 = _conv_bn(cout, cout, 3, 1)
+        self.shortcut = _conv_bn(cin, cout, 1, stride) if (stride != 1 or cin != cout) else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.conv2(F.relu(self.conv1(x))) + self.shortcut(x))
+
+
+class TinyFPNEncoder(nn.Module):
+    """Small ResNet + FPN returning the stride-16 embedding and stride-4/8 skip features."""
+
+    def __init__(self, config: TinyFPNConfig | None = None) -> None:
+        super().__init__()
+        c = config or TinyFPNConfig()
+        self.config = c
+        self.stem = nn.Sequential(
+            _conv_bn(3, c.stem_width, 3, 2), nn.ReLU(), _conv_bn(c.stem_width, c.widths[0], 3, 2), nn.ReLU()
+        )
+        stages, cin = [], c.widths[0]
+        for i, (w, d) in enumerate(zip(c.widths, c.depths)):
+            blocks = [_Block(cin, w, 1 if i == 0 else 2)] + [_Block(w, w, 1) for _ in range(d - 1)]
+            stages.append(nn.Sequential(*blocks))
+            cin = w
+        self.stages = nn.ModuleList(stages)
+        self.lateral = nn.ModuleList(nn.Conv2d(w, c.out_chans, 1) for w in c.widths)
+        # The skip levels are normalised like the embedding, so the decoder sees unit-scale inputs
+        # from the first step (its warm-up runs on unit-normal stand-ins).
+        self.skip_norm = nn.ModuleList(LayerNorm2d(c.out_chans) for _ in range(2))
+        # Absolute positions in the embedding, as a ViT encoder's carries them: without them the
+        # decoder cannot tell where a box prompt's inside is (set up by ``init_pos_embed``).
+        self.pos_embed = nn.Parameter(torch.zeros(1, c.out_chans, c.grid, c.grid))
+        self.head = nn.Sequential(
+            nn.Conv2d(c.out_chans, c.out_chans, 3, padding=1, bias=False),
+            LayerNorm2d(c.out_chans),
+            nn.GELU(),
+            nn.Conv2d(c.out_chans, c.out_chans, 3, padding=1, bias=False),
+            LayerNorm2d(c.out_chans),
+        )
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """B x 3 x S x S -> (embedding B x D x S/16 x S/16, [B x D x S/4 x S/4, B x D x S/8 x S/8])."""
+        feats = []
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        # Top-down pathway: each level adds the upsampled coarser level to its own projection.
+        levels = [self.lateral[3](feats[3])]
+        for i in (2, 1, 0):
+            up = F.interpolate(levels[0], size=feats[i].shape[-2:], mode="nearest")
+            levels.insert(0, self.lateral[i](feats[i]) + up)
+        embed = self.head(levels[2])
+        pos = self.pos_embed
+        if pos.shape[-2:] != embed.shape[-2:]:
+            pos = F.interpolate(pos, size=embed.shape[-2:], mode="bilinear", align_corners=False)
+        return embed + pos, [self.skip_norm[0](levels[0]), self.skip_norm[1](levels[1])]
+
+    @torch.no_grad()
+    def init_pos_embed(self, dense_pe: torch.Tensor) -> None:
+        """Starts the positional embedding as the prompt encoder's dense positional encoding
+        (1 x D x g x g): the decoder can then relate image cells to prompt coordinates from step 0."""
+        self.pos_embed.copy_(dense_pe.reshape(self.pos_embed.shape))
