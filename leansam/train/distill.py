@@ -24,9 +24,9 @@ Modes (see docs/training.md for what each paper did and what is simplified here)
     cross-attention decoder is discarded; ``model.pt`` holds the student only.
 
 Students: a registry name (its architecture; e.g. ``leansam_tiny``, ``mobile_sam``), or an
-encoder config ``resnet:PRESET`` / ``resnet:{json}``, ``tiny_vit:{json}``, ``repvit:{json}``
-(:mod:`leansam.models.resnet`, :class:`~leansam.models.tiny_vit.TinyViTConfig`,
-:class:`~leansam.models.repvit.RepViTConfig`) assembled with copies of the teacher's prompt
+encoder config ``resnet:PRESET`` / ``resnet:{json}``, ``tiny_vit:{json}``, ``repvit:{json}``,
+``tiny_fpn:{json}`` (:mod:`leansam.models.resnet`, :class:`~leansam.models.tiny_vit.TinyViTConfig`,
+:class:`~leansam.models.repvit.RepViTConfig`, :class:`~leansam.models.tiny_fpn.TinyFPNConfig`) assembled with copies of the teacher's prompt
 encoder and mask decoder and the teacher's pre-processing.
 """
 
@@ -133,13 +133,18 @@ def build_student(spec: str, teacher: Sam, copy_decoder: bool = True) -> Sam:
     family, sep, arg = spec.partition(":")
     c, h, _ = embed_shape(teacher)
     stride = teacher.transform.encoder_size // h
-    if sep and family in ("resnet", "tiny_vit", "repvit"):
-        if family == "resnet":
+    if sep and family in ("resnet", "tiny_vit", "repvit", "tiny_fpn"):
+        if family == "tiny_fpn":
+            from ..models.tiny_fpn import TinyFPNConfig, TinyFPNEncoder
+
+            encoder: nn.Module = TinyFPNEncoder(TinyFPNConfig(**{**_tuples(_json(arg)), "out_chans": c, "grid": h}))
+            encoder.init_pos_embed(teacher.prompt_encoder.get_dense_pe())
+        elif family == "resnet":
             if arg in PRESETS:
                 rc = dataclasses.replace(PRESETS[arg], out_chans=c, out_stride=stride)
             else:
                 rc = ResNetConfig(**_tuples(_json(arg)), out_chans=c, out_stride=stride)
-            encoder: nn.Module = ResNetEncoder(rc)
+            encoder = ResNetEncoder(rc)
         elif family == "tiny_vit":
             from ..models.tiny_vit import TinyViT, TinyViTConfig
 
@@ -148,6 +153,11 @@ def build_student(spec: str, teacher: Sam, copy_decoder: bool = True) -> Sam:
             from ..models.repvit import RepViTConfig, RepViTImageEncoder
 
             encoder = RepViTImageEncoder(RepViTConfig(**{**_tuples(_json(arg)), "out_channels": c}))
+        if teacher.mask_decoder.use_high_res_features and family != "tiny_fpn":
+            raise InputError(
+                f"the teacher's decoder upscales with the encoder's skip features, which a {family} student "
+                "does not give; use a tiny_fpn:{...} student or a registry model"
+            )
         student = Sam(
             encoder,
             copy.deepcopy(teacher.prompt_encoder),
@@ -358,22 +368,24 @@ def make_step(
         if cfg.mode == "sami":
             _, h, w = embed_shape(teacher)
             masked = sami_mask(len(xs), h, w, cfg.mask_ratio, gen).to(device)
-            s_feat = student.image_encoder(blank_cells(xs, masked, (h, w)))
+            s_feat = student.encode_image(blank_cells(xs, masked, (h, w))).embed
             pred = head(s_feat, masked)
             loss = F.mse_loss(pred, t_emb)
             metrics["mse_masked"] = float(((pred - t_emb) ** 2).mean(1).flatten(1)[masked].mean().detach())
             return loss, metrics
-        s_emb = student.encode_image(xs).embed
+        s_feats = student.encode_image(xs)
+        s_emb = s_feats.embed
         emb_loss = F.mse_loss(s_emb, t_emb)
         metrics["embed_mse"] = float(emb_loss.detach())
         if cfg.mode == "encoder":
             return emb_loss, metrics
         total = cfg.embed_weight * emb_loss
+        t_feats = _teacher_features(teacher, xt, t_emb)
         dec_losses = []
         for i, p in enumerate(batch):
             if len(p.masks) == 0:
                 continue
-            sf, tf = ImageFeatures(s_emb[i : i + 1]), ImageFeatures(t_emb[i : i + 1])
+            sf, tf = s_feats.select(i), t_feats.select(i)
             n_cand = min(
                 len(p.masks), cfg.prompts_per_image * (cfg.candidate_factor if cfg.mode == "full" else 1)
             )
@@ -398,6 +410,15 @@ def make_step(
         return total, metrics
 
     return step_fn
+
+
+@torch.no_grad()
+def _teacher_features(teacher: Sam, xt: torch.Tensor, t_emb: torch.Tensor) -> ImageFeatures:
+    """The teacher's features for the decoder losses: the (cached) embedding, plus the skip
+    features when its decoder upscales with them (SAM 2 style; computed, not cached)."""
+    if not teacher.mask_decoder.use_high_res_features:
+        return ImageFeatures(t_emb)
+    return ImageFeatures(t_emb, teacher.encode_image(xt).high_res)
 
 
 def _full_loss(cfg, student, teacher, sf, tf, boxes, coords, labels, n_cand) -> torch.Tensor:
@@ -463,7 +484,7 @@ def distill(cfg: DistillConfig) -> dict[str, float]:
     if cfg.mode == "sami":
         c_t, h, w = embed_shape(teacher)
         with torch.no_grad():
-            c_s = student.image_encoder(torch.zeros(1, 3, *(student.transform.encoder_size,) * 2)).shape[1]
+            c_s = student.encode_image(torch.zeros(1, 3, *(student.transform.encoder_size,) * 2)).embed.shape[1]
         head = SamiHead(c_s, c_t, (h, w), cfg.sami_dim, cfg.sami_depth).to(info.device)
     decoder_modes = cfg.mode in ("full", "prompt-in-the-loop")
     set_trainable(student, True, decoder_modes and cfg.train_decoder, False)

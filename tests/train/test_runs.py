@@ -129,11 +129,26 @@ def test_metrics_csv_drops_rows_after_checkpoint(tmp_path) -> None:
     assert [r.split(",")[0] for r in p.read_text().splitlines()] == ["step", "0", "1", "2"]
 
 
+SMALL_FPN = 'tiny_fpn:{"widths": [16, 32, 64, 128], "depths": [1, 1, 1, 1], "stem_width": 16}'
+
+
+def test_student_without_skip_features_is_refused_for_a_teacher_that_needs_them() -> None:
+    import leansam
+    from leansam.io import InputError
+    from leansam.train.distill import build_student
+
+    teacher = leansam.build_model("leansam_tiny_teacher", pretrained=False)
+    with pytest.raises(InputError, match="skip features"):
+        build_student("resnet:tiny_student", teacher)
+    student = build_student(SMALL_FPN, teacher)
+    assert student.mask_decoder.use_high_res_features
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_distill_modes_run(tmp_path, mode) -> None:
     cfg = DistillConfig(
         out=str(tmp_path / mode), mode=mode, steps=1, batch_size=1, data="synth:3:1", progress=False,
-        teacher="leansam_tiny_teacher", student="resnet:tiny_student", prompts_per_image=2, loss_res=64,
+        teacher="leansam_tiny_teacher", student=SMALL_FPN, prompts_per_image=2, loss_res=64,
         cache_dir=str(tmp_path / "cache"),
     )  # fmt: skip
     last = distill(cfg)
