@@ -35,7 +35,7 @@ def frame_to_input(frame: np.ndarray, size: int) -> torch.Tensor:
     return ((x - _MEAN) / _STD)[None]
 
 
-def _check_frame(frame: np.ndarray, where: str) -> np.ndarray:
+def check_frame(frame: np.ndarray, where: str) -> np.ndarray:
     frame = np.asarray(frame)
     if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
         raise VideoError(f"{where}: expected an H x W x 3 uint8 RGB frame, got {frame.dtype} {frame.shape}")
@@ -68,7 +68,7 @@ class FrameSource:
             where = str(self._files[i])
         else:
             frame, where = self._frames[i], f"frame {i}"
-        frame = _check_frame(frame, where)
+        frame = check_frame(frame, where)
         if i and frame.shape[:2] != (self.height, self.width):
             raise VideoError(
                 f"{where} is {frame.shape[1]}x{frame.shape[0]}, the video is {self.width}x{self.height}"

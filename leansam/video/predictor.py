@@ -105,6 +105,45 @@ class VideoPredictor:
             cache.popitem(last=False)
         return feats
 
+    # --- prompt conversion -----------------------------------------------------------------------
+    def points_to_model(self, points, labels, box, video_size: tuple[int, int] | None) -> Points:
+        """Clicks N x 2 (x, y) + labels N and / or a box XYXY in video pixels -> model-frame
+        (coords 1 x P x 2, labels 1 x P), box corners first (labels 2, 3). ``video_size`` (H, W);
+        None: coordinates already normalised to [0, 1]."""
+        coords = torch.as_tensor(
+            np.zeros((0, 2)) if points is None else np.asarray(points), dtype=torch.float32
+        )
+        labs = torch.as_tensor(np.zeros(0) if labels is None else np.asarray(labels), dtype=torch.int32)
+        coords, labs = coords.reshape(1, -1, 2), labs.reshape(1, -1)
+        if coords.shape[1] != labs.shape[1]:
+            raise ValueError(f"{coords.shape[1]} points but {labs.shape[1]} labels")
+        if box is not None:
+            coords = torch.cat(
+                [torch.as_tensor(np.asarray(box), dtype=torch.float32).reshape(1, 2, 2), coords], dim=1
+            )
+            labs = torch.cat([torch.tensor([[2, 3]], dtype=torch.int32), labs], dim=1)
+        if video_size is not None:
+            coords = coords / torch.tensor([video_size[1], video_size[0]])
+        return (coords * self.image_size).to(self.device), labs.to(self.device)
+
+    def mask_to_model(self, mask) -> torch.Tensor:
+        """H x W bool mask -> 1 x 1 x S x S float (antialiased resize, then >= 0.5, when not S x S)."""
+        mask = torch.as_tensor(np.asarray(mask), dtype=torch.bool)
+        if mask.dim() != 2:
+            raise ValueError(f"the mask must be 2-D (H x W), got shape {tuple(mask.shape)}")
+        m = mask[None, None].float().to(self.device)
+        s = self.image_size
+        if m.shape[-2:] != (s, s):
+            m = F.interpolate(m, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+            m = (m >= 0.5).float()
+        return m
+
+    def remember_prompted(self, vision: torch.Tensor, out: FrameOutput) -> None:
+        """Encodes the memory of a prompted frame from its stored (hole-filled) low-res logits."""
+        high = _resize(out.pred_masks, (self.image_size, self.image_size))
+        mem = self.model.encode_memory(vision, high, out.score, self.binarize_mask_from_pts_for_mem_enc)
+        out.maskmem = mem.to(torch.bfloat16)
+
     # --- prompts ---------------------------------------------------------------------------------
     def _check_frame(self, state: VideoState, frame_idx: int) -> None:
         if not 0 <= frame_idx < state.num_frames:
@@ -134,19 +173,8 @@ class VideoPredictor:
             raise ValueError("at least one of points or box must be provided as input")
         if box is not None and not clear_old_points:
             raise ValueError("cannot add a box without clearing old points (clear_old_points=True)")
-        coords = torch.as_tensor(np.zeros((0, 2)) if points is None else points, dtype=torch.float32).reshape(
-            1, -1, 2
-        )
-        labs = torch.as_tensor(np.zeros(0) if labels is None else labels, dtype=torch.int32).reshape(1, -1)
-        if coords.shape[1] != labs.shape[1]:
-            raise ValueError(f"{coords.shape[1]} points but {labs.shape[1]} labels")
-        if box is not None:
-            coords = torch.cat([torch.as_tensor(box, dtype=torch.float32).reshape(1, 2, 2), coords], dim=1)
-            labs = torch.cat([torch.tensor([[2, 3]], dtype=torch.int32), labs], dim=1)
-        if normalize_coords:
-            coords = coords / torch.tensor([state.video_width, state.video_height])
-        coords = (coords * self.image_size).to(self.device)
-        labs = labs.to(self.device)
+        size = (state.video_height, state.video_width) if normalize_coords else None
+        coords, labs = self.points_to_model(points, labels, box, size)
         idx = state.obj_idx(obj_id)
         track = state.tracks[idx]
         old = track.points.get(frame_idx) if not clear_old_points else None
@@ -163,14 +191,7 @@ class VideoPredictor:
         """A mask prompt (H' x W' bool; resized to the model input when not S x S). Same returns."""
         state = inference_state
         self._check_frame(state, frame_idx)
-        mask = torch.as_tensor(np.asarray(mask), dtype=torch.bool)
-        if mask.dim() != 2:
-            raise ValueError(f"the mask must be 2-D (H x W), got shape {tuple(mask.shape)}")
-        m = mask[None, None].float().to(self.device)
-        s = self.image_size
-        if m.shape[-2:] != (s, s):
-            m = F.interpolate(m, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
-            m = (m >= 0.5).float()
+        m = self.mask_to_model(mask)
         idx = state.obj_idx(obj_id)
         state.tracks[idx].masks[frame_idx] = m
         state.tracks[idx].points.pop(frame_idx, None)
@@ -193,7 +214,7 @@ class VideoPredictor:
             temp = track.temp_cond if is_cond else track.temp_non_cond
             out = temp.get(frame_idx) or track.cond.get(frame_idx) or track.non_cond.get(frame_idx)
             prev = None if out is None else out.pred_masks.clamp(-32.0, 32.0)
-        out = self._run_frame(state, track, frame_idx, is_init, points, mask, reverse, False, prev)
+        out = self.run_frame(state, track, frame_idx, is_init, points, mask, reverse, False, prev)
         (track.temp_cond if is_cond else track.temp_non_cond)[frame_idx] = out
         return frame_idx, list(state.obj_ids), self._consolidate(state, frame_idx, is_cond)
 
@@ -220,7 +241,7 @@ class VideoPredictor:
         return logits
 
     # --- one frame -------------------------------------------------------------------------------
-    def _run_frame(
+    def run_frame(
         self,
         state: VideoState,
         track: ObjectTrack,
@@ -267,12 +288,7 @@ class VideoPredictor:
             for temp, bank in ((track.temp_non_cond, track.non_cond), (track.temp_cond, track.cond)):
                 for frame_idx, out in temp.items():
                     if out.maskmem is None:
-                        high = _resize(out.pred_masks, (self.image_size, self.image_size))
-                        vision = self.features(state, frame_idx).vision
-                        mem = self.model.encode_memory(
-                            vision, high, out.score, self.binarize_mask_from_pts_for_mem_enc
-                        )
-                        out.maskmem = mem.to(torch.bfloat16)
+                        self.remember_prompted(self.features(state, frame_idx).vision, out)
                     bank[frame_idx] = out
                     if self.clear_non_cond_mem_around_input:
                         self._clear_around(track, frame_idx)
@@ -320,7 +336,7 @@ class VideoPredictor:
                     if self.clear_non_cond_mem_around_input:
                         self._clear_around(track, frame_idx)
                 else:
-                    out = self._run_frame(state, track, frame_idx, False, None, None, reverse, True)
+                    out = self.run_frame(state, track, frame_idx, False, None, None, reverse, True)
                     track.non_cond[frame_idx] = out
                 track.tracked[frame_idx] = reverse
                 logits.append(out.pred_masks)
