@@ -60,7 +60,9 @@ def test_track_writes_rle_per_frame_and_a_playable_overlay(clip, tmp_path: Path,
     for line, (_, ids, logits) in zip(lines, pred.propagate_in_video(state)):
         (obj,) = line["objects"]
         assert obj["id"] == 7 == ids[0]
-        assert np.array_equal(decode_mask(obj["segmentation"], *frames.shape[1:3]), (logits[0, 0] > 0).numpy())
+        assert np.array_equal(
+            decode_mask(obj["segmentation"], *frames.shape[1:3]), (logits[0, 0] > 0).numpy()
+        )
     with _av().open(str(out / "overlay.mp4")) as container:
         decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     assert len(decoded) == 3 and decoded[0].shape == frames[0].shape
