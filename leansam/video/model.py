@@ -23,7 +23,7 @@ from torch import nn
 
 from ..models.common import MLP
 from ..models.hiera import HieraImageEncoder
-from ..models.mask_decoder import dynamic_multimask
+from ..models.mask_decoder import MaskDecoder
 from ..models.sam import Sam
 from ..models.vit import ViTImageEncoder
 from .config import VideoConfig
@@ -142,18 +142,8 @@ class VideoModel(nn.Module):
                 antialias=True,
             )
         sparse, dense = pe((coords, labels), mask_input, batch_size=b)
-        tokens, src, size, iou, score = dec.predict_tokens(feats, pe.get_dense_pe(), sparse, dense)
-        masks = dec.masks_from_tokens(tokens, src, size, high_res)
-        if multimask:
-            masks, iou, tokens = masks[:, 1:], iou[:, 1:], tokens[:, 1:]
-        else:
-            if dec.dynamic_multimask_via_stability:
-                masks, iou = dynamic_multimask(
-                    masks, iou, dec.dynamic_multimask_stability_delta, dec.dynamic_multimask_stability_thresh
-                )
-            else:
-                masks = masks[:, :1]
-            tokens = tokens[:, :1]
+        masks, iou, score, tokens = _decode(dec, feats, pe.get_dense_pe(), sparse, dense, multimask, high_res)
+        tokens = tokens[:, 1:] if multimask else tokens[:, :1]
         present = score > 0
         masks = torch.where(present[:, :, None, None], masks, NO_OBJ_SCORE).float()
         rows = torch.arange(b, device=masks.device)
@@ -243,3 +233,28 @@ class VideoModel(nn.Module):
         curr_pos = self.vision_pos.flatten(2).transpose(1, 2).expand(b, -1, -1)
         out = self.memory_attention(curr, curr_pos, torch.cat(mem, 1), torch.cat(pos, 1), n_ptr_tokens)
         return out.transpose(1, 2).reshape(b, c, h, w)
+
+
+def _decode(
+    dec: MaskDecoder,
+    image: torch.Tensor,
+    image_pe: torch.Tensor,
+    sparse: torch.Tensor,
+    dense: torch.Tensor,
+    multimask: bool,
+    high_res: list[torch.Tensor] | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The decoder's public forward (masks B x M x h x w, iou B x M, scores B x 1), plus the outputs of its
+    mask tokens (B x (M+1) x C, read from its two-way transformer), which SAM 2 turns into object pointers."""
+    captured: list[torch.Tensor] = []
+    handle = dec.transformer.register_forward_hook(lambda _m, _args, out: captured.append(out[0]))
+    try:
+        masks, iou, score = dec(image, image_pe, sparse, dense, multimask, high_res)
+    finally:
+        handle.remove()
+    if len(captured) != 1:
+        raise RuntimeError(
+            "the mask decoder did not run its two-way transformer once; cannot read its tokens"
+        )
+    first = 1 if dec.pred_obj_score else 0
+    return masks, iou, score, captured[0][:, first + 1 : first + 1 + dec.num_mask_tokens]
