@@ -32,6 +32,7 @@ ZOO_FAMILIES: tuple[str, ...] = (
     "hiera",
     "efficientsam",
     "efficienttam",
+    "efficienttam_video",
     "slimsam",
     "nanosam",
     "default",

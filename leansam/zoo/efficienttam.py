@@ -28,8 +28,6 @@ image encoder (:class:`EfficientTamImageEncoder`), filled from the top-level che
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 from torch import nn
 
@@ -85,23 +83,15 @@ class EfficientTamImageEncoder(ViTImageEncoder):
         return super().forward(x) + self.no_mem_embed.view(1, -1, 1, 1)
 
 
-def build_efficienttam(cfg: ViTConfig, image_size: int = 1024) -> Sam:
-    """EfficientTAM in image mode with the ViT trunk ``cfg`` and SAM 2's decoder options.
-
-    ``image_size``: side of the square input (1024; 512 for the ``_512x512`` releases, whose
-    embedding grid is 32 x 32 and prompt frame 512).
-    """
+def build_efficienttam(cfg: ViTConfig) -> Sam:
+    """EfficientTAM in image mode with the ViT trunk ``cfg`` and SAM 2's decoder options."""
     decoder = MaskDecoder(
         iou_sigmoid=True,
         pred_obj_score=True,
         use_high_res_features=False,
         dynamic_multimask_via_stability=True,
     )
-    grid = image_size // 16
-    prompt_encoder = PromptEncoder(
-        image_embedding_size=(grid, grid), input_image_size=(image_size, image_size)
-    )
-    return Sam(EfficientTamImageEncoder(cfg), prompt_encoder, decoder)
+    return Sam(EfficientTamImageEncoder(cfg), PromptEncoder(), decoder)
 
 
 def build_efficienttam_ti() -> Sam:
@@ -112,16 +102,6 @@ def build_efficienttam_ti() -> Sam:
 def build_efficienttam_s() -> Sam:
     """EfficientTAM-S: ViT-S trunk (384 wide, 6 heads)."""
     return build_efficienttam(EFFICIENTTAM_VIT_S)
-
-
-def build_efficienttam_ti_512x512() -> Sam:
-    """EfficientTAM-Ti at 512 x 512 input."""
-    return build_efficienttam(EFFICIENTTAM_VIT_T, image_size=512)
-
-
-def build_efficienttam_s_512x512() -> Sam:
-    """EfficientTAM-S at 512 x 512 input."""
-    return build_efficienttam(EFFICIENTTAM_VIT_S, image_size=512)
 
 
 _ENCODER_RULES = compile_rules(
@@ -148,17 +128,12 @@ def filter_fn(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], 
     return rename_keys(mapped, _ENCODER_RULES), set_aside
 
 
-def _info(
-    size: str, sha256: str | None, n_params: int, description: str, builder: str | None = None
-) -> ModelInfo:
+def _info(size: str, sha256: str, n_params: int, description: str) -> ModelInfo:
     file_name = f"efficienttam_{size}.pt"
-    transform = SAM2_TRANSFORM
-    if size.endswith("_512x512"):
-        transform = dataclasses.replace(SAM2_TRANSFORM, encoder_size=512, prompt_frame=512)
     return ModelInfo(
         name=f"efficienttam_{size}",
         family="efficienttam",
-        builder=f"leansam.zoo.efficienttam:build_efficienttam_{builder or size}",
+        builder=f"leansam.zoo.efficienttam:build_efficienttam_{size}",
         weights=Weights(
             url=_BASE + file_name,
             file_name=file_name,
@@ -168,7 +143,7 @@ def _info(
             paper=_PAPER,
             wrappers=("model",),
         ),
-        transform=transform,
+        transform=SAM2_TRANSFORM,
         prompt_style=SAM2_PROMPT_STYLE,
         checkpoint_filter="leansam.zoo.efficienttam:filter_fn",
         n_params=n_params,
@@ -193,19 +168,5 @@ MODELS = (
         "2b572be30d9e96ee29c8d785fe157c6b079ede7d56fbc8a3671d4120e63c89cd",
         26_550_577,
         "EfficientTAM-S (image mode): ViT-S encoder in the SAM 2 framework",
-    ),
-    # The other video releases (configs/efficienttam/efficienttam_{ti,s}_{512x512,1,2}.yaml): the same
-    # image-mode modules (so the same n_params); 512x512 runs at 512 input, _1/_2 differ only in the
-    # memory attention (leansam.video). Upstream publishes no hashes for these files.
-    *(
-        _info(
-            f"{size}{suffix}",
-            None,
-            n,
-            f"EfficientTAM-{size.capitalize()} {suffix[1:]} (video release; image mode)",
-            builder,
-        )
-        for size, n in (("ti", 10_360_753), ("s", 26_550_577))
-        for suffix, builder in (("_512x512", None), ("_1", size), ("_2", size))
     ),
 )
