@@ -11,7 +11,7 @@ from PIL import Image
 
 from leansam.cli import main
 from leansam.data.coco import decode_mask
-from leansam.video import VideoPredictor
+from leansam.video import VideoPredictor, tracking_models
 from tests import parity as P
 from tests.video import cases as C
 
@@ -106,3 +106,11 @@ def test_bad_input_is_one_error_line_and_nothing_written(
         video.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 4)
     args = ["track", video, "--model", model, "--checkpoint", ckpt, *prompt, "--out", out]
     _assert_clean_error(*_run(args, capsys), out, words)
+
+
+def test_models_says_which_models_can_track(capsys) -> None:
+    code, out = main(["models", "--json"]), capsys.readouterr().out
+    rows = {r["name"]: r["track"] for r in json.loads(out)}
+    assert code == 0
+    assert {n for n, t in rows.items() if t} == set(tracking_models())
+    assert rows["mobile_sam"] is False
