@@ -49,13 +49,15 @@ def model_for(spec: dict) -> VideoModel:
 
 @dataclass
 class Output:
-    """One returned result: call number, frame, object ids, logits n x H x W, stored scores / cond flags."""
+    """One returned result: call number, frame, object ids, logits n x H x W, the stored low-res logits
+    n x 256 x 256, object scores and conditioning flags."""
 
     call: int
     step: int | None  # position in a propagate call's yields (None for a prompt call)
     frame_idx: int
     obj_ids: list
     logits: np.ndarray
+    low_res: np.ndarray
     scores: np.ndarray
     is_cond: np.ndarray
 
@@ -106,6 +108,7 @@ def mismatches(outs: list[Output], z: dict[str, np.ndarray]) -> list[str]:
         p = f"c{o.call}_"
         if o.step is None:
             ref, ref_scores, ref_cond = z[p + "video_logits"], z[p + "object_score_logits"], None
+            ref_low = z[p + "low_res_logits"]
             ref_frame, ref_masks = int(z[p + "out_frame_idx"]), unpack_masks(z, p + "video_masks")
         else:
             if o.call not in masks:
@@ -115,6 +118,7 @@ def mismatches(outs: list[Output], z: dict[str, np.ndarray]) -> list[str]:
                 bad.append(f"call {o.call}: yielded more than the {len(frames)} official frames")
                 continue
             ref, ref_scores = z[p + "video_logits"][o.step], z[p + "object_score_logits"][o.step]
+            ref_low = z[p + "low_res_logits"][o.step]
             ref_frame, ref_masks, ref_cond = (
                 int(frames[o.step]),
                 masks[o.call][o.step],
@@ -128,6 +132,7 @@ def mismatches(outs: list[Output], z: dict[str, np.ndarray]) -> list[str]:
             continue
         ref = ref.astype(np.float32)
         excess = np.abs(o.logits - ref) - (5e-3 + 1e-3 * np.abs(ref))
+        excess[hole_flips(o.low_res, ref_low.astype(np.float32), ref.shape[-2:])] = 0
         if excess.max() > 0:
             bad.append(f"{where}: logits off by up to {np.abs(o.logits - ref).max():.3g}")
         flipped = ((o.logits > 0) != ref_masks).reshape(len(o.obj_ids), -1).mean(axis=1)
@@ -138,6 +143,23 @@ def mismatches(outs: list[Output], z: dict[str, np.ndarray]) -> list[str]:
         if ref_cond is not None and not np.array_equal(o.is_cond, ref_cond):
             bad.append(f"{where}: conditioning flags {o.is_cond}, official {ref_cond}")
     return bad
+
+
+def hole_flips(mine_low: np.ndarray, ref_low: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Video pixels (n x H x W) fed by a low-res pixel that one side filled as a hole (0.1) while the other
+    has it at |logit| <= 1e-3: a float-rounding sign flip at 0 that decides whether a small background
+    component exists. Measured on e_two_objects (frame 1: one pixel at +8e-5 here, filled by the
+    official run). Masks are still compared there; only the logit tolerance is waived on these pixels."""
+    fill = np.float32(np.float16(0.1))
+    low = ((np.abs(ref_low - fill) < 1e-6) & (np.abs(mine_low) <= 1e-3)) | (
+        (np.abs(mine_low - 0.1) < 1e-6) & (np.abs(ref_low) <= 1e-3)
+    )
+    s = low.shape[-1]
+    h, w = size
+    r0 = np.clip(np.floor((np.arange(h) + 0.5) * s / h - 0.5), 0, s - 1).astype(int)
+    c0 = np.clip(np.floor((np.arange(w) + 0.5) * s / w - 0.5), 0, s - 1).astype(int)
+    r1, c1 = np.minimum(r0 + 1, s - 1), np.minimum(c0 + 1, s - 1)
+    return low[:, r0][:, :, c0] | low[:, r0][:, :, c1] | low[:, r1][:, :, c0] | low[:, r1][:, :, c1]
 
 
 def propagated_frames(z: dict[str, np.ndarray], spec: dict) -> int:

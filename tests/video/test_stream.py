@@ -22,6 +22,7 @@ def _stream_outputs(tracker: StreamTracker, frames, prompts) -> list[C.Output]:
                 t,
                 ids,
                 logits[:, 0].numpy(),
+                np.stack([s.pred_masks[0, 0].numpy() for s in stored]),
                 np.array([s.score.item() for s in stored], dtype=np.float32),
                 np.array([t in tr.cond for tr in state.tracks]),
             )
