@@ -71,9 +71,9 @@ def replay(pred: VideoPredictor, z: dict[str, np.ndarray], spec: dict) -> list[O
         stored = [state.stored_output(frame_idx, o) for o in obj_ids]
         scores = np.array([s.score.item() for s in stored], dtype=np.float32)
         cond = np.array([frame_idx in state.tracks[state.obj_ids.index(o)].cond for o in obj_ids])
-        outs.append(
-            Output(i, step, frame_idx, list(obj_ids), logits[:, 0].float().cpu().numpy(), scores, cond)
-        )
+        low = np.stack([s.pred_masks[0, 0].float().cpu().numpy() for s in stored])
+        video = logits[:, 0].float().cpu().numpy()
+        outs.append(Output(i, step, frame_idx, list(obj_ids), video, low, scores, cond))
 
     for i, c in enumerate(spec["calls"][1:], start=1):
         p = f"c{i}_"

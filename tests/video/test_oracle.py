@@ -2,7 +2,9 @@
 
 Both predictors read the same folder of JPEG frames (the official loader's input), get the same calls
 (two objects: a box, two clicks, a correction with ``clear_old_points=False``, forward then reverse
-tracking, removing an object), on the stand-in SAM 2.1-T weights. Hole filling runs in the official
+tracking, removing an object), on the stand-in SAM 2.1-T weights. (Both objects are prompted on frame 0:
+on CPU in float32 the official code fails on a frame whose only memories are bfloat16 ones, e.g. a frame
+tracked before an object's only prompted frame, since it relies on CUDA autocast there.) Hole filling runs in the official
 code through the CPU stand-in of its CUDA op (``tests.oracles``).
 """
 
@@ -30,7 +32,7 @@ def _close(mine: torch.Tensor, ref: torch.Tensor) -> None:
 
 def _calls(pred, state) -> list:
     out = [pred.add_new_points_or_box(state, 0, 5, box=[40.0, 30.0, 120.0, 100.0])]
-    out.append(pred.add_new_points_or_box(state, 1, 9, points=[[150, 60], [20, 20]], labels=[1, 0]))
+    out.append(pred.add_new_points_or_box(state, 0, 9, points=[[150, 60], [20, 20]], labels=[1, 0]))
     out += list(pred.propagate_in_video(state))
     out.append(
         pred.add_new_points_or_box(state, 2, 9, points=[[160, 70]], labels=[1], clear_old_points=False)
