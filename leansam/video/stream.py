@@ -122,7 +122,8 @@ class StreamTracker:
             todo = self._pending.pop(t, [])
             if callable(prompts):
                 todo += list(prompts(t) or ())
-            yield t, list(self.state.obj_ids), self._step(t, todo)
+            logits = self._step(t, todo)
+            yield t, list(self.state.obj_ids), logits
 
     def _step(self, t: int, prompts: list[Prompt]) -> torch.Tensor:
         pred, state = self.predictor, self.state

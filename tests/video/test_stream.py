@@ -42,11 +42,12 @@ def test_stream_equals_the_offline_predictor_on_efficienttam() -> None:
     offline = VideoPredictor(model)
     state = offline.init_state(frames)
     offline.add_new_points_or_box(state, 0, 1, box=box)
-    expected = [logits for _, _, logits in offline.propagate_in_video(state)]
+    expected = [(ids, logits) for _, ids, logits in offline.propagate_in_video(state)]
     tracker = StreamTracker(VideoPredictor(model))
     got = _stream_outputs(tracker, frames, {0: [Prompt(1, box=box)]})
     assert len(got) == len(expected) == len(frames)
-    assert all(np.array_equal(o.logits, e[:, 0].numpy()) for o, e in zip(got, expected))
+    assert all(o.obj_ids == ids == [1] for o, (ids, _) in zip(got, expected))
+    assert all(np.array_equal(o.logits, e[:, 0].numpy()) for o, (_, e) in zip(got, expected))
     with pytest.raises(ValueError, match="already processed"):
         tracker.add_prompt(2, Prompt(2, points=[[10, 10]], labels=[1]))
 
