@@ -154,18 +154,15 @@ def _mobile_sam_models(ckpt: Path, which: tuple[str, ...] = ("leansam", "officia
 
 
 def _instrument(model: Any) -> StageTimer:
-    """Times the image encoder, the mask decoder (prompt encoder excluded) and the upscaling of masks
-    to the image size."""
+    """Times the image encoder, the mask decoder and the upscaling of masks to the image size."""
     stages = StageTimer()
     stages.module("encoder", model.image_encoder)
-    decoder = model.mask_decoder
-    if hasattr(decoder, "predict_tokens"):
-        # leansam: the generator calls the decoder's two halves directly (the upscaling half only for
-        # prompts that keep a mask); MaskDecoder.forward goes through the same two methods.
-        stages.method("decoder", decoder, "predict_tokens")
-        stages.method("decoder", decoder, "masks_from_tokens")
+    if hasattr(model, "decode_confident"):
+        # leansam: the generator's one call per batch (prompt encoder, a few tokens, included; the
+        # decoder's upscaling only for prompts that keep a mask).
+        stages.method("decoder", model, "decode_confident")
     else:
-        stages.module("decoder", decoder)
+        stages.module("decoder", model.mask_decoder)
     stages.method("upscale", model, "postprocess_masks")
     return stages
 
