@@ -14,7 +14,17 @@ import dataclasses
 from ..models.prompt_encoder import PromptEncoder
 from ..models.sam import Sam
 from ..registry import ModelInfo, Weights
-from .efficienttam import _BASE, _PAPER, _SOURCE, EFFICIENTTAM_VIT_S, EFFICIENTTAM_VIT_T, build_efficienttam
+from .efficienttam import (
+    _BASE,
+    _PAPER,
+    _SOURCE,
+    EFFICIENTTAM_VIT_S,
+    EFFICIENTTAM_VIT_T,
+    build_efficienttam,
+    build_efficienttam_s,
+    build_efficienttam_ti,
+    filter_fn,
+)
 from .hiera import SAM2_PROMPT_STYLE, SAM2_TRANSFORM
 
 _N_PARAMS = {"ti": 10_360_753, "s": 26_550_577}  # = efficienttam_ti / efficienttam_s
@@ -37,15 +47,21 @@ def build_efficienttam_s_512x512() -> Sam:
     return _at_512(build_efficienttam(EFFICIENTTAM_VIT_S))
 
 
+_BUILDERS = {
+    "efficienttam_ti": build_efficienttam_ti,
+    "efficienttam_s": build_efficienttam_s,
+    "efficienttam_ti_512x512": build_efficienttam_ti_512x512,
+    "efficienttam_s_512x512": build_efficienttam_s_512x512,
+}
+
+
 def _info(size: str, release: str) -> ModelInfo:
     name = f"efficienttam_{size}_{release}"
     at_512 = release == "512x512"
     return ModelInfo(
         name=name,
-        family="efficienttam",
-        builder=f"leansam.zoo.efficienttam_video:build_{name}"
-        if at_512
-        else f"leansam.zoo.efficienttam:build_efficienttam_{size}",
+        family="efficienttam_video",
+        builder=_BUILDERS[name] if at_512 else _BUILDERS[f"efficienttam_{size}"],
         weights=Weights(
             url=_BASE + f"{name}.pt",
             file_name=f"{name}.pt",
@@ -57,7 +73,7 @@ def _info(size: str, release: str) -> ModelInfo:
         ),
         transform=_SAM2_512 if at_512 else SAM2_TRANSFORM,
         prompt_style=SAM2_PROMPT_STYLE,
-        checkpoint_filter="leansam.zoo.efficienttam:filter_fn",
+        checkpoint_filter=filter_fn,
         n_params=_N_PARAMS[size],
         description=f"EfficientTAM-{size.capitalize()} {release} (video release; image mode here, tracking in leansam.video)",
     )
