@@ -24,6 +24,8 @@ _EXPORTS = {
     "get_model_info": "leansam.registry",
     "CheckpointError": "leansam.checkpoints",
     "AutomaticMaskGenerator": "leansam.everything",
+    "VideoPredictor": "leansam.video",
+    "StreamTracker": "leansam.video.stream",
 }
 
 __all__ = [
@@ -32,6 +34,8 @@ __all__ = [
     "CheckpointError",
     "Sam",
     "SamPredictor",
+    "StreamTracker",
+    "VideoPredictor",
     "__version__",
     "build_model",
     "get_model_info",
@@ -45,6 +49,8 @@ if TYPE_CHECKING:
     from .models.sam import Sam
     from .predictor import SamPredictor
     from .registry import get_model_info, list_models
+    from .video import VideoPredictor
+    from .video.stream import StreamTracker
 
 
 def __getattr__(name: str) -> Any:

@@ -7,6 +7,7 @@ import json
 
 from ..checkpoints import checkpoint_path, is_cached
 from ..registry import get_model_info, list_models
+from ..video.config import can_track
 
 
 def _row(name: str) -> dict:
@@ -31,6 +32,7 @@ def _row(name: str) -> dict:
         "source": w.source if w else "",
         "paper": w.paper if w else "",
         "description": info.description,
+        "track": can_track(name),
     }
 
 
@@ -45,11 +47,20 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    cols = [("name", 22), ("family", 12), ("params", 12), ("input", 6), ("license", 22), ("cached", 8)]
+    cols = [
+        ("name", 22),
+        ("family", 12),
+        ("params", 12),
+        ("input", 6),
+        ("license", 22),
+        ("cached", 8),
+        ("track", 6),
+    ]
     print("  ".join(f"{c:<{n}}" for c, n in cols) + "  description")
     for r in rows:
         params = f"{r['params'] / 1e6:.2f}M" if r["params"] else "?"
-        vals = [r["name"], r["family"], params, str(r["input"]), r["license"], r["cached"]]
+        track = "yes" if r["track"] else "-"
+        vals = [r["name"], r["family"], params, str(r["input"]), r["license"], r["cached"], track]
         print("  ".join(f"{v:<{n}}" for v, (_, n) in zip(vals, cols)) + f"  {r['description']}")
     unverified = [r["name"] for r in rows if r["sha256"] == "not published"]
     if unverified:

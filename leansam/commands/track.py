@@ -1,0 +1,172 @@
+"""``leansam track``: track prompted objects through a video; writes DIR/masks.jsonl and DIR/overlay.mp4.
+
+Prompts name their frame and object: ``--box F:X0,Y0,X1,Y1[:OBJ]``, ``--point F:X,Y[,LABEL][:OBJ]``,
+``--mask F:PNG[:OBJ]`` (video pixels; object id 1 when omitted). Everything is computed before
+anything is written, so bad input leaves no output behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..io import InputError
+from .common import log, parse_box, parse_point, positive_int
+
+
+def _split(text: str, flag: str) -> tuple[int, str, int]:
+    parts = text.split(":")
+    if len(parts) not in (2, 3):
+        raise argparse.ArgumentTypeError(f"{flag} takes F:VALUE[:OBJ], not {text!r}")
+    try:
+        frame, obj = int(parts[0]), int(parts[2]) if len(parts) == 3 else 1
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{flag}: frame and object id must be integers in {text!r}"
+        ) from None
+    if frame < 0:
+        raise argparse.ArgumentTypeError(f"{flag}: frame must be >= 0 in {text!r}")
+    return frame, parts[1], obj
+
+
+def _box(text: str) -> tuple[int, tuple, int]:
+    frame, value, obj = _split(text, "--box")
+    return frame, parse_box(value), obj
+
+
+def _point(text: str) -> tuple[int, tuple, int]:
+    frame, value, obj = _split(text, "--point")
+    return frame, parse_point(value), obj
+
+
+def _mask(text: str) -> tuple[int, str, int]:
+    return _split(text, "--mask")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("track", help="track objects through a video (SAM 2, SAM 2.1, EfficientTAM)")
+    p.add_argument("video", help="video file (PyAV) or folder of JPEG/PNG frames")
+    p.add_argument("--model", default="efficienttam_ti", help="a model that can track (`leansam models`)")
+    p.add_argument("--checkpoint", default=None, help="checkpoint file in the official format")
+    p.add_argument("--box", type=_box, action="append", default=[], metavar="F:X0,Y0,X1,Y1[:OBJ]")
+    p.add_argument("--point", type=_point, action="append", default=[], metavar="F:X,Y[,LABEL][:OBJ]")
+    p.add_argument("--mask", type=_mask, action="append", default=[], metavar="F:PNG[:OBJ]")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--reverse", action="store_true", help="track backwards from the last prompted frame")
+    p.add_argument(
+        "--stream", action="store_true", help="stream the frames (flat memory; prompts take effect forward)"
+    )
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
+
+
+def _prompts(args: argparse.Namespace, h: int, w: int, n_frames: int | None) -> dict[int, list]:
+    """frame -> [Prompt], clicks of one object on one frame merged; masks read and size-checked."""
+    from PIL import Image
+
+    from ..video.stream import Prompt
+
+    merged: dict[tuple[int, int], dict] = {}
+    for frame, box, obj in args.box:
+        merged.setdefault((frame, obj), {})["box"] = box
+    for frame, (x, y, label), obj in args.point:
+        d = merged.setdefault((frame, obj), {})
+        d.setdefault("points", []).append((x, y))
+        d.setdefault("labels", []).append(label)
+    for frame, png, obj in args.mask:
+        try:
+            with Image.open(png) as im:
+                mask = np.asarray(im.convert("L")) > 0
+        except OSError as e:
+            raise InputError(f"cannot read mask {png}: {e}") from None
+        if mask.shape != (h, w):
+            raise InputError(f"mask {png} is {mask.shape[1]}x{mask.shape[0]}, the video is {w}x{h}")
+        merged.setdefault((frame, obj), {})["mask"] = mask
+    if not merged:
+        raise InputError("give at least one prompt (--box, --point or --mask)")
+    out: dict[int, list] = {}
+    for (frame, obj), d in sorted(merged.items()):
+        if n_frames is not None and frame >= n_frames:
+            raise InputError(
+                f"a prompt is on frame {frame}, the video has {n_frames} frames (0..{n_frames - 1})"
+            )
+        if "mask" in d and len(d) > 1:
+            raise InputError(f"object {obj} on frame {frame}: a mask cannot be combined with points or a box")
+        out.setdefault(frame, []).append(Prompt(obj, **d))
+    return out
+
+
+def _offline(pred, frames, prompts: dict[int, list], reverse: bool):
+    state = pred.init_state(frames)
+    for frame, ps in prompts.items():
+        for p in ps:
+            if p.mask is not None:
+                pred.add_new_mask(state, frame, p.obj_id, p.mask)
+            else:
+                pred.add_new_points_or_box(state, frame, p.obj_id, p.points, p.labels, box=p.box)
+    start = max(prompts) if reverse else None
+    yield from pred.propagate_in_video(state, start_frame_idx=start, reverse=reverse)
+
+
+def _track(args: argparse.Namespace, frames) -> list[tuple[int, list, np.ndarray]]:
+    from tqdm import tqdm
+
+    from ..video import VideoPredictor, load_video_model
+    from ..video.stream import StreamTracker
+
+    prompts = _prompts(args, frames.height, frames.width, len(frames))
+    pred = VideoPredictor(load_video_model(args.model, args.checkpoint), device=args.device)
+    if args.stream:
+        if args.reverse:
+            raise InputError("--reverse needs the whole video: it cannot be combined with --stream")
+        results = StreamTracker(pred).track((frames[i] for i in range(len(frames))), prompts)
+    else:
+        results = _offline(pred, frames, prompts, args.reverse)
+    tracks = []
+    for frame_idx, obj_ids, logits in tqdm(results, total=len(frames), unit="frame", desc="tracking"):
+        tracks.append((frame_idx, list(obj_ids), (logits[:, 0] > 0).cpu().numpy()))
+    return tracks
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..video import NotTrackableError, VideoError, can_track, tracking_models
+    from ..video.frames import open_video
+    from ..video.io import OverlayWriter, _av, video_fps, write_track_line
+
+    if not can_track(args.model):
+        from ..registry import get_model_info
+
+        get_model_info(args.model)  # unknown names: the registry's error
+        raise InputError(
+            f"model {args.model!r} cannot track; models that can: {', '.join(tracking_models())}"
+        )
+    try:
+        _av()
+        frames = open_video(args.video)
+        tracks = _track(args, frames)
+    except (VideoError, ImportError, NotTrackableError, ValueError) as e:
+        raise InputError(str(e)) from None
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".track-", dir=out.parent))
+    try:
+        by_frame = {f: (ids, m) for f, ids, m in tracks}
+        with open(tmp / "masks.jsonl", "w") as f:
+            for frame_idx, ids, masks in sorted(tracks, key=lambda r: r[0]):
+                write_track_line(f, frame_idx, ids, masks)
+        with OverlayWriter(tmp / "overlay.mp4", video_fps(args.video)) as w:
+            for i in range(len(frames)):
+                ids, masks = by_frame.get(i, ([], np.zeros((0, frames.height, frames.width), bool)))
+                w.add(frames[i], masks)
+        out.mkdir(exist_ok=True)
+        for name in ("masks.jsonl", "overlay.mp4"):
+            os.replace(tmp / name, out / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log(f"tracked {len(tracks)} frames; wrote {out / 'masks.jsonl'} and {out / 'overlay.mp4'}")
+    return 0

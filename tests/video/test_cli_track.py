@@ -1,0 +1,116 @@
+"""``leansam track``: masks.jsonl + a playable overlay.mp4, and one clean error line for bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from leansam.cli import main
+from leansam.data.coco import decode_mask
+from leansam.video import VideoPredictor, tracking_models
+from tests import parity as P
+from tests.video import cases as C
+
+
+def _av():
+    try:
+        import av
+    except ImportError:
+        pytest.fail("PyAV is needed for the video tests: pip install -e '.[test]' (the `video` extra)")
+    return av
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> tuple[Path, np.ndarray, Path, np.ndarray]:
+    """(folder of 3 PNG frames, the frames, stand-in efficienttam_ti checkpoint, the box on frame 0)."""
+    root = tmp_path_factory.mktemp("clip")
+    z, _ = C.load("efficienttam_ti/a_box_click")
+    frames = z["frames"][:3]
+    (root / "frames").mkdir()
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(root / "frames" / f"{i:05d}.png")
+    ckpt = P.write_stand_in_checkpoint("efficienttam_ti", root / "efficienttam_ti.pt")
+    return root / "frames", frames, ckpt, z["c1_box"]
+
+
+def _run(args, capsys) -> tuple[int, str]:
+    code = main([str(a) for a in args])
+    return code, capsys.readouterr().err
+
+
+def test_track_writes_rle_per_frame_and_a_playable_overlay(clip, tmp_path: Path, capsys) -> None:
+    folder, frames, ckpt, box = clip
+    out = tmp_path / "out"
+    spec = f"0:{','.join(str(float(v)) for v in box)}:7"
+    code, err = _run(
+        ["track", folder, "--model", "efficienttam_ti", "--checkpoint", ckpt, "--box", spec, "--out", out],
+        capsys,
+    )
+    assert code == 0, err
+    lines = [json.loads(ln) for ln in (out / "masks.jsonl").read_text().splitlines()]
+    assert [ln["frame"] for ln in lines] == [0, 1, 2]
+    # The same tracks as the Python API on the same frames and prompt.
+    pred = VideoPredictor("efficienttam_ti", checkpoint=ckpt)
+    state = pred.init_state(frames)
+    pred.add_new_points_or_box(state, 0, 7, box=box)
+    for line, (_, ids, logits) in zip(lines, pred.propagate_in_video(state)):
+        (obj,) = line["objects"]
+        assert obj["id"] == 7 == ids[0]
+        assert np.array_equal(
+            decode_mask(obj["segmentation"], *frames.shape[1:3]), (logits[0, 0] > 0).numpy()
+        )
+    with _av().open(str(out / "overlay.mp4")) as container:
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(decoded) == 3 and decoded[0].shape == frames[0].shape
+
+
+def _assert_clean_error(code: int, err: str, out: Path, words: str) -> None:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    assert words in lines[0]
+    assert not out.exists() and not list(out.parent.glob(".track-*"))
+
+
+@pytest.mark.parametrize(
+    ("case", "words"),
+    [
+        ("frame_past_end", "the video has 3 frames"),
+        ("wrong_mask_size", "the video is"),
+        ("no_memory", "cannot track; models that can: efficienttam_s"),
+        ("empty_folder", "no JPEG/PNG frames"),
+        ("corrupt_video", "cannot decode video"),
+    ],
+)
+def test_bad_input_is_one_error_line_and_nothing_written(
+    clip, tmp_path: Path, capsys, case: str, words: str
+) -> None:
+    folder, _, ckpt, _ = clip
+    out = tmp_path / "out"
+    video, model, prompt = folder, "efficienttam_ti", ["--point", "0:20,20"]
+    if case == "frame_past_end":
+        prompt = ["--point", "3:20,20"]
+    elif case == "wrong_mask_size":
+        Image.fromarray(np.ones((10, 10), np.uint8) * 255).save(tmp_path / "m.png")
+        prompt = ["--mask", f"0:{tmp_path / 'm.png'}"]
+    elif case == "no_memory":
+        model = "mobile_sam"
+    elif case == "empty_folder":
+        video = tmp_path / "empty"
+        video.mkdir()
+    else:
+        video = tmp_path / "broken.mp4"
+        video.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 4)
+    args = ["track", video, "--model", model, "--checkpoint", ckpt, *prompt, "--out", out]
+    _assert_clean_error(*_run(args, capsys), out, words)
+
+
+def test_models_says_which_models_can_track(capsys) -> None:
+    code, out = main(["models", "--json"]), capsys.readouterr().out
+    rows = {r["name"]: r["track"] for r in json.loads(out)}
+    assert code == 0
+    assert {n for n, t in rows.items() if t} == set(tracking_models())
+    assert rows["mobile_sam"] is False
