@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from fastapi import Depends, FastAPI, File, HTTPException, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
@@ -42,12 +43,11 @@ from .schemas import (
     PromptResult,
 )
 
-LOW_RES = 256
-
 
 @dataclass
 class ServeConfig:
-    """Server settings. ``cache_dir`` None: ``$LEANSAM_HOME/serve/features``."""
+    """Server settings. ``cache_dir`` None: ``$LEANSAM_HOME/serve/features``. ``models``: extra
+    models served under their names (see :class:`~leansam.serve.engine.ModelPool`)."""
 
     model: str | None = None
     images: str | Path | None = None
@@ -56,6 +56,7 @@ class ServeConfig:
     max_pixels: int = 1 << 26
     cache_dir: Path | None = None
     memory_cache_bytes: int = 1 << 30
+    models: dict[str, leansam.Sam] | None = None
 
 
 def _png_b64(mask: np.ndarray) -> str:
@@ -69,7 +70,12 @@ def mask_record(mask: np.ndarray, score: float, png: bool, low_res: np.ndarray |
     ys, xs = np.nonzero(mask)
     bbox = [0.0, 0.0, 0.0, 0.0]
     if len(xs):
-        bbox = [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
+        bbox = [
+            float(xs.min()),
+            float(ys.min()),
+            float(xs.max() - xs.min() + 1),
+            float(ys.max() - ys.min() + 1),
+        ]
     return MaskRecord(
         segmentation=encode_mask(mask),
         score=float(score),
@@ -79,20 +85,23 @@ def mask_record(mask: np.ndarray, score: float, png: bool, low_res: np.ndarray |
         low_res_logits=(
             base64.b64encode(low_res.astype("<f4").tobytes()).decode("ascii") if low_res is not None else None
         ),
+        low_res_size=list(low_res.shape) if low_res is not None else None,
     )
 
 
-def _decode_mask_input(text: str) -> torch.Tensor:
+def _decode_mask_input(text: str, size: tuple[int, int]) -> torch.Tensor:
+    """base64 little-endian float32 logits -> 1 x 1 x h x w, ``size`` = the model's low-res (h, w)."""
     try:
         raw = base64.b64decode(text, validate=True)
     except ValueError:
         raise InputError("mask_input is not valid base64") from None
-    if len(raw) != LOW_RES * LOW_RES * 4:
+    h, w = size
+    if len(raw) != h * w * 4:
         raise InputError(
-            f"mask_input must hold {LOW_RES} x {LOW_RES} float32 values ({LOW_RES * LOW_RES * 4} bytes), "
+            f"mask_input must hold {h} x {w} float32 values for this model ({h * w * 4} bytes), "
             f"got {len(raw)} bytes"
         )
-    arr = np.frombuffer(raw, dtype="<f4").reshape(1, 1, LOW_RES, LOW_RES)
+    arr = np.frombuffer(raw, dtype="<f4").reshape(1, 1, h, w)
     if not np.isfinite(arr).all():
         raise InputError("mask_input holds non-finite values")
     return torch.from_numpy(arr.copy())
@@ -121,7 +130,8 @@ def predict(pred: leansam.SamPredictor, req: PromptRequest) -> list[PromptResult
     if req.boxes:
         boxes = torch.tensor(req.boxes, dtype=torch.float32).to(dev)
     if req.mask_input is not None:
-        mask_in = _decode_mask_input(req.mask_input).expand(n, -1, -1, -1).to(dev)
+        eh, ew = pred.get_image_embedding().shape[-2:]
+        mask_in = _decode_mask_input(req.mask_input, (4 * eh, 4 * ew)).expand(n, -1, -1, -1).to(dev)
     multimask = req.multimask
     if multimask is None:
         multimask = len(req.points) == 1 and not req.boxes and req.mask_input is None
@@ -147,6 +157,15 @@ def _install_error_handlers(app: FastAPI) -> None:
 
         return handle
 
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Without the offending input: it may hold values JSON cannot carry (NaN) or be huge.
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(InputError, handler(422))
     app.add_exception_handler(UnknownModelError, handler(422))
     app.add_exception_handler(CheckpointError, handler(422))
@@ -157,7 +176,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 def create_app(config: ServeConfig | None = None) -> FastAPI:
     """The ASGI app for ``config`` (run it with uvicorn). Models load on first use."""
     config = config or ServeConfig()
-    pool = ModelPool(config.model, config.device)
+    pool = ModelPool(config.model, config.device, config.models)
     cache = FeatureCache(config.cache_dir, config.memory_cache_bytes)
     store = ImageStore(config.max_pixels, config.memory_cache_bytes)
     folder = ImageFolder(config.images) if config.images is not None else None
@@ -185,13 +204,16 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
         from ..checkpoints import is_cached
         from ..registry import get_model_info, list_models
 
-        rows = []
+        loaded = pool.loaded()
+        rows = [ModelRow(name=n, family="custom", available=True) for n in pool.custom]
         for name in list_models():
+            if name in pool.custom:
+                continue
             info = get_model_info(name)
             w = info.weights
             ok = w is not None and (w.url.startswith("package://") or is_cached(info))
             rows.append(ModelRow(name=name, family=info.family, available=ok))
-        return ModelListing(default=pool.default, loaded=pool.loaded(), models=rows)
+        return ModelListing(default=pool.default, loaded=loaded, models=rows)
 
     @app.post("/api/images", response_model=ImageInfo, dependencies=[Depends(require_multipart)])
     def upload(file: UploadFile = File(..., description="the image file")) -> ImageInfo:  # noqa: B008
@@ -246,7 +268,12 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
         """Segment everything: masks for a grid of point prompts, filtered and de-duplicated."""
         image = store.get(image_id)
         lm = _model(req.model)
-        gen = leansam.AutomaticMaskGenerator(lm.model, points_per_side=req.points_per_side)
+        gen = leansam.AutomaticMaskGenerator(
+            lm.model,
+            points_per_side=req.points_per_side,
+            pred_iou_thresh=req.pred_iou_thresh,
+            stability_score_thresh=req.stability_score_thresh,
+        )
         with torch.inference_mode():
             recs = gen.generate(image)
         masks = [mask_record(r["segmentation"], r["predicted_iou"], req.png) for r in recs]

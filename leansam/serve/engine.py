@@ -44,22 +44,36 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
 
 
 class ModelPool:
-    """Builds registered models on first use (no downloads) and keeps them for the server's life."""
+    """Builds registered models on first use (no downloads) and keeps them for the server's life.
 
-    def __init__(self, default: str | None = None, device: str = "cpu") -> None:
+    ``models``: models to serve under the given names besides the registry's (e.g. built from
+    your own checkpoints); a name there takes precedence over the registry entry.
+    """
+
+    def __init__(
+        self, default: str | None = None, device: str = "cpu", models: dict[str, leansam.Sam] | None = None
+    ) -> None:
         from ..registry import default_model_name, get_model_info
 
-        self.default = default or default_model_name()
-        get_model_info(self.default)  # unknown names fail at start-up, not at the first click
         self.device = device
-        self._models: dict[str, LoadedModel] = {}
         self._lock = threading.Lock()
+        self._models: dict[str, LoadedModel] = {}
+        for name, model in (models or {}).items():
+            model = model.to(device).eval()
+            self._models[name] = LoadedModel(name, model, weights_fingerprint(model), threading.Lock())
+        self.custom = sorted(self._models)
+        self.default = default or default_model_name()
+        if self.default not in self._models:
+            get_model_info(self.default)  # unknown names fail at start-up, not at the first click
 
     def get(self, name: str | None) -> LoadedModel:
         """The model ``name`` (None: the default). Raises UnknownModelError / CheckpointError."""
         from ..registry import get_model_info
 
         name = name or self.default
+        with self._lock:
+            if name in self._models:
+                return self._models[name]
         get_model_info(name)
         with self._lock:
             if name not in self._models:

@@ -51,28 +51,31 @@ class BodyLimit:
                     await self._refuse(send)
                     return
         seen = 0
-        started = False
+        exceeded = False
 
         async def counting_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, exceeded
             msg = await receive()
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > self.max_bytes:
+                    exceeded = True
                     raise _TooLarge
             return msg
 
-        async def tracking_send(msg: Message) -> None:
-            nonlocal started
-            if msg["type"] == "http.response.start":
-                started = True
+        async def guarded_send(msg: Message) -> None:
+            # The body parser may turn _TooLarge into its own 4xx: answer 413 instead, once.
+            nonlocal exceeded
+            if exceeded:
+                if msg["type"] == "http.response.start":
+                    await self._refuse(send)
+                return
             await send(msg)
 
         try:
-            await self.app(scope, counting_receive, tracking_send)
+            await self.app(scope, counting_receive, guarded_send)
         except _TooLarge:
-            if not started:
-                await self._refuse(send)
+            await guarded_send({"type": "http.response.start"})
 
 
 def _media_type(request: Request) -> str:

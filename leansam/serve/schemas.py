@@ -62,8 +62,8 @@ class PromptRequest(_Strict):
     mask_input: str | None = Field(
         None,
         max_length=1 << 20,
-        description="base64 of 256 x 256 little-endian float32 low-res logits (a previous "
-        "response's low_res_logits)",
+        description="base64 of little-endian float32 low-res logits, 4x the model's embedding "
+        "grid (256 x 256 for SAM): a previous response's low_res_logits from the same model",
     )
     multimask: bool | None = Field(
         None, description="3 candidate masks per prompt; default: true for a single point only"
@@ -95,6 +95,8 @@ class PromptRequest(_Strict):
 class EverythingRequest(_Strict):
     model: ModelName | None = None
     points_per_side: int = Field(16, ge=1, le=64, description="prompt grid of n x n points")
+    pred_iou_thresh: float | None = Field(None, ge=0, le=1, description="default: the model's")
+    stability_score_thresh: float | None = Field(None, ge=0, le=1, description="default: the model's")
     png: bool = False
 
 
@@ -109,7 +111,10 @@ class MaskRecord(_Strict):
     area: int
     bbox: list[float] = Field(description="[x, y, width, height] of the mask, COCO convention")
     png: str | None = Field(None, description="base64 PNG (0/255), when png was requested")
-    low_res_logits: str | None = Field(None, description="base64 256 x 256 float32, when requested")
+    low_res_logits: str | None = Field(
+        None, description="base64 little-endian float32 low-res logits (row-major), when requested"
+    )
+    low_res_size: list[int] | None = Field(None, description="[h, w] of low_res_logits")
 
 
 class PromptResult(_Strict):

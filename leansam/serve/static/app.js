@@ -5,12 +5,14 @@
 
 const $ = (id) => document.getElementById(id);
 const imageCanvas = $("image-canvas");
-const maskCanvas = $("mask-canvas");
+const maskCanvas = $("mask-canvas"); // masks only, so tests can read the drawn pixels back
+const promptCanvas = $("prompt-canvas"); // points and boxes, drawn over the masks
 const COLORS = [[30, 144, 255], [255, 99, 71], [50, 205, 50], [255, 215, 0], [186, 85, 211],
   [0, 206, 209], [255, 140, 0], [199, 21, 133]];
 
 const state = { image: null, model: "", objects: [], current: -1 };
-window.leansam = { state, lastResponse: null, lastExport: null, error: null };
+// everythingOptions: extra fields of the segment-everything request (thresholds, grid size).
+window.leansam = { state, lastResponse: null, lastExport: null, error: null, everythingOptions: {} };
 
 function setStatus(text) { $("status").textContent = text; }
 
@@ -56,7 +58,7 @@ async function loadImage(src, info) {
   state.image = { ...info, element: img, name: info.name || "image" };
   state.objects = [];
   state.current = -1;
-  for (const c of [imageCanvas, maskCanvas]) { c.width = info.width; c.height = info.height; }
+  for (const c of [imageCanvas, maskCanvas, promptCanvas]) { c.width = info.width; c.height = info.height; }
   imageCanvas.getContext("2d").drawImage(img, 0, 0, info.width, info.height);
   maskCanvas.dataset.imageId = info.id;
   newObject();
@@ -110,7 +112,14 @@ function render() {
     });
     ctx.putImageData(layer, 0, 0);
   }
-  const obj = currentObject();
+  drawPrompts(currentObject());
+  maskCanvas.dataset.maskRle = currentObject()?.mask ? JSON.stringify(currentObject().mask) : "";
+  renderList();
+}
+
+function drawPrompts(obj) {
+  const ctx = promptCanvas.getContext("2d");
+  ctx.clearRect(0, 0, promptCanvas.width, promptCanvas.height);
   if (obj) {
     if (obj.box) {
       ctx.strokeStyle = "#ffeb3b"; ctx.lineWidth = 2;
@@ -123,8 +132,6 @@ function render() {
       ctx.strokeStyle = "#fff"; ctx.lineWidth = 1.5; ctx.stroke();
     }
   }
-  maskCanvas.dataset.maskRle = obj && obj.mask ? JSON.stringify(obj.mask) : "";
-  renderList();
 }
 
 function renderList() {
@@ -193,7 +200,8 @@ async function segmentEverything() {
   if (!state.image) return;
   await busy(async () => {
     setStatus("segmenting everything…");
-    const res = await api("POST", `/api/images/${state.image.id}/everything`, { model: state.model || null });
+    const res = await api("POST", `/api/images/${state.image.id}/everything`, {
+      model: state.model || null, ...window.leansam.everythingOptions });
     window.leansam.lastResponse = res;
     state.objects = state.objects.filter((o) => o.mask);
     for (const m of res.masks) {
