@@ -35,7 +35,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="interactive segmentation web app and HTTP API (FastAPI)")
     p.add_argument("--model", default=None, help="default model (`leansam models`); default: the bundled one")
     p.add_argument("--images", default=None, metavar="DIR", help="folder of images the app may open")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)"
+    )
     p.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     p.add_argument("--max-upload-mb", type=_positive, default=32, help="largest request body (default 32 MB)")
@@ -78,7 +80,9 @@ def run(args: argparse.Namespace) -> int:
     _check_port_free(args.host, args.port)
     lm = app.state.pool.get(None)  # load the default model now: bad weights fail before listening
     if args.host not in LOOPBACK:
-        sys.stderr.write(f"warning: listening on {args.host}: anyone who can reach this port can use the app\n")
+        sys.stderr.write(
+            f"warning: listening on {args.host}: anyone who can reach this port can use the app\n"
+        )
     sys.stderr.write(f"leansam serve: {lm.name} on http://{args.host}:{args.port}/ (API docs at /docs)\n")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
