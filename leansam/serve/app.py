@@ -26,7 +26,7 @@ from leansam.data.coco import encode_mask
 from ..checkpoints import CheckpointError
 from ..io import InputError
 from ..registry import UnknownModelError
-from .engine import FeatureCache, LoadedModel, ModelPool
+from .engine import FeatureCache, ModelPool
 from .images import Forbidden, ImageFolder, ImageStore, NotFound
 from .limits import BodyLimit, require_json, require_multipart
 from .schemas import (
@@ -201,19 +201,34 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
     @app.get("/api/models", response_model=ModelListing)
     def models() -> ModelListing:
         """Registered models, which of them can load here, the default and those loaded."""
-        from ..checkpoints import is_cached
-        from ..registry import get_model_info, list_models
+        return _model_listing(pool)
 
-        loaded = pool.loaded()
-        rows = [ModelRow(name=n, family="custom", available=True) for n in pool.custom]
-        for name in list_models():
-            if name in pool.custom:
-                continue
-            info = get_model_info(name)
-            w = info.weights
-            ok = w is not None and (w.url.startswith("package://") or is_cached(info))
-            rows.append(ModelRow(name=name, family=info.family, available=ok))
-        return ModelListing(default=pool.default, loaded=loaded, models=rows)
+    _add_image_routes(app, store, folder)
+    _add_prompt_routes(app, pool, cache, store)
+    return app
+
+
+def _model_listing(pool: ModelPool) -> ModelListing:
+    from ..checkpoints import is_cached
+    from ..registry import get_model_info, list_models
+
+    loaded = pool.loaded()
+    rows = [ModelRow(name=n, family="custom", available=True) for n in pool.custom]
+    for name in list_models():
+        if name in pool.custom:
+            continue
+        info = get_model_info(name)
+        w = info.weights
+        ok = w is not None and (w.url.startswith("package://") or is_cached(info))
+        rows.append(ModelRow(name=name, family=info.family, available=ok))
+    return ModelListing(default=pool.default, loaded=loaded, models=rows)
+
+
+def _add_image_routes(app: FastAPI, store: ImageStore, folder: ImageFolder | None) -> None:
+    def _folder() -> ImageFolder:
+        if folder is None:
+            raise HTTPException(404, "the server was started without --images")
+        return folder
 
     @app.post("/api/images", response_model=ImageInfo, dependencies=[Depends(require_multipart)])
     def upload(file: UploadFile = File(..., description="the image file")) -> ImageInfo:  # noqa: B008
@@ -239,14 +254,8 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
         image_id, image = store.add(data)
         return ImageInfo(id=image_id, width=image.shape[1], height=image.shape[0])
 
-    def _folder() -> ImageFolder:
-        if folder is None:
-            raise HTTPException(404, "the server was started without --images")
-        return folder
 
-    def _model(name: str | None) -> LoadedModel:
-        return pool.get(name)
-
+def _add_prompt_routes(app: FastAPI, pool: ModelPool, cache: FeatureCache, store: ImageStore) -> None:
     @app.post(
         "/api/images/{image_id}/predict", response_model=PromptResponse, dependencies=[Depends(require_json)]
     )
@@ -255,7 +264,7 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
         image = store.get(image_id)
         h, w = image.shape[:2]
         _check_inside(req, h, w)
-        lm = _model(req.model)
+        lm = pool.get(req.model)
         pred = cache.predictor(lm, image_id, image)
         return PromptResponse(image_id=image_id, model=lm.name, width=w, height=h, results=predict(pred, req))
 
@@ -267,7 +276,7 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
     def everything(image_id: str, req: EverythingRequest) -> EverythingResponse:
         """Segment everything: masks for a grid of point prompts, filtered and de-duplicated."""
         image = store.get(image_id)
-        lm = _model(req.model)
+        lm = pool.get(req.model)
         gen = leansam.AutomaticMaskGenerator(
             lm.model,
             points_per_side=req.points_per_side,
@@ -279,5 +288,3 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
         masks = [mask_record(r["segmentation"], r["predicted_iou"], req.png) for r in recs]
         h, w = image.shape[:2]
         return EverythingResponse(image_id=image_id, model=lm.name, width=w, height=h, masks=masks)
-
-    return app

@@ -14,7 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("fastapi", reason="needs the serve extra: pip install 'leansam[serve]'")
+try:
+    import fastapi  # noqa: F401
+except ImportError:  # a CI machine must have the test extra: fail there instead of skipping
+    if os.environ.get("CI") == "true":
+        raise
+    pytest.skip("needs the serve extra: pip install 'leansam[serve]'", allow_module_level=True)
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "leansam" / "assets" / "example.jpg"
