@@ -7,6 +7,7 @@ import socket
 import sys
 
 from ..io import InputError
+from .common import positive_int
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -21,16 +22,6 @@ def _port(text: str) -> int:
     return v
 
 
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}")
-    return v
-
-
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="interactive segmentation web app and HTTP API (FastAPI)")
     p.add_argument("--model", default=None, help="default model (`leansam models`); default: the bundled one")
@@ -40,11 +31,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
-    p.add_argument("--max-upload-mb", type=_positive, default=32, help="largest request body (default 32 MB)")
     p.add_argument(
-        "--max-pixels", type=_positive, default=1 << 26, help="refuse larger images (default 2^26)"
+        "--max-upload-mb", type=positive_int, default=32, help="largest request body (default 32 MB)"
     )
-    p.add_argument("--threads", type=_positive, default=None, help="CPU threads for torch")
+    p.add_argument(
+        "--max-pixels", type=positive_int, default=1 << 26, help="refuse larger images (default 2^26)"
+    )
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
 
 
 def _check_port_free(host: str, port: int) -> None:

@@ -54,6 +54,17 @@ def predict(client, image_id: str, **body) -> dict:
     return r.json()
 
 
+def click_reference(model, image: np.ndarray, multimask: bool) -> tuple[np.ndarray, np.ndarray]:
+    """SamPredictor's masks and scores for the foreground click POINT."""
+    return reference_masks(
+        model,
+        image,
+        point_coords=np.array([POINT[:2]]),
+        point_labels=np.array([1]),
+        multimask_output=multimask,
+    )
+
+
 def still_serving(client, image_id: str) -> None:
     assert predict(client, image_id, points=[POINT])["results"][0]["masks"]
 
@@ -69,13 +80,7 @@ def test_upload_id_is_content_hash(client, example_id):
 def test_click_equals_predictor(client, example_id, tiny, example_image):
     res = predict(client, example_id, points=[POINT])
     assert res["model"] == "leansam_tiny" and len(res["results"]) == 1
-    ref, ref_scores = reference_masks(
-        tiny,
-        example_image,
-        point_coords=np.array([POINT[:2]]),
-        point_labels=np.array([1]),
-        multimask_output=True,
-    )
+    ref, ref_scores = click_reference(tiny, example_image, multimask=True)
     got = res["results"][0]
     assert len(got["masks"]) == 3 and got["best"] == int(np.argmax(ref_scores))
     for m, r, s in zip(got["masks"], ref, ref_scores):
@@ -162,13 +167,7 @@ def test_model_switch_per_request(tmp_path, mobile_sam_ckpt, tiny, example_image
     body = {"points": [POINT], "multimask": False}
     for name, model in (("mobile_sam", mobile), ("leansam_tiny", tiny), (None, tiny)):
         res = predict(c, iid, **body, model=name)
-        ref, _ = reference_masks(
-            model,
-            example_image,
-            point_coords=np.array([POINT[:2]]),
-            point_labels=np.array([1]),
-            multimask_output=False,
-        )
+        ref, _ = click_reference(model, example_image, multimask=False)
         assert res["model"] == (name or "leansam_tiny")
         assert np.array_equal(decode_rle(res["results"][0]["masks"][0]["segmentation"]), ref[0])
     assert c.app.state.cache.encoder_calls == 2  # one embedding per model, reused by the default
