@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     _check_port_free(args.host, args.port)
-    lm = app.state.pool.get(None)  # load the default model now: bad weights fail before listening
+    lm = app.state.pool.get(None, allow_download=True)  # now: missing weights fail before listening
     if args.host not in LOOPBACK:
         sys.stderr.write(
             f"warning: listening on {args.host}: anyone who can reach this port can use the app\n"

@@ -66,8 +66,11 @@ class ModelPool:
         if self.default not in self._models:
             get_model_info(self.default)  # unknown names fail at start-up, not at the first click
 
-    def get(self, name: str | None) -> LoadedModel:
-        """The model ``name`` (None: the default). Raises UnknownModelError / CheckpointError."""
+    def get(self, name: str | None, allow_download: bool = False) -> LoadedModel:
+        """The model ``name`` (None: the default). Raises UnknownModelError / CheckpointError.
+
+        Requests never download weights (``allow_download`` False); the CLI does for its --model.
+        """
         from ..registry import get_model_info
 
         name = name or self.default
@@ -77,7 +80,9 @@ class ModelPool:
         get_model_info(name)
         with self._lock:
             if name not in self._models:
-                model = leansam.build_model(name, device=self.device, allow_download=False, progress=False)
+                model = leansam.build_model(
+                    name, device=self.device, allow_download=allow_download, progress=allow_download
+                )
                 self._models[name] = LoadedModel(name, model, weights_fingerprint(model), threading.Lock())
             return self._models[name]
 
@@ -141,8 +146,11 @@ class FeatureCache:
         return feats
 
     def _write_disk(self, key: tuple[str, str, str], feats: dict[str, torch.Tensor]) -> None:
-        with atomic_path(self._path(key)) as tmp:
-            torch.save(feats, tmp)
+        try:
+            with atomic_path(self._path(key)) as tmp:
+                torch.save(feats, tmp)
+        except OSError:  # a read-only or full cache folder: keep serving from memory
+            pass
 
     def predictor(self, lm: LoadedModel, image_id: str, image: np.ndarray) -> leansam.SamPredictor:
         """A fresh :class:`SamPredictor` on ``lm`` with the features of ``image`` (H x W x 3 uint8 RGB).
