@@ -1,7 +1,13 @@
-"""Runs leansam's benchmarks and regenerates docs/benchmarks.md from their results.
+"""Runs leansam's benchmarks and regenerates the docs from their results.
 
     python -m benchmarks run [--topics foundation,zoo,...]   # measure (slow), then rebuild the docs
-    python -m benchmarks docs                                # rebuild docs/benchmarks.md from docs/results/
+    python -m benchmarks docs                                # rebuild the docs from docs/results/
+    python -m benchmarks check                               # exit 1 if a page differs from its rebuild
+
+Every number in the generated text comes from a ``docs/results/<topic>.json`` written by
+``python -m benchmarks.<topic>``: the whole of docs/benchmarks.md, and the blocks of other pages
+between ``<!-- generated: TOPIC.FUNCTION -->`` and ``<!-- end generated -->`` (their text is
+``benchmarks.TOPIC.FUNCTION(result)``).
 
 Each topic is a module ``benchmarks/<topic>.py`` with ``main(argv)`` (measures, writes
 ``docs/results/<topic>.json``), ``render(result) -> str`` (its Markdown section) and, optionally,
@@ -12,8 +18,10 @@ Each topic is a module ``benchmarks/<topic>.py`` with ``main(argv)`` (measures, 
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import json
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -31,6 +39,9 @@ TOPICS: tuple[tuple[str, str], ...] = (
 )
 RESULTS = Path("docs/results")
 PAGE = Path("docs/benchmarks.md")
+#: Other pages with generated blocks.
+BLOCK_PAGES = (Path("docs/compression.md"),)
+_BLOCK = re.compile(r"(<!-- generated: (\w+)\.(\w+) -->\n)(.*?)(<!-- end generated -->)", re.S)
 
 INTRO = """\
 # Benchmarks
@@ -58,8 +69,8 @@ def _load(topic: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def build_page() -> str:
-    """The whole docs/benchmarks.md text (plots are regenerated on the way)."""
+def build_page(plots: bool = True) -> str:
+    """The whole docs/benchmarks.md text (with ``plots``, the PNGs are regenerated on the way)."""
     summary: list[str] = []
     sections: list[str] = []
     for topic, what in TOPICS:
@@ -70,7 +81,7 @@ def build_page() -> str:
             )
             continue
         try:
-            if hasattr(mod, "plots"):
+            if plots and hasattr(mod, "plots"):
                 mod.plots(result)
             sections.append(mod.render(result).rstrip() + "\n")
         except (KeyError, TypeError, ValueError) as e:
@@ -96,12 +107,49 @@ def build_page() -> str:
     return "\n".join(head) + "\n" + "\n".join(sections)
 
 
-def write_page(path: Path = PAGE) -> Path:
-    """Writes docs/benchmarks.md atomically; returns its path."""
-    text = build_page()
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-    return path
+def fill_blocks(text: str) -> str:
+    """``text`` with every generated block rebuilt from its topic's results file."""
+
+    def fill(m: re.Match) -> str:
+        topic, function = m.group(2), m.group(3)
+        result = _load(topic)
+        if result is None:
+            raise FileNotFoundError(
+                f"{RESULTS / (topic + '.json')} is missing (run python -m benchmarks.{topic})"
+            )
+        body = getattr(importlib.import_module(f"benchmarks.{topic}"), function)(result)
+        return m.group(1) + body.rstrip() + "\n" + m.group(5)
+
+    return _BLOCK.sub(fill, text)
+
+
+def expected_pages(plots: bool = False) -> dict[Path, str]:
+    """Every generated page, as rebuilt from docs/results/: {path: text}."""
+    out = {PAGE: build_page(plots=plots)}
+    for page in BLOCK_PAGES:
+        out[page] = fill_blocks(page.read_text())
+    return out
+
+
+def write_pages() -> list[Path]:
+    """Rebuilds every generated page (and the plots) atomically; returns their paths."""
+    for path, text in expected_pages(plots=True).items():
+        with atomic_path(path) as tmp:
+            tmp.write_text(text)
+    return [PAGE, *BLOCK_PAGES]
+
+
+def stale_pages() -> list[str]:
+    """Unified diffs of the pages whose text differs from their rebuild (empty when all agree)."""
+    diffs = []
+    for path, text in expected_pages().items():
+        have = path.read_text() if path.is_file() else ""
+        if have != text:
+            lines = difflib.unified_diff(
+                have.splitlines(), text.splitlines(), str(path), "rebuilt", lineterm=""
+            )
+            diffs.append("\n".join(lines))
+    return diffs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,8 +157,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="measure the topics, then rebuild the page")
     r.add_argument("--topics", default=",".join(t for t, _ in TOPICS))
-    sub.add_parser("docs", help="rebuild docs/benchmarks.md from docs/results/*.json")
+    sub.add_parser("docs", help="rebuild the generated pages from docs/results/*.json")
+    sub.add_parser("check", help="exit 1 when a generated page differs from its rebuild")
     args = ap.parse_args(argv)
+    if args.cmd == "check":
+        diffs = stale_pages()
+        for d in diffs:
+            print(d)
+        return 1 if diffs else 0
     if args.cmd == "run":
         known = {t for t, _ in TOPICS}
         chosen = [t for t in args.topics.split(",") if t]
@@ -125,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             sys.stderr.write(f"== {topic}\n")
             mod.main([])
-    print(write_page())
+    for path in write_pages():
+        print(path)
     return 0
 
 

@@ -150,13 +150,13 @@ What makes the difference:
   term is added as a mask built chunk by chunk over queries (at most 96 MB at a time), so neither
   the 4096 x 4096 attention matrix nor the full bias is ever materialised (the official code
   materialises both, 12 x 4096 x 4096 floats per global block).
-* **Decoder, many prompts on one image** (`leansam/models/shared_image.py`): every prompt starts
+* **Decoder, many prompts on one image** (`leansam/models/fast/factored.py`): every prompt starts
   from the same 4096 image tokens and changes them only by low-rank updates (an image-to-token
   attention adds a mix of the prompt's ~7 token values; a LayerNorm rescales tokens and channels), so
   after any layer the image tokens of prompt b are exactly `a_b * (D X) + Z_b @ F_b` with X shared,
   Z_b 4096 x ~116 and F_b ~116 x 256. Every projection, the LayerNorm statistics and the first
   transposed convolution then split into one prompt-independent product per image (cached on the
-  decoder, checked by value on every call) plus per-prompt products with inner dimension ~56-116
+  image's features, checked by value on every call) plus per-prompt products with inner dimension ~56-116
   instead of 256: ~0.45 GMAC per box instead of ~1.05. It is set up from 3 prompts in one call
   (its per-image products cost ~1.3 one-box decodes), never under autograd or ONNX export.
 * **Upscaling**: one prompt at a time, the second transposed convolution 32 rows of its 128 x 128 grid at a time
@@ -173,7 +173,7 @@ What makes the difference:
 All of this is the same arithmetic reassociated: the parity tests against the official package
 (fp32, logits atol 1e-3, IoU 1e-4, masks) run through these paths and pass, and in float64 the
 factored decoder matches the plain one to 1e-9 for the SAM, SAM 2 and EfficientSAM decoder variants
-(`tests/models/test_shared_image.py`). The "one decoder call" row decodes all 50 prompts at once: its
+(`tests/models/test_fast_decoder.py`). The "one decoder call" row decodes all 50 prompts at once: its
 working set no longer fits in cache, which is why the default works in blocks.
 """
 

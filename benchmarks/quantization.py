@@ -14,7 +14,7 @@
    calibration image, timed in alternation (A B C A B C ...) for each thread count.
 3. Fidelity of the bundled ``leansam_tiny``: box / centre-click mIoU against ground truth on its
    held-out synthetic set (docs/training.md protocol) for fp32 and int8, and the fidelity gate
-   (``leansam.compare``) of int8 against fp32 on the first 20 held-out images.
+   (``leansam.fidelity``) of int8 against fp32 on the first 20 held-out images.
 
 Weights: ``leansam_tiny`` uses its bundled trained weights; ``mobile_sam`` and ``efficientvit_sam_l0``
 use random initialisation (official checkpoints cannot be downloaded here; speed does not depend
@@ -96,9 +96,9 @@ def run(
     work_threads: int = 1,
     log: Any = None,
 ) -> dict:
-    from leansam.compare import CompareConfig, compare_models
     from leansam.compress import TinySamPTQConfig, load_calibration, quantize_
     from leansam.data.synth import generate
+    from leansam.fidelity import CompareConfig, compare_models
     from leansam.train.evaluate import evaluate_gt
 
     say = log or (lambda m: sys.stderr.write(m + "\n"))
@@ -259,6 +259,156 @@ def _ms(t: dict) -> str:
     return f"{t['median_s'] * 1000:.1f}"
 
 
+SUMMARY_COLUMNS = (
+    ("fp32_eager", "fp32 eager (reference)"),
+    ("int8_pytorch", "int8 PyTorch (TinySAM recipe)"),
+    ("ort_fp32", "ONNX Runtime fp32"),
+    ("ort_int8_static", "ORT int8 static"),
+    ("ort_int8_dynamic", "ORT int8 dynamic"),
+)
+
+
+def fidelity_lines(res: dict) -> list[str]:
+    """The int8 model's held-out mIoU beside fp32's and the fidelity gate's table (empty without them)."""
+    f = res.get("fidelity")
+    if not f:
+        return []
+    d = f["int8"]["box_miou"] - f["fp32"]["box_miou"]
+    dp = f["int8"]["point_miou"] - f["fp32"]["point_miou"]
+    return [
+        "",
+        f"**Fidelity of `leansam_tiny` int8** on its held-out set ({f['held_out']}, "
+        f"{f['fp32']['n_images']} images, {f['fp32']['n_instances']} instances; docs/training.md protocol):",
+        "",
+        "| | fp32 | int8 | difference |",
+        "|---|---|---|---|",
+        f"| mIoU, GT box | {f['fp32']['box_miou']:.4f} | {f['int8']['box_miou']:.4f} | {100 * d:+.2f} points |",
+        f"| mIoU, centre click | {f['fp32']['point_miou']:.4f} | {f['int8']['point_miou']:.4f} | {100 * dp:+.2f} points |",
+        "",
+        f"Fidelity gate, int8 against fp32 on the first {f['gate_images']} held-out images "
+        f"(`leansam.fidelity`, thresholds {', '.join(f'{k} {v}' for k, v in GATE.items())}; "
+        f"segment-everything with {', '.join(f'{k} {v}' for k, v in WEAK_EVERYTHING.items())}): "
+        f"**{'PASS' if f['gate_passed'] else 'FAIL'}**",
+        "",
+        f["gate_table"],
+    ]
+
+
+def summary(res: dict, threads: str = "1") -> str:
+    """The encoder times at ``threads`` threads (wall and thread CPU time) and the targets: docs/compression.md."""
+    head = [f"encoder, {threads} thread{'s' if threads != '1' else ''}", *(c for _, c in SUMMARY_COLUMNS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, e in res["models"].items():
+        tt = e["timing"].get(threads)
+        if tt is None:
+            continue
+        kinds = [("wall", tt, tt["ratios"])]
+        if "cpu_time" in tt:
+            kinds.append(("thread CPU time", tt["cpu_time"], tt["cpu_ratios"]))
+        for kind, times, ratios in kinds:
+            cells = [f"`{name}`, {kind}"]
+            for key, _ in SUMMARY_COLUMNS:
+                if key not in times:
+                    cells.append("-")
+                elif key == "fp32_eager":
+                    cells.append(f"{_ms(times[key])} ms")
+                else:
+                    cells.append(f"{_ms(times[key])} ms ({ratios[key]:.2f}x)")
+            lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Targets (int8 encoder <= 0.5x leansam's PyTorch eager fp32 encoder):", ""]
+    for t in targets(res):
+        lines.append(f"* {t['target']}: {t['measured']}, **{'met' if t['met'] else 'not met'}**")
+    return "\n".join(lines + fidelity_lines(res)) + "\n"
+
+
+def _timing_rows(res: dict) -> list[str]:
+    """Encoder times per model, thread count and clock, with ratios to fp32 eager."""
+    lines: list[str] = []
+    main_rows = ("fp32_eager", "fp32_folded", "int8_pytorch")
+    for name, e in res["models"].items():
+        for t, tt in e["timing"].items():
+            kinds = [("wall", tt, tt["ratios"])]
+            if "cpu_time" in tt:
+                kinds.append(("thread CPU time", tt["cpu_time"], tt["cpu_ratios"]))
+            for kind, times, r in kinds:
+                others = ", ".join(
+                    f"{k} {_ms(times[k])} ms ({r[k]:.2f}x)" for k in times if k not in main_rows and k in r
+                )
+                lines.append(
+                    f"| {name} | {e['weights']} | {t} ({kind}) | {_ms(times['fp32_eager'])} ms | "
+                    f"{_ms(times['fp32_folded'])} ms ({r['fp32_folded']:.2f}x) | {_ms(times['int8_pytorch'])} ms | "
+                    f"**{r['int8_pytorch']:.2f}** | {others or '-'} |"
+                )
+    return lines
+
+
+def _oversubscribed_notes(res: dict) -> list[str]:
+    """A note for every thread count whose fp32 run measured the machine's load."""
+    lines: list[str] = []
+    for name, e in res["models"].items():
+        one = e["timing"].get("1")
+        for t, tt in e["timing"].items():
+            if _oversubscribed(e, t):
+                lines.append(
+                    f"\n**{name}, {t} threads: oversubscribed.** The fp32 encoder took "
+                    f"{tt['fp32_eager']['median_s'] / one['fp32_eager']['median_s']:.1f}x longer with {t} threads "
+                    "than with one: the other jobs on this machine held the cores, and OpenMP threads "
+                    "waiting for each other dominate. These rows measure the machine's load, not the "
+                    "model; read the 1-thread rows (or re-run on a quiet machine)."
+                )
+    return lines
+
+
+def _layer_rows(res: dict) -> list[str]:
+    """The PyTorch int8 model of each model: layers, fusions, errors, cosine."""
+    lines = [
+        "",
+        "| model | int8 layers (conv / linear) | kept fp32 | activations fused | layer error, searched (min-max) | embedding cosine int8 vs fp32 | quantize time |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, e in res["models"].items():
+        qd = e["quantization"]
+        lines.append(
+            f"| {name} | {qd['layers_int8']} ({qd['conv']} / {qd['linear']}) | {qd['kept_fp32']} "
+            f"({'; '.join(qd['kept_reasons']) or '-'}) | {qd['fused']} (check: {qd['fusion_check']}) | "
+            f"{qd['layer_error_mean']:.4f} ({qd['layer_error_minmax_mean']:.4f}) | "
+            f"{e['embedding_cosine_int8_vs_fp32']:.5f} | {e['quantize_seconds']:.0f} s |"
+        )
+    return lines
+
+
+def _ort_lines(res: dict) -> list[str]:
+    """The ONNX Runtime encoders: what is int8 and how close they stay to PyTorch fp32."""
+    lines: list[str] = []
+    ort_rows = []
+    for name, e in res["models"].items():
+        for label, info in (e.get("ort") or {}).items():
+            ops = info.get("ops", {})
+            nq = ops.get("QuantizeLinear", 0) + ops.get("DynamicQuantizeLinear", 0)
+            integer = ", ".join(f"{k} {v}" for k, v in sorted(ops.items()) if "Integer" in k)
+            what = (
+                "fp32 export"
+                if label == "ort_fp32"
+                else (f"{nq} activation quantizers" if nq else "nothing quantized")
+            )
+            ort_rows.append(
+                f"| {name} | {label} | {what}{f' ({integer})' if integer else ''} | "
+                f"{info.get('embedding_cosine_vs_pytorch_fp32', float('nan')):.5f} |"
+            )
+    if ort_rows:
+        lines += [
+            "",
+            "ONNX Runtime encoders (`leansam.compress.ort`; export by `leansam.export.onnx`, quantized with "
+            "onnxruntime's `quantize_static` (QDQ, per-channel, MinMax on the same calibration images) or "
+            "`quantize_dynamic` (MatMul/Gemm)); sessions with as many intra-op threads as the row:",
+            "",
+            "| model | encoder | what is int8 | embedding cosine vs PyTorch fp32 |",
+            "|---|---|---|---|",
+            *ort_rows,
+        ]
+    return lines
+
+
 def render(res: dict) -> str:
     """The docs section of one result of :func:`run`."""
     m = res["machine"]
@@ -287,99 +437,10 @@ def render(res: dict) -> str:
         + "other rows |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    main_rows = ("fp32_eager", "fp32_folded", "int8_pytorch")
-    for name, e in res["models"].items():
-        for t, tt in e["timing"].items():
-            kinds = [("wall", tt, tt["ratios"])]
-            if "cpu_time" in tt:
-                kinds.append(("thread CPU time", tt["cpu_time"], tt["cpu_ratios"]))
-            for kind, times, r in kinds:
-                others = ", ".join(
-                    f"{k} {_ms(times[k])} ms ({r[k]:.2f}x)" for k in times if k not in main_rows and k in r
-                )
-                lines.append(
-                    f"| {name} | {e['weights']} | {t} ({kind}) | {_ms(times['fp32_eager'])} ms | "
-                    f"{_ms(times['fp32_folded'])} ms ({r['fp32_folded']:.2f}x) | {_ms(times['int8_pytorch'])} ms | "
-                    f"**{r['int8_pytorch']:.2f}** | {others or '-'} |"
-                )
-    for name, e in res["models"].items():
-        tm = e["timing"]
-        one = tm.get("1")
-        for t, tt in tm.items():
-            if (
-                one is not None
-                and t != "1"
-                and tt["fp32_eager"]["median_s"] > 2 * one["fp32_eager"]["median_s"]
-            ):
-                lines.append(
-                    f"\n**{name}, {t} threads: oversubscribed.** The fp32 encoder took "
-                    f"{tt['fp32_eager']['median_s'] / one['fp32_eager']['median_s']:.1f}x longer with {t} threads "
-                    "than with one: the other jobs on this machine held the cores, and OpenMP threads "
-                    "waiting for each other dominate. These rows measure the machine's load, not the "
-                    "model; read the 1-thread rows (or re-run on a quiet machine)."
-                )
-    lines += [
-        "",
-        "| model | int8 layers (conv / linear) | kept fp32 | activations fused | layer error, searched (min-max) | embedding cosine int8 vs fp32 | quantize time |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for name, e in res["models"].items():
-        qd = e["quantization"]
-        lines.append(
-            f"| {name} | {qd['layers_int8']} ({qd['conv']} / {qd['linear']}) | {qd['kept_fp32']} "
-            f"({'; '.join(qd['kept_reasons']) or '-'}) | {qd['fused']} (check: {qd['fusion_check']}) | "
-            f"{qd['layer_error_mean']:.4f} ({qd['layer_error_minmax_mean']:.4f}) | "
-            f"{e['embedding_cosine_int8_vs_fp32']:.5f} | {e['quantize_seconds']:.0f} s |"
-        )
-    ort_rows = []
-    for name, e in res["models"].items():
-        for label, info in (e.get("ort") or {}).items():
-            ops = info.get("ops", {})
-            nq = ops.get("QuantizeLinear", 0) + ops.get("DynamicQuantizeLinear", 0)
-            integer = ", ".join(f"{k} {v}" for k, v in sorted(ops.items()) if "Integer" in k)
-            what = (
-                "fp32 export"
-                if label == "ort_fp32"
-                else (f"{nq} activation quantizers" if nq else "nothing quantized")
-            )
-            ort_rows.append(
-                f"| {name} | {label} | {what}{f' ({integer})' if integer else ''} | "
-                f"{info.get('embedding_cosine_vs_pytorch_fp32', float('nan')):.5f} |"
-            )
-    if ort_rows:
-        lines += [
-            "",
-            "ONNX Runtime encoders (`leansam.compress.ort`; export by `leansam.export.onnx`, quantized with "
-            "onnxruntime's `quantize_static` (QDQ, per-channel, MinMax on the same calibration images) or "
-            "`quantize_dynamic` (MatMul/Gemm)); sessions with as many intra-op threads as the row:",
-            "",
-            "| model | encoder | what is int8 | embedding cosine vs PyTorch fp32 |",
-            "|---|---|---|---|",
-            *ort_rows,
-        ]
+    lines += _timing_rows(res) + _oversubscribed_notes(res) + _layer_rows(res) + _ort_lines(res)
     notes = {e["ort_note"] for e in res["models"].values() if e.get("ort_note")}
     lines += [""] + [f"{n}" for n in sorted(notes)]
-    f = res.get("fidelity")
-    if f:
-        d = f["int8"]["box_miou"] - f["fp32"]["box_miou"]
-        dp = f["int8"]["point_miou"] - f["fp32"]["point_miou"]
-        lines += [
-            "",
-            f"**Fidelity of `leansam_tiny` int8** on its held-out set ({f['held_out']}, "
-            f"{f['fp32']['n_images']} images, {f['fp32']['n_instances']} instances; docs/training.md protocol):",
-            "",
-            "| | fp32 | int8 | difference |",
-            "|---|---|---|---|",
-            f"| mIoU, GT box | {f['fp32']['box_miou']:.4f} | {f['int8']['box_miou']:.4f} | {100 * d:+.2f} points |",
-            f"| mIoU, centre click | {f['fp32']['point_miou']:.4f} | {f['int8']['point_miou']:.4f} | {100 * dp:+.2f} points |",
-            "",
-            f"Fidelity gate, int8 against fp32 on the first {f['gate_images']} held-out images "
-            f"(`leansam.compare`, thresholds {', '.join(f'{k} {v}' for k, v in GATE.items())}; "
-            f"segment-everything with {', '.join(f'{k} {v}' for k, v in WEAK_EVERYTHING.items())}): "
-            f"**{'PASS' if f['gate_passed'] else 'FAIL'}**",
-            "",
-            f["gate_table"],
-        ]
+    lines += fidelity_lines(res)
     return "\n".join(lines) + "\n"
 
 

@@ -2,9 +2,8 @@
 
     python -m benchmarks.zoo [--models all] [--runs 2] [--grids 32] [--threads 2]
 
-This is ``leansam bench`` (:func:`leansam.bench.run_benchmark`) over the whole registry, plus the
-published anchors of the model papers (parameters and encoder MACs) next to leansam's exact counts
-and this machine's encoder latency. Weights: the cached official checkpoint where one exists,
+This is ``leansam bench`` (:func:`leansam.bench.run_benchmark`) over the whole registry; the page
+section shows the published anchors (:mod:`benchmarks.anchors`) beside the measured numbers. Weights: the cached official checkpoint where one exists,
 otherwise random init (labelled per row; speed does not depend on weight values, segment-everything
 mask counts do).
 
@@ -25,13 +24,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks import anchors
 from leansam.bench import BenchConfig, run_benchmark
-from leansam.bench.published import (
-    PUBLISHED_GMACS,
-    PUBLISHED_PARAMS_M,
-    PUBLISHED_PARAMS_WITH_MEMORY_M,
+from leansam.bench.report import (
+    PlotUnavailable,
+    _pyplot,
+    errors_lines,
+    everything_table,
+    latency_table,
+    plot_latency_vs_prompts,
+    setup_lines,
+    size_table,
 )
-from leansam.bench.report import PlotUnavailable, _pyplot, plot_latency_vs_prompts, render_markdown
 from leansam.io import write_json
 from leansam.registry import get_model_info
 
@@ -124,67 +128,6 @@ def run(
     return result
 
 
-def _fmt(v: float | None, spec: str = ".1f") -> str:
-    return "" if v is None else format(v, spec)
-
-
-def anchors(result: dict[str, Any]) -> str:
-    """Markdown: published params and MACs of the model papers vs leansam's counts and latency here."""
-    mem = (result.get("sam2_memory") or {}).get("memory")
-    rows = []
-    for m in result["models"]:
-        name = m["name"]
-        pub_p = PUBLISHED_PARAMS_M.get(name)
-        pub_pm = PUBLISHED_PARAMS_WITH_MEMORY_M.get(name)
-        pub_g = PUBLISHED_GMACS.get(name)
-        if not (pub_p or pub_pm or pub_g):
-            continue
-        total = (m.get("params") or {}).get("total")
-        ours_p = total / 1e6 if total else None
-        if pub_pm:
-            pub_val, note = pub_pm.value, "incl. memory"
-            ours_p = (total + mem) / 1e6 if total and mem is not None else None
-        else:
-            pub_val, note = (pub_p.value if pub_p else None), ""
-        gmacs = ((m.get("macs") or {}).get("image_encoder") or 0) / 1e9 or None
-        enc = (m.get("encoder_latency") or {}).get("median_s")
-        rows.append(
-            "| "
-            + " | ".join(
-                [
-                    f"`{name}`",
-                    str(m.get("input_size", "")),
-                    _fmt(pub_val) + (f" ({note})" if note and pub_val else ""),
-                    _fmt(ours_p, ".2f"),
-                    _fmt(ours_p / pub_val if ours_p and pub_val else None, ".3f"),
-                    _fmt(pub_g.value if pub_g else None, ".0f"),
-                    _fmt(gmacs),
-                    _fmt(gmacs / pub_g.value if gmacs and pub_g else None, ".3f"),
-                    _fmt(enc * 1000 if enc else None, ".0f"),
-                ]
-            )
-            + " |"
-        )
-    head = (
-        "| model | input | published params (M) | leansam params (M) | ratio | published encoder GMACs "
-        "| leansam encoder GMACs | ratio | encoder ms here (median) |\n|" + "---|" * 9
-    )
-    lines = ["### Published anchors: EfficientViT-SAM and SAM 2", "", head, *rows, ""]
-    lines.append(
-        "Sources: EfficientViT-SAM (arXiv:2402.05008) Table 1 for params and MACs (whole model at its native "
-        "input: 512 for L0-L2, 1024 for XL0/XL1); SAM 2 README checkpoint table for SAM 2 / 2.1 sizes, "
-        "which count the video memory modules."
-    )
-    if mem is not None:
-        sm = result["sam2_memory"]
-        lines.append(
-            f"leansam's SAM 2 rows add the memory modules it sets aside in image mode: {mem / 1e6:.2f} M "
-            f"(official `sam2.1_hiera_tiny` key layout {sm['official_total']:,} minus image mode "
-            f"{sm['image_mode']:,}; the same modules at every size)."
-        )
-    return "\n".join(lines) + "\n"
-
-
 def _plot_encoder_latency(result: dict[str, Any], path: Path) -> bool:
     """Horizontal bars: encoder latency per model (log scale), MobileSAM highlighted."""
     pts = [
@@ -253,41 +196,34 @@ def _segevery(seg: dict[str, Any]) -> str:
 
 
 def render(result: dict[str, Any]) -> str:
-    """The docs section: the harness tables, the anchors and the plots."""
+    """The docs section: the protocol's tables, the published anchors beside them, and the plots."""
     from leansam.registry import list_models
 
-    names = {m["name"] for m in result["models"]}
+    models = result["models"]
+    names = {m["name"] for m in models}
     registered = set(list_models())
+    lines = []
     if registered <= names:
-        title, scope = "Every registered model, one protocol (the survey's)", ""
+        lines += ["## Every registered model, one protocol (the survey's)", ""]
     else:
-        title = f"Model zoo on this machine: {len(names & registered)} of {len(registered)} registered models"
-        scope = (
-            f"This run covers {len(names & registered)} of the {len(registered)} registered models; "
-            "`python -m benchmarks.zoo` (default `--models all`) measures them all. Exact parameter and "
-            "MAC counts of every registered model: [benchmarks_harness.md](benchmarks_harness.md).\n\n"
-        )
-    body = render_markdown(result, title=title)
-    if scope:
-        head, _, rest = body.partition("\n\n")
-        body = head + "\n\n" + scope + rest
-    body = body.replace(
-        "Regenerate with `python -m leansam.bench.report RESULT.json docs/benchmarks_harness.md`.",
-        f"Regenerate with `{result.get('command', 'python -m benchmarks.zoo')}` "
-        "(or everything with `python -m benchmarks run`).",
-    )
-    parts = [body.rstrip() + "\n", anchors(result)]
+        covered = len(names & registered)
+        lines += [
+            f"## Model zoo on this machine: {covered} of {len(registered)} registered models",
+            "",
+            f"This run covers {covered} of the {len(registered)} registered models (missing: "
+            f"{', '.join(f'`{n}`' for n in sorted(registered - names))}); `python -m benchmarks.zoo` (default "
+            "`--models all`) measures them all.",
+            "",
+        ]
+    lines += setup_lines(result) + size_table(models) + latency_table(models) + everything_table(models)
+    lines += errors_lines(models)
+    parts = ["\n".join(lines).rstrip() + "\n"]
     if result.get("segevery"):
         parts.append(_segevery(result["segevery"]))
+    parts.append(anchors.render(result))
     imgs = [p for p in ("zoo_encoder_latency.png", "zoo_latency_vs_prompts.png") if (IMG_DIR / p).is_file()]
     if imgs:
         parts.append("### Plots\n\n" + "\n".join(f"![{p[:-4]}](img/{p})" for p in imgs) + "\n")
-    parts.append(
-        "The survey's segment-everything table could not be transcribed here (the survey text is not "
-        "readable offline on this machine), so the SegEvery rows above stand without published numbers; "
-        "the segment-everything section further down compares leansam with the official generators "
-        "on this machine instead.\n"
-    )
     return "\n".join(parts)
 
 

@@ -46,14 +46,8 @@ COMMANDS: tuple[str, ...] = (
 def _command_modules() -> dict:
     import importlib
 
-    mods = {}
-    for name in COMMANDS:
-        try:
-            mods[name] = importlib.import_module(f"leansam.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"leansam.commands.{name}":
-                raise
-    return mods
+    # A missing module raises: a typo here must not make a command vanish.
+    return {name: importlib.import_module(f"leansam.commands.{name}") for name in COMMANDS}
 
 
 def build_parser() -> argparse.ArgumentParser:

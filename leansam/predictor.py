@@ -16,12 +16,10 @@ Coordinate conventions:
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 
-from .models.sam import ImageFeatures, Sam
+from .interface import ImageFeatures, PromptableModel, Prompts
 from .transforms import ImageTransform
 
 
@@ -63,7 +61,8 @@ class SamPredictor:
     """Computes an image's features once, then answers many prompts against them.
 
     Args:
-        model: a :class:`~leansam.models.sam.Sam` (e.g. from :func:`leansam.build_model`).
+        model: a :class:`~leansam.interface.PromptableModel`: a :class:`~leansam.models.sam.Sam`
+            (e.g. from :func:`leansam.build_model`) or an ONNX Runtime :class:`~leansam.export.OnnxSam`.
         mask_threshold: logit threshold for binary masks (0.0).
         max_hole_area: fill background holes up to this many pixels in each mask (SAM 2 option; 0 = off).
         max_sprinkle_area: remove foreground specks up to this many pixels (SAM 2 option; 0 = off).
@@ -72,17 +71,14 @@ class SamPredictor:
             returned low-res logits are not cleaned (see
             :func:`leansam.postprocess.fill_holes_and_remove_sprinkles`).
         prompt_block: :meth:`predict_torch` decodes and upscales its B prompts in blocks of this
-            many (None: all B at once). Each block is one batched decoder call. Why blocks: each
-            prompt carries its own image-token state (4096 x 256 floats in the plain decoder, 4096 x
-            ~116 coefficients in the factored one, see :mod:`leansam.models.shared_image`) and 3
-            masks at full size, so 50 prompts at once stream hundreds of MB through memory while a
-            block of 4 stays near the cache; on a 2-core CPU 50 boxes ran ~1.5x faster in blocks.
-            Results do not depend on it.
+            many (None: all B at once). Each block is one batched decoder call. Each prompt carries its
+            own image-token state and 3 masks at full size, so small blocks keep the working set near
+            the cache (docs/performance.md). Results do not depend on it.
     """
 
     def __init__(
         self,
-        model: Sam,
+        model: PromptableModel,
         mask_threshold: float = 0.0,
         max_hole_area: float = 0.0,
         max_sprinkle_area: float = 0.0,
@@ -105,7 +101,11 @@ class SamPredictor:
     # --- image -------------------------------------------------------------------------------------
     @torch.no_grad()
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
-        """Computes the features of ``image`` (H x W x 3 uint8, RGB or BGR per ``image_format``)."""
+        """Computes the features of ``image`` (H x W x 3 uint8, RGB or BGR per ``image_format``).
+
+        The new :class:`~leansam.interface.ImageFeatures` start with an empty per-image cache, which the
+        fast decoder fills on the first prompts (docs/performance.md); :meth:`reset_image` drops it.
+        """
         if image_format not in ("RGB", "BGR"):
             raise ValueError(f"image_format must be 'RGB' or 'BGR', not {image_format!r}")
         image = np.asarray(image)
@@ -231,7 +231,7 @@ class SamPredictor:
             boxes = (boxes.float().reshape(-1, 2, 2) * inv).reshape(-1, 4) if boxes is not None else None
         self._check_prompts(point_coords, point_labels, boxes)
         points = self.model.prepare_prompts(point_coords, point_labels, boxes, size)
-        batch = mask_input.shape[0] if points is None else _count(points)
+        batch = mask_input.shape[0] if points is None else points[0].shape[0]
         block = self.prompt_block or max(batch, 1)
         outs: tuple[torch.Tensor, ...] | None = None
         for start in range(0, batch, block) if batch else [0]:
@@ -240,7 +240,8 @@ class SamPredictor:
                 mask_input[part] if mask_input is not None and mask_input.shape[0] == batch else mask_input
             )
             dest = tuple(o[part] for o in outs) if outs is not None else None
-            res = self._decode_block(_take(points, part), masks_in, multimask_output, return_logits, dest)
+            block_points = (points[0][part], points[1][part]) if points is not None else None
+            res = self._decode_block(block_points, masks_in, multimask_output, return_logits, dest)
             if start == 0 and block >= batch:
                 return res
             if outs is None:  # later blocks are written in place: no final copy of all B prompts' masks
@@ -251,7 +252,7 @@ class SamPredictor:
 
     def _decode_block(
         self,
-        points: tuple[torch.Tensor, torch.Tensor] | None,
+        points: Prompts | None,
         mask_input: torch.Tensor | None,
         multimask_output: bool,
         return_logits: bool,
@@ -300,15 +301,3 @@ class SamPredictor:
                 raise ValueError("box coordinates must be finite (got NaN or inf)")
             if coords is not None and coords.shape[0] not in (1, boxes.shape[0]) and boxes.shape[0] != 1:
                 raise ValueError(f"{coords.shape[0]} point sets but {boxes.shape[0]} boxes")
-
-
-# Laid-out prompts (``model.prepare_prompts``) are a (coords, labels) pair for torch models and
-# :class:`~leansam.export.runtime.OnnxPrompts` (``len``/``take``) for the ONNX Runtime backend.
-def _count(points: tuple[torch.Tensor, torch.Tensor] | Any) -> int:
-    return points[0].shape[0] if isinstance(points, tuple) else len(points)
-
-
-def _take(points: tuple[torch.Tensor, torch.Tensor] | Any | None, part: slice) -> Any:
-    if points is None:
-        return None
-    return (points[0][part], points[1][part]) if isinstance(points, tuple) else points.take(part)

@@ -1,7 +1,10 @@
 """The model registry: one frozen record per model, with the metadata of its official weights.
 
-Entries live in ``leansam/zoo/<family>.py`` (a tuple ``MODELS``), imported lazily on
-first use so that ``import leansam`` stays cheap and has no side effects.
+Entries live in the family modules ``leansam/zoo/<family>.py`` (a tuple ``MODELS`` whose entries
+all have ``family=<family>``), found by listing the package on first use, so that ``import leansam``
+stays cheap and adding a family needs no edit here. Modules whose name starts with ``_`` are helpers
+shared by families. A family module that fails to import, has no ``MODELS``, or registers a name
+twice raises :class:`RegistryError`: a broken family never makes its models vanish silently.
 
     >>> import leansam
     >>> leansam.list_models("*sam*")[:3]
@@ -14,6 +17,7 @@ import difflib
 import fnmatch
 import functools
 import importlib
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -23,19 +27,11 @@ from .transforms import ImageTransform
 if TYPE_CHECKING:
     from .models.sam import PromptStyle, Sam
 
-# Family modules under leansam/zoo/. Add a family by adding its module name here.
-ZOO_FAMILIES: tuple[str, ...] = (
-    "sam",
-    "tiny_vit",
-    "repvit",
-    "efficientvit",
-    "hiera",
-    "efficientsam",
-    "efficienttam",
-    "slimsam",
-    "nanosam",
-    "default",
-)
+#: Package of the family modules.
+ZOO_PACKAGE = "leansam.zoo"
+
+#: ``f(official state_dict) -> (state_dict in leansam keys, keys set aside)``.
+CheckpointFilter = Callable[[dict], tuple[dict, list[str]]]
 
 
 @dataclass(frozen=True)
@@ -72,15 +68,15 @@ class ModelInfo:
     Attributes:
         name: registry name (``sam_vit_b``).
         family: architecture family (``sam``, ``tiny_vit``, ...).
-        builder: ``"module:function"`` returning an un-initialised-weights :class:`Sam`.
+        builder: function returning the architecture with freshly initialised weights (:class:`Sam`).
         weights: official checkpoint metadata, or None (architecture only).
         transform: pre/post-processing of the family.
         prompt_style: prompt layout of the family (None: SAM's).
-        checkpoint_filter: ``"module:function"`` mapping an official state_dict to
-            leansam keys: ``f(state) -> (state, set_aside_keys)``; None when keys already match.
-        arch_from_state: ``"module:function"`` for families whose official files fix the
-            architecture themselves (SlimSAM's globally pruned models): ``f(filtered_state) ->
-            Sam | None``; None (or a None result) builds ``builder`` as usual.
+        checkpoint_filter: function mapping an official state_dict to leansam keys:
+            ``f(state) -> (state, set_aside_keys)``; None when keys already match.
+        arch_from_state: function for families whose official files fix the architecture
+            themselves (SlimSAM's globally pruned models): ``f(filtered_state) -> Sam | None``;
+            None (or a None result) builds ``builder`` as usual.
         n_params: exact parameter count of the official (image-mode) model, checked by the tests.
         description: one line for ``leansam models``.
         default: the model used when none is named.
@@ -88,12 +84,12 @@ class ModelInfo:
 
     name: str
     family: str
-    builder: str
+    builder: Callable[[], Sam]
     weights: Weights | None
     transform: ImageTransform = field(default_factory=ImageTransform)
     prompt_style: PromptStyle | None = None
-    checkpoint_filter: str | None = None
-    arch_from_state: str | None = None
+    checkpoint_filter: CheckpointFilter | None = None
+    arch_from_state: Callable[[dict], Sam | None] | None = None
     n_params: int | None = None
     description: str = ""
     default: bool = False
@@ -110,9 +106,9 @@ class ModelInfo:
         """
         model = None
         if state is not None and self.arch_from_state is not None:
-            model = _resolve(self.arch_from_state)(self.filter_state_dict(dict(state))[0])
+            model = self.arch_from_state(self.filter_state_dict(dict(state))[0])
         if model is None:
-            model = _resolve(self.builder)()
+            model = self.builder()
         model.transform = self.transform
         if self.prompt_style is not None:
             model.prompt_style = self.prompt_style
@@ -123,7 +119,7 @@ class ModelInfo:
         """Applies the family's checkpoint filter: (state in leansam keys, keys set aside)."""
         if self.checkpoint_filter is None:
             return state, []
-        return _resolve(self.checkpoint_filter)(state)
+        return self.checkpoint_filter(state)
 
 
 class UnknownModelError(KeyError):
@@ -133,24 +129,29 @@ class UnknownModelError(KeyError):
         return str(self.args[0])
 
 
-def _resolve(ref: str) -> Callable:
-    module, _, attr = ref.partition(":")
-    return getattr(importlib.import_module(module), attr)
+class RegistryError(RuntimeError):
+    """A family module is broken: it has no ``MODELS``, a wrong ``family`` or a name registered twice."""
+
+
+def family_modules() -> list[str]:
+    """Names of the family modules under ``leansam/zoo/`` (helpers, ``_*.py``, excluded), sorted."""
+    package = importlib.import_module(ZOO_PACKAGE)
+    return sorted(m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_"))
 
 
 @functools.cache
 def _registry() -> dict[str, ModelInfo]:
     out: dict[str, ModelInfo] = {}
-    for fam in ZOO_FAMILIES:
-        try:
-            mod = importlib.import_module(f"leansam.zoo.{fam}")
-        except ModuleNotFoundError as e:
-            if e.name == f"leansam.zoo.{fam}":
-                continue  # family not written yet
-            raise
-        for info in mod.MODELS:
+    for family in family_modules():
+        mod = importlib.import_module(f"{ZOO_PACKAGE}.{family}")  # an import error propagates
+        models = getattr(mod, "MODELS", None)
+        if not isinstance(models, tuple) or not models:
+            raise RegistryError(f"{mod.__name__} must define MODELS, a non-empty tuple of ModelInfo")
+        for info in models:
+            if not isinstance(info, ModelInfo) or info.family != family:
+                raise RegistryError(f"{mod.__name__}: {info!r:.80} is not a ModelInfo of family {family!r}")
             if info.name in out:
-                raise RuntimeError(f"model {info.name!r} registered twice")
+                raise RegistryError(f"model {info.name!r} registered twice ({mod.__name__})")
             out[info.name] = info
     return out
 

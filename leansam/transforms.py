@@ -154,8 +154,8 @@ def postprocess_logits(
     x = low_res[..., : rows.shape[1], : cols.shape[1]] @ cols.t()  # B x M x kh x W
     starts, weights = _row_bands(lh, t, original_size)
     # Each output row reads a handful of neighbouring rows: apply the row matrix one block of
-    # output rows at a time, to the band of rows that block reads (~10x fewer multiply-adds than
-    # the dense H x kh product, the same weights).
+    # output rows at a time, to the band of rows that block reads (far fewer multiply-adds than the
+    # dense H x kh product, the same weights; docs/performance.md).
     band = weights.shape[-1]
     idx = (starts[:, None] + torch.arange(band)).clamp_(max=x.shape[-2] - 1).flatten().to(x.device)
     windows = x[..., idx, :].unflatten(-2, (len(starts), band))  # B x M x blocks x band x W

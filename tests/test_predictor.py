@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import leansam
-from leansam.bench.runner import test_image as synthetic_image
+from leansam.bench.protocol import test_image as synthetic_image
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,12 @@
 
 * :func:`run_benchmark` / :class:`BenchConfig` / :class:`BenchResult` — params, MACs, peak memory,
   encoder / decoder / one-box latency, throughput, segment-everything (``leansam bench``).
-* :func:`write_outputs`, :func:`render_markdown` — JSON, CSV, markdown (docs section), PNG plots.
+* :func:`write_outputs`, :func:`render_markdown` — the run's JSON, CSV, markdown report and PNG plots.
 * :func:`model_macs`, :func:`param_counts`, :func:`peak_memory` — the measurements on their own.
-* :func:`measure`, :func:`machine_fingerprint` — timing loops that exclude warm-up, machine fingerprints.
+* :func:`measure`, :func:`machine_fingerprint`, :class:`~leansam.bench.timing.StageTimer` — timing loops
+  that exclude warm-up, machine fingerprints, time per stage.
+
+The benchmark scripts and the page they write (docs/benchmarks.md) live in ``benchmarks/``.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-# Imported lazily (``python -m leansam.bench.report`` must not find its module pre-imported).
+# Imported lazily: ``import leansam.bench`` stays cheap.
 _EXPORTS = {
     "MacCounts": "flops",
     "ParamCounts": "flops",
@@ -23,12 +26,11 @@ _EXPORTS = {
     "MemoryPeak": "memory",
     "peak_memory": "memory",
     "render_markdown": "report",
-    "write_docs": "report",
     "write_outputs": "report",
-    "BenchConfig": "runner",
-    "BenchResult": "runner",
-    "ModelBench": "runner",
-    "run_benchmark": "runner",
+    "BenchConfig": "protocol",
+    "BenchResult": "results",
+    "ModelBench": "results",
+    "run_benchmark": "protocol",
     "Timing": "timing",
     "machine_fingerprint": "timing",
     "measure": "timing",
@@ -37,8 +39,9 @@ _EXPORTS = {
 if TYPE_CHECKING:
     from .flops import MacCounts, ParamCounts, build_meta, count_macs, model_macs, param_counts
     from .memory import MemoryPeak, peak_memory
-    from .report import render_markdown, write_docs, write_outputs
-    from .runner import BenchConfig, BenchResult, ModelBench, run_benchmark
+    from .protocol import BenchConfig, run_benchmark
+    from .report import render_markdown, write_outputs
+    from .results import BenchResult, ModelBench
     from .timing import Timing, machine_fingerprint, measure
 
 
@@ -65,6 +68,5 @@ __all__ = [
     "peak_memory",
     "render_markdown",
     "run_benchmark",
-    "write_docs",
     "write_outputs",
 ]

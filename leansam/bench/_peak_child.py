@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from .memory import _status_kib, peak_memory
-    from .runner import BenchConfig, _Calls, load_bench_model, test_image
+    from .protocol import BenchConfig, _Calls, load_bench_model, test_image
 
     h, w = (int(v) for v in args.size.split("x"))
     config = BenchConfig(

@@ -121,10 +121,10 @@ def model_macs(model: Sam, n_boxes: int = 1, multimask_output: bool = False) -> 
     params = [p for p in model.parameters() if p.requires_grad]
     for p in params:
         p.requires_grad_(False)
-    # Count the decoder as published (the plain formulation): the factored many-prompts path
-    # (leansam.models.shared_image) is an execution strategy with a per-image setup, not the architecture.
-    factored = model.mask_decoder.factor_shared_image
-    model.mask_decoder.factor_shared_image = False
+    # Count the decoder as published (the reference forward): the fast decoder (leansam.models.fast)
+    # is an execution strategy with a per-image setup, not the architecture.
+    impl = model.decoder_impl
+    model.decoder_impl = "reference"
     try:
         enc = count_macs(encode)
         frame = model.transform.prompt_frame
@@ -132,7 +132,7 @@ def model_macs(model: Sam, n_boxes: int = 1, multimask_output: bool = False) -> 
         points = model.prepare_prompts(None, None, boxes, (frame, frame))
         dec = count_macs(lambda: model.decode(holder["f"], points, None, multimask_output))
     finally:
-        model.mask_decoder.factor_shared_image = factored
+        model.decoder_impl = impl
         for p in params:
             p.requires_grad_(True)
     return MacCounts(enc, dec, s, n_boxes)

@@ -8,6 +8,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 
@@ -116,3 +117,55 @@ def machine_fingerprint(device: str = "cpu") -> Machine:
         device=dev,
         platform=platform.platform(),
     )
+
+
+class StageTimer:
+    """Wall time spent inside chosen modules and methods, summed per stage name, call after call.
+
+    Both sides of a comparison can be split the same way (e.g. image encoder, mask decoder,
+    upscaling) without touching their code:
+
+        timer = StageTimer()
+        timer.module("encoder", model.image_encoder)          # forward pre/post hooks
+        timer.method("upscale", model, "postprocess_masks")   # an instance-attribute wrapper
+        gen.generate(image); split = timer.take()             # {"encoder": s, "upscale": s}
+
+    Several wrappers may feed one stage; they must not nest (nested time would count twice).
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._start: dict[str, float] = {}
+
+    def _add(self, name: str, dt: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + dt
+
+    def module(self, name: str, module: torch.nn.Module) -> None:
+        """Adds the time of every ``module(...)`` call to stage ``name``."""
+
+        def pre(_m: Any, _a: Any) -> None:
+            self._start[name] = time.perf_counter()
+
+        def post(_m: Any, _a: Any, _o: Any) -> None:
+            self._add(name, time.perf_counter() - self._start.pop(name))
+
+        module.register_forward_pre_hook(pre)
+        module.register_forward_hook(post)
+
+    def method(self, name: str, obj: Any, attr: str) -> None:
+        """Adds the time of every ``obj.attr(...)`` call to stage ``name`` (wraps the bound method)."""
+        fn = getattr(obj, attr)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._add(name, time.perf_counter() - t)
+
+        object.__setattr__(obj, attr, timed)  # plain attribute, also on an nn.Module
+
+    def take(self) -> dict[str, float]:
+        """The seconds per stage since the last ``take`` (then starts again from zero)."""
+        out, self.seconds = self.seconds, {}
+        return out

@@ -2,12 +2,12 @@
 
     leansam bench --models mobile_sam,efficientvit_sam_l0 --runs 5 --out bench_out
     leansam bench --models all --device cuda --dtype bf16 --out bench_gpu
-    leansam bench --render bench_out/results.json --docs docs/benchmarks_harness.md   # no run
+    leansam bench --render bench_out/results.json --docs report.md   # no run: outputs again
 
 Writes ``OUT/results.json`` (everything, with the machine fingerprint), ``results.csv``,
 ``results.md`` and, with matplotlib (``pip install 'leansam[plot]'``), ``latency_vs_prompts.png``
 and ``throughput_vs_accuracy.png`` (when ``--accuracy`` results are given).
-See :mod:`leansam.bench.runner` for what is measured.
+See :mod:`leansam.bench.protocol` for what is measured.
 """
 
 from __future__ import annotations
@@ -124,8 +124,8 @@ def _read_accuracy(paths: list[str]) -> tuple[dict[str, float], str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..bench.protocol import BenchConfig, run_benchmark
     from ..bench.report import render_markdown, write_outputs
-    from ..bench.runner import BenchConfig, run_benchmark
 
     if args.render:
         path = Path(args.render)

@@ -134,8 +134,8 @@ def load_candidate(path: str | Path, reference: str, trust_pickle: bool = False)
 
 def run(args: argparse.Namespace) -> int:
     from ..checkpoints import load_model
-    from ..compare import CompareConfig, compare_models
     from ..compress.calib import find_images
+    from ..fidelity import CompareConfig, compare_models
     from ..registry import get_model_info
 
     get_model_info(args.reference)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..eval.prompts import PROMPT_KINDS
+from ..eval.gt_prompts import PROMPT_KINDS
 from .common import log, positive_int
 
 
@@ -58,7 +58,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..eval.runner import EvalConfig, evaluate
+    from ..eval.coco_eval import EvalConfig, evaluate
     from ..registry import get_model_info
 
     get_model_info(args.model)  # unknown names fail before any data is read

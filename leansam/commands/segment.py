@@ -51,6 +51,61 @@ def _check_prompts_inside(points: list, boxes: list, h: int, w: int) -> None:
             raise InputError(f"box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) is outside the {w} x {h} image")
 
 
+def _prompt_tensors(
+    args: argparse.Namespace, dev: torch.device
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[torch.Tensor | None, ...]]:
+    """The prompts of ``args`` as arrays (points P x 2, labels P, boxes B x 4, pixels of the image)
+    and as the predictor's batched tensors: every box is one prompt sharing all the points."""
+    pts = np.array([p[:2] for p in args.point], dtype=np.float32).reshape(-1, 2)
+    labels = np.array([p[2] for p in args.point], dtype=np.int64)
+    boxes = np.array(args.box, dtype=np.float32).reshape(-1, 4)
+    n_prompts = max(1, len(boxes))
+    coords_t = labels_t = boxes_t = None
+    if len(pts):
+        coords_t = torch.from_numpy(pts)[None].expand(n_prompts, -1, -1).to(dev)
+        labels_t = torch.from_numpy(labels)[None].expand(n_prompts, -1).to(dev)
+    if len(boxes):
+        boxes_t = torch.from_numpy(boxes).to(dev)
+    return pts, labels, boxes, (coords_t, labels_t, boxes_t)
+
+
+def _write_masks(
+    out: OutputDir,
+    masks: np.ndarray,
+    scores: np.ndarray,
+    pts: np.ndarray,
+    labels: np.ndarray,
+    boxes: np.ndarray,
+) -> tuple[list[dict], list[np.ndarray]]:
+    """Writes ``mask_NNN.png`` per mask (B x M x H x W); returns the masks.json records and the masks."""
+    records, flat = [], []
+    for i in range(masks.shape[0]):
+        prompt: dict = {}
+        if len(pts):
+            prompt["points"] = [[float(x), float(y), int(lab)] for (x, y), lab in zip(pts, labels)]
+        if len(boxes):
+            prompt["box"] = [float(v) for v in boxes[i]]
+        for j in range(masks.shape[1]):
+            m = masks[i, j]
+            k = len(flat)
+            flat.append(m)
+            fname = f"mask_{k:03d}.png"
+            write_png(out.path(fname), m)
+            records.append(
+                {
+                    "id": k,
+                    "prompt_index": i,
+                    "prompt": prompt,
+                    "score": float(scores[i, j]),
+                    "area": int(m.sum()),
+                    "bbox": mask_bbox(m),
+                    "segmentation": encode_mask(m),
+                    "file": fname,
+                }
+            )
+    return records, flat
+
+
 def run(args: argparse.Namespace) -> int:
     if not args.point and not args.box:
         raise InputError("no prompt given: add --point X,Y[,LABEL] and/or --box X0,Y0,X1,Y1")
@@ -71,55 +126,20 @@ def run(args: argparse.Namespace) -> int:
         sync(dev)
         t_encode = time.perf_counter() - t0
 
-        pts = np.array([p[:2] for p in args.point], dtype=np.float32).reshape(-1, 2)
-        labels = np.array([p[2] for p in args.point], dtype=np.int64)
-        boxes = np.array(args.box, dtype=np.float32).reshape(-1, 4)
-        n_prompts = max(1, len(boxes))
-        coords_t = labels_t = boxes_t = None
-        if len(pts):
-            coords_t = torch.from_numpy(pts)[None].expand(n_prompts, -1, -1).to(dev)
-            labels_t = torch.from_numpy(labels)[None].expand(n_prompts, -1).to(dev)
-        if len(boxes):
-            boxes_t = torch.from_numpy(boxes).to(dev)
-
+        pts, labels, boxes, tensors = _prompt_tensors(args, dev)
         t0 = time.perf_counter()
         masks, scores, _ = predictor.predict_torch(
-            coords_t, labels_t, boxes_t, multimask_output=args.multimask, original_coords=True
+            *tensors, multimask_output=args.multimask, original_coords=True
         )
         sync(dev)
         t_decode = time.perf_counter() - t0
         log(
-            f"encoded {w}x{h} image in {t_encode * 1000:.0f} ms; decoded {n_prompts} prompt(s) "
+            f"encoded {w}x{h} image in {t_encode * 1000:.0f} ms; decoded {max(1, len(boxes))} prompt(s) "
             f"in one call in {t_decode * 1000:.0f} ms"
         )
-
-        masks = masks.cpu().numpy()
-        scores = scores.float().cpu().numpy()
-        records, flat = [], []
-        for i in range(masks.shape[0]):
-            prompt: dict = {}
-            if len(pts):
-                prompt["points"] = [[float(x), float(y), int(lab)] for (x, y), lab in zip(pts, labels)]
-            if len(boxes):
-                prompt["box"] = [float(v) for v in boxes[i]]
-            for j in range(masks.shape[1]):
-                m = masks[i, j]
-                k = len(flat)
-                flat.append(m)
-                fname = f"mask_{k:03d}.png"
-                write_png(out.path(fname), m)
-                records.append(
-                    {
-                        "id": k,
-                        "prompt_index": i,
-                        "prompt": prompt,
-                        "score": float(scores[i, j]),
-                        "area": int(m.sum()),
-                        "bbox": mask_bbox(m),
-                        "segmentation": encode_mask(m),
-                        "file": fname,
-                    }
-                )
+        records, flat = _write_masks(
+            out, masks.cpu().numpy(), scores.float().cpu().numpy(), pts, labels, boxes
+        )
         overlay = draw_overlay(image, flat, pts if len(pts) else None, labels, boxes if len(boxes) else None)
         write_png(out.path("overlay.png"), overlay)
         write_json(

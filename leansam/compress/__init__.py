@@ -6,7 +6,7 @@
     save_quantized(model, "tiny_int8")                             # model.pt + quantization.json
     model = load_quantized("tiny_int8")                            # runs in leansam.SamPredictor
 
-The fidelity gate that every compression is checked with is :mod:`leansam.compare`.
+The fidelity gate that every compression is checked with is :mod:`leansam.fidelity`.
 See docs/compression.md.
 """
 

@@ -25,8 +25,9 @@ from torch import nn
 
 from .. import __version__
 from ..checkpoints import CheckpointError, sha256_file
+from .fusion import _set_module
 from .int8 import FloatWithActivation, FusedActivation, Int8Conv2d, Int8Linear, activation_kind
-from .ptq import _set_module, prepare_float
+from .ptq import prepare_float
 
 __all__ = ["FORMAT", "is_quantized_dir", "load_quantized", "read_manifest", "save_quantized"]
 

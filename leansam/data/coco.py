@@ -36,6 +36,7 @@ __all__ = [
     "CocoAnnotation",
     "CocoDataset",
     "CocoImage",
+    "coco_from_data",
     "decode_mask",
     "encode_mask",
     "load_coco",
@@ -279,7 +280,7 @@ def _check_segmentation(seg: Any, where: str, h: int, w: int) -> None:
 
 
 def load_coco(path: str | os.PathLike[str], image_root: str | os.PathLike[str] | None = None) -> CocoDataset:
-    """Read and validate a COCO instances JSON file.
+    """Read and validate a COCO instances JSON file (LVIS files in COCO layout too).
 
     ``image_root`` defaults to ``<json dir>/images`` if that folder exists
     (the layout :func:`leansam.data.synth.generate` writes), else the JSON's
@@ -295,6 +296,18 @@ def load_coco(path: str | os.PathLike[str], image_root: str | os.PathLike[str] |
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from e
+    return coco_from_data(data, path, image_root)
+
+
+def coco_from_data(
+    data: Any, path: str | os.PathLike[str], image_root: str | os.PathLike[str] | None = None
+) -> CocoDataset:
+    """:func:`load_coco` on JSON already read from ``path`` (``path`` names the file in messages).
+
+    LVIS's layout is accepted: an image without ``file_name`` takes the last path component of
+    its ``coco_url`` (``.../val2017/000000397133.jpg`` -> ``000000397133.jpg``).
+    """
+    path = Path(path)
     if not isinstance(data, dict):
         raise ValueError(
             f"{path}: not a COCO instances file (top level is {type(data).__name__}, not an object)"
@@ -305,17 +318,31 @@ def load_coco(path: str | os.PathLike[str], image_root: str | os.PathLike[str] |
     for k in ("images", "annotations", "categories"):
         if not isinstance(data[k], list):
             raise ValueError(f"{path}: top-level {k!r} must be a list, got {type(data[k]).__name__}")
+    categories = _read_categories(data["categories"])
+    images = _read_images(data["images"])
+    anns = _read_annotations(data["annotations"], images, categories)
+    if image_root is None:
+        root = path.parent / "images" if (path.parent / "images").is_dir() else path.parent
+    else:
+        root = Path(image_root)
+    info = data.get("info") if isinstance(data.get("info"), dict) else {}
+    return CocoDataset(path, root, images, anns, categories, dict(info))
 
+
+def _read_categories(entries: list) -> dict[int, str]:
     categories: dict[int, str] = {}
-    for i, c in enumerate(data["categories"]):
+    for i, c in enumerate(entries):
         where = f"categories[{i}]"
         cid = _req(c, where, "id", int)
         if cid in categories:
             raise ValueError(f"{where}: duplicate category id {cid}")
         categories[cid] = _req(c, where, "name", str)
+    return categories
 
+
+def _read_images(entries: list) -> dict[int, CocoImage]:
     images: dict[int, CocoImage] = {}
-    for i, im in enumerate(data["images"]):
+    for i, im in enumerate(entries):
         where = f"images[{i}]"
         iid = _req(im, where, "id", int)
         if iid in images:
@@ -324,14 +351,24 @@ def load_coco(path: str | os.PathLike[str], image_root: str | os.PathLike[str] |
         w = _req(im, where, "width", int)
         if h <= 0 or w <= 0:
             raise ValueError(f"{where}: width/height must be positive, got {w}x{h}")
-        images[iid] = CocoImage(iid, _req(im, where, "file_name", str), w, h)
+        if "file_name" not in im and isinstance(im.get("coco_url"), str):  # LVIS
+            file_name = im["coco_url"].rstrip("/").rsplit("/", 1)[-1]
+        else:
+            file_name = _req(im, where, "file_name", str)
+        images[iid] = CocoImage(iid, file_name, w, h)
+    return images
 
+
+_ANN_KEYS = frozenset({"id", "image_id", "category_id", "segmentation", "area", "bbox", "iscrowd"})
+
+
+def _read_annotations(
+    entries: list, images: dict[int, CocoImage], categories: dict[int, str]
+) -> list[CocoAnnotation]:
     anns: list[CocoAnnotation] = []
     seen: set[int] = set()
-    known = {"id", "image_id", "category_id", "segmentation", "area", "bbox", "iscrowd"}
-    for i, a in enumerate(data["annotations"]):
-        where = f"annotations[{i}]"
-        aid = _req(a, where, "id", int)
+    for i, a in enumerate(entries):
+        aid = _req(a, f"annotations[{i}]", "id", int)
         where = f"annotations[{i}] (id {aid})"
         if aid in seen:
             raise ValueError(f"{where}: duplicate annotation id")
@@ -347,26 +384,26 @@ def load_coco(path: str | os.PathLike[str], image_root: str | os.PathLike[str] |
         img = images[img_id]
         seg = a["segmentation"]
         _check_segmentation(seg, where, img.height, img.width)
-        if "bbox" in a:
-            bbox = a["bbox"]
-            if not isinstance(bbox, list) or len(bbox) != 4:
-                raise ValueError(f"{where}: 'bbox' must be [x, y, width, height]")
-            box = (float(bbox[0]), float(bbox[1]), float(bbox[2]), float(bbox[3]))
-        else:
-            rle = _to_compressed_rle(seg, img.height, img.width)
-            b = mask_utils.toBbox(rle)
-            box = (float(b[0]), float(b[1]), float(b[2]), float(b[3]))
-        if "area" in a:
-            area = float(_req(a, where, "area", (int, float)))
-        else:
-            area = float(mask_utils.area(_to_compressed_rle(seg, img.height, img.width)))
-        iscrowd = int(a.get("iscrowd", 0))
-        extra = {k: v for k, v in a.items() if k not in known}
-        anns.append(CocoAnnotation(aid, img_id, cat_id, seg, area, box, iscrowd, extra))
+        box, area = _box_and_area(a, where, seg, img)
+        extra = {k: v for k, v in a.items() if k not in _ANN_KEYS}
+        anns.append(CocoAnnotation(aid, img_id, cat_id, seg, area, box, int(a.get("iscrowd", 0)), extra))
+    return anns
 
-    if image_root is None:
-        root = path.parent / "images" if (path.parent / "images").is_dir() else path.parent
+
+def _box_and_area(
+    a: dict, where: str, seg: Segmentation, img: CocoImage
+) -> tuple[tuple[float, float, float, float], float]:
+    """The annotation's ``bbox`` and ``area``, computed from the segmentation when absent."""
+    if "bbox" in a:
+        bbox = a["bbox"]
+        if not isinstance(bbox, list) or len(bbox) != 4:
+            raise ValueError(f"{where}: 'bbox' must be [x, y, width, height]")
+        box = (float(bbox[0]), float(bbox[1]), float(bbox[2]), float(bbox[3]))
     else:
-        root = Path(image_root)
-    info = data.get("info") if isinstance(data.get("info"), dict) else {}
-    return CocoDataset(path, root, images, anns, categories, dict(info))
+        b = mask_utils.toBbox(_to_compressed_rle(seg, img.height, img.width))
+        box = (float(b[0]), float(b[1]), float(b[2]), float(b[3]))
+    if "area" in a:
+        area = float(_req(a, where, "area", (int, float)))
+    else:
+        area = float(mask_utils.area(_to_compressed_rle(seg, img.height, img.width)))
+    return box, area

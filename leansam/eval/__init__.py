@@ -4,14 +4,14 @@
   data set (resumable per-image cache, ``torchrun`` sharding); ``leansam eval`` on the command line.
 * :class:`MaskIoUEvaluator`, :class:`COCOInstanceEvaluator` — detectron2-style
   ``reset / process / evaluate`` evaluators, independent of models and training.
-* :mod:`leansam.eval.prompts` — box / centre-click / random-click prompts from masks.
+* :mod:`leansam.eval.gt_prompts` — box / centre-click / random-click prompts from masks.
 """
 
 from __future__ import annotations
 
+from .coco_eval import EvalConfig, EvalResult, evaluate
 from .evaluators import AP_NAMES, AREA_RANGES, COCOInstanceEvaluator, MaskIoUEvaluator, area_range, mask_iou
-from .prompts import PROMPT_KINDS, InstancePrompts, make_prompts, mask_center
-from .runner import EvalConfig, EvalResult, evaluate
+from .gt_prompts import PROMPT_KINDS, InstancePrompts, make_prompts, mask_center
 
 __all__ = [
     "AP_NAMES",

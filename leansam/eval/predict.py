@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from ..predictor import SamPredictor
-from .prompts import InstancePrompts
+from .gt_prompts import InstancePrompts
 
 
 @torch.inference_mode()

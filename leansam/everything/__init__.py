@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from .generator import STRATEGIES, AutomaticMaskGenerator, GenerateStats
+from .generator import STRATEGIES, AutomaticMaskGenerator, GenerateStats, GeneratorOptions
 from .records import OUTPUT_MODES, MaskSet
 from .samplers import BoxSampler, GridSampler, HierarchicalSampler, PromptRound, PromptSampler, load_boxes
 
@@ -18,6 +18,7 @@ __all__ = [
     "AutomaticMaskGenerator",
     "BoxSampler",
     "GenerateStats",
+    "GeneratorOptions",
     "GridSampler",
     "HierarchicalSampler",
     "MaskSet",

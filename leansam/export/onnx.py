@@ -54,7 +54,9 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ..interface import join_box_corners
 from ..io import InputError, OutputDir
+from ..models.fast import FastDecoder
 from ..models.sam import Sam
 
 FORMAT_VERSION = "1"
@@ -82,14 +84,14 @@ class OnnxExportConfig:
 
     Attributes:
         opset: ONNX opset (>= 17; 20 by default: opset 20 has a native ``Gelu``, which ONNX Runtime
-            runs ~40 % faster than the tanh-approximation it otherwise decomposes into (EfficientViT-SAM).
+            runs faster than the decomposition it otherwise gets; docs/performance.md).
         encoder: write ``encoder.onnx``.
         decoder: write ``decoder.onnx``.
         dynamic_batch: dynamic image batch on the encoder (else fixed to 1).
         upscale: add the ``orig_im_size`` input and the ``masks`` output (in-graph upscaling of
             the low-res logits to the original image size, with the family's interpolation).
-        exporter: ``torchscript`` (``torch.onnx.export(dynamo=False)``, the default: 5-10x faster
-            to export here with identical numerics) or ``dynamo`` (``torch.export`` + onnxscript).
+        exporter: ``torchscript`` (``torch.onnx.export(dynamo=False)``, the default: faster to export,
+            identical numerics) or ``dynamo`` (``torch.export`` + onnxscript).
         encoder_file, decoder_file: file names inside the output folder.
     """
 
@@ -154,7 +156,8 @@ class DecoderGraph(nn.Module):
     """Prompt encoder + mask decoder of ``model`` with the decoder I/O of the module docstring.
 
     Reuses the model's own :class:`PromptEncoder` / :class:`MaskDecoder` (no copy): points and box
-    corners go through ``embed_points``, masks through ``embed_masks``, then ``predict_masks``.
+    corners go through ``embed_points``, masks through ``embed_masks``, then ``predict_masks`` of the
+    model's decoder strategy (``model.decoder_impl``: the fast decoder's traceable form, or the reference).
     """
 
     def __init__(self, model: Sam) -> None:
@@ -168,11 +171,12 @@ class DecoderGraph(nn.Module):
             )
         self.prompt_encoder = model.prompt_encoder
         self.mask_decoder = model.mask_decoder
+        # The model's decoder strategy; the fast one without a per-image cache is traceable.
+        self.decoder = FastDecoder(model.mask_decoder) if model.decoder_impl == "fast" else model.mask_decoder
         self.box_first = style.box_first
         self.mask_prompt = model.prompt_encoder.mask_prompt
         self.high_res = model.mask_decoder.use_high_res_features
-        # The positional encoding of the embedding grid is a constant of the weights; computed here
-        # once (get_dense_pe caches by data pointer, which the exporters cannot trace).
+        # The positional encoding of the embedding grid is a constant of the weights: computed once.
         self.register_buffer(
             "image_pe", model.prompt_encoder.get_dense_pe().detach().clone(), persistent=False
         )
@@ -191,17 +195,8 @@ class DecoderGraph(nn.Module):
         embed = next(it)
         high_res = [next(it), next(it)] if self.high_res else None
         point_coords, point_labels, boxes = next(it), next(it), next(it)
-        n = point_coords.shape[0]
-        corners = boxes.reshape(n, -1, 2)
-        # Labels 2, 3, 2, 3, ... for the K boxes' corners (K = 0 or 1).
-        corner_labels = (torch.arange(corners.shape[1], device=boxes.device) % 2 + 2).to(point_labels.dtype)
-        corner_labels = corner_labels.expand(n, -1)
-        if self.box_first:
-            coords = torch.cat([corners, point_coords], dim=1)
-            labels = torch.cat([corner_labels, point_labels], dim=1)
-        else:
-            coords = torch.cat([point_coords, corners], dim=1)
-            labels = torch.cat([point_labels, corner_labels], dim=1)
+        corners = boxes.reshape(point_coords.shape[0], -1, 2)  # K = 0 or 1 boxes
+        coords, labels = join_box_corners(point_coords, point_labels, corners, self.box_first)
         pe = self.prompt_encoder
         sparse = pe.embed_points(coords, labels)
         if self.mask_prompt:
@@ -212,7 +207,7 @@ class DecoderGraph(nn.Module):
         else:
             h, w = pe.image_embedding_size
             dense = sparse.new_zeros((1, pe.embed_dim, h, w))
-        return self.mask_decoder.predict_masks(embed, self.image_pe, sparse, dense, high_res)
+        return self.decoder.predict_masks(embed, self.image_pe, sparse, dense, high_res)
 
 
 # --- metadata --------------------------------------------------------------------------------------

@@ -5,12 +5,10 @@
     predictor = leansam.SamPredictor(model)                                # same API and outputs as torch
     gen = leansam.AutomaticMaskGenerator(model)
 
-:class:`OnnxSam` exposes what :class:`leansam.SamPredictor` and
-:class:`leansam.AutomaticMaskGenerator` use on a torch :class:`~leansam.models.sam.Sam`:
-``preprocess``, ``encode_image`` (-> :class:`ImageFeatures` of CPU tensors), ``prepare_prompts``,
-``decode``, ``postprocess_masks``, ``transform``, ``prompt_style``, ``mask_threshold``,
-``device`` and ``eval``. Pre/post-processing and the prompt layout are leansam's shared code;
-only the two networks run in ONNX Runtime.
+:class:`OnnxSam` satisfies :class:`leansam.interface.PromptableModel`, the interface
+:class:`leansam.SamPredictor` and :class:`leansam.AutomaticMaskGenerator` use; encoded features are
+:class:`ImageFeatures` of CPU tensors. Pre/post-processing and the prompt layout are leansam's
+shared code; only the two networks run in ONNX Runtime.
 
 Accepted files:
 
@@ -29,15 +27,14 @@ Files that do not fit raise :class:`OnnxModelError` naming the file and the mism
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..interface import ImageFeatures, Prompts, PromptStyle, keep_confident, layout_prompts
 from ..io import InputError
 from ..models.mask_decoder import dynamic_multimask
-from ..models.sam import ImageFeatures, PromptStyle, Sam
 from ..transforms import ImageTransform, postprocess_logits, preprocess
 from .onnx import FORMAT_VERSION, ONNX_HINT
 
@@ -148,30 +145,6 @@ def _decoder_sources(name: str) -> set[str]:
     return {name, *nanosam.DECODER_SOURCES.get(name, ())}
 
 
-@dataclass
-class OnnxPrompts:
-    """Prompts laid out for the decoder graph (prompt frame, family padding included).
-
-    points: (coords N x P x 2, labels N x P) WITHOUT the box corners; boxes: N x K x 4 (K = 0 or 1).
-    all_points: the full layout (corners included) for decoders without a ``boxes`` input.
-    """
-
-    points: tuple[torch.Tensor, torch.Tensor]
-    boxes: torch.Tensor
-    all_points: tuple[torch.Tensor, torch.Tensor]
-
-    def __len__(self) -> int:
-        return self.all_points[0].shape[0]
-
-    def take(self, part: slice) -> OnnxPrompts:
-        """The prompt sets ``part`` (a slice over N), as :class:`~leansam.SamPredictor` blocks them."""
-        return OnnxPrompts(
-            (self.points[0][part], self.points[1][part]),
-            self.boxes[part],
-            (self.all_points[0][part], self.all_points[1][part]),
-        )
-
-
 class OnnxSam:
     """A SAM-family model on ONNX Runtime with the interface the predictor and mask generator use.
 
@@ -263,30 +236,16 @@ class OnnxSam:
         point_labels: torch.Tensor | None,
         boxes: torch.Tensor | None,
         original_size: tuple[int, int],
-    ) -> OnnxPrompts | None:
-        """Same arguments and layout as :meth:`Sam.prepare_prompts` (points B x N x 2, boxes B x 4 XYXY,
-        pixels of the original image); the box corners are then handed to the graph's ``boxes`` input.
-        """
-        # Sam.prepare_prompts only reads ``prompt_style`` and ``transform``: one layout for both backends.
-        laid_out = Sam.prepare_prompts(self, point_coords, point_labels, boxes, original_size)
-        if laid_out is None:
-            return None
-        coords, labels = laid_out
-        n = coords.shape[0]
-        if boxes is None:
-            return OnnxPrompts((coords, labels), coords.new_zeros((n, 0, 4)), laid_out)
-        start = (
-            0 if self.prompt_style.box_first else (point_coords.shape[1] if point_coords is not None else 0)
+    ) -> Prompts | None:
+        """:func:`~leansam.interface.layout_prompts` with this model's prompt style and transform."""
+        return layout_prompts(
+            self.prompt_style, self.transform, point_coords, point_labels, boxes, original_size
         )
-        corners = coords[:, start : start + 2]
-        rest_c = torch.cat([coords[:, :start], coords[:, start + 2 :]], dim=1)
-        rest_l = torch.cat([labels[:, :start], labels[:, start + 2 :]], dim=1)
-        return OnnxPrompts((rest_c, rest_l), corners.reshape(n, 1, 4), laid_out)
 
     def decode(
         self,
         features: ImageFeatures,
-        points: OnnxPrompts | None,
+        points: Prompts | None,
         mask_input: torch.Tensor | None = None,
         multimask_output: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -298,15 +257,12 @@ class OnnxSam:
         if mask_input is not None and not self._dec["mask_prompt"]:
             raise ValueError("this model has no mask-prompt input (EfficientSAM); pass mask_input=None")
         n = (
-            points.points[0].shape[0]
+            points[0].shape[0]
             if points is not None
             else (mask_input.shape[0] if mask_input is not None else 1)
         )
         if points is None:
-            empty = torch.zeros((n, 0, 2))
-            points = OnnxPrompts(
-                (empty, torch.zeros((n, 0))), torch.zeros((n, 0, 4)), (empty, torch.zeros((n, 0)))
-            )
+            points = (torch.zeros((n, 0, 2)), torch.zeros((n, 0)))
         feeds = {"image_embeddings": _np(features.embed)}
         if self._dec["high_res"]:
             if features.high_res is None:
@@ -322,12 +278,19 @@ class OnnxSam:
                 m = _np(mask_input)
                 feeds["mask_input"] = np.ascontiguousarray(np.broadcast_to(m, (n, *m.shape[1:])))
                 feeds["has_mask_input"] = np.ones(1, np.float32)
-        # Decoders with a ``boxes`` input take the corners there; SAM-style ones as points 2 and 3.
-        coords, labels = points.points if self._has_boxes_input else points.all_points
-        feeds["point_coords"], feeds["point_labels"] = _np(coords), _np(labels)
+        # The laid-out prompts already hold the box corners (labels 2, 3) in the family's order; a
+        # graph with a ``boxes`` input gets none there, so it embeds exactly this list.
+        feeds["point_coords"], feeds["point_labels"] = _np(points[0]), _np(points[1])
         if self._has_boxes_input:
-            feeds["boxes"] = _np(points.boxes)
+            feeds["boxes"] = np.zeros((n, 0, 4), np.float32)
         return self._select(*self._run_decoder(feeds, n), multimask_output)
+
+    def decode_confident(
+        self, features: ImageFeatures, points: Prompts, multimask_output: bool, iou_thresh: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`decode` then :func:`~leansam.interface.keep_confident` (masks K x h' x w', IoU K, prompt K)."""
+        low, iou, _ = self.decode(features, points, None, multimask_output)
+        return keep_confident(low, iou, iou_thresh)
 
     def _run_decoder(self, feeds: dict[str, np.ndarray], n: int) -> tuple[torch.Tensor, ...]:
         if self._has_boxes_input:

@@ -31,9 +31,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from leansam.models.common import LayerNorm2d, bicubic_as_matmuls, fuse_conv_bn
-from leansam.models.mask_decoder import MaskDecoder
-from leansam.models.prompt_encoder import PromptEncoder
-from leansam.models.sam import Sam
 
 __all__ = [
     "EFFICIENTVIT_SAM_CONFIGS",
@@ -42,13 +39,7 @@ __all__ = [
     "EfficientViTSamImageEncoder",
     "LiteMLA",
     "SamNeck",
-    "build_efficientvit_sam",
     "build_efficientvit_sam_encoder",
-    "build_efficientvit_sam_l0",
-    "build_efficientvit_sam_l1",
-    "build_efficientvit_sam_l2",
-    "build_efficientvit_sam_xl0",
-    "build_efficientvit_sam_xl1",
 ]
 
 BlockKind = Literal["res", "fmb", "mb", "att"]
@@ -475,33 +466,3 @@ def build_efficientvit_sam_encoder(name: str) -> EfficientViTSamImageEncoder:
             f"unknown EfficientViT-SAM variant {name!r}; known: {sorted(EFFICIENTVIT_SAM_CONFIGS)}"
         ) from None
     return EfficientViTSamImageEncoder(cfg)
-
-
-def build_efficientvit_sam(name: str) -> Sam:
-    """The whole model of ``name``: this encoder + SAM's prompt encoder and mask decoder.
-
-    The official factory applies eps 1e-6 to every LayerNorm of the model, so the
-    mask decoder's transformer LayerNorms use 1e-6 instead of SAM's 1e-5.
-    The image transform (512 or 1024 encoder input, 1024 prompt frame) is set by the registry.
-    """
-    return Sam(build_efficientvit_sam_encoder(name), PromptEncoder(), MaskDecoder(norm_eps=1e-6))
-
-
-def build_efficientvit_sam_l0() -> Sam:
-    return build_efficientvit_sam("efficientvit_sam_l0")
-
-
-def build_efficientvit_sam_l1() -> Sam:
-    return build_efficientvit_sam("efficientvit_sam_l1")
-
-
-def build_efficientvit_sam_l2() -> Sam:
-    return build_efficientvit_sam("efficientvit_sam_l2")
-
-
-def build_efficientvit_sam_xl0() -> Sam:
-    return build_efficientvit_sam("efficientvit_sam_xl0")
-
-
-def build_efficientvit_sam_xl1() -> Sam:
-    return build_efficientvit_sam("efficientvit_sam_xl1")

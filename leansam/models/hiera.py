@@ -27,9 +27,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .common import MLP
-from .mask_decoder import MaskDecoder
-from .prompt_encoder import PromptEncoder
-from .sam import Sam
 
 __all__ = [
     "HIERA_CONFIGS",
@@ -40,11 +37,6 @@ __all__ = [
     "HieraImageEncoder",
     "Sam2ImageFeatures",
     "build_hiera_image_encoder",
-    "build_sam2_hiera",
-    "build_sam2_hiera_base_plus",
-    "build_sam2_hiera_large",
-    "build_sam2_hiera_small",
-    "build_sam2_hiera_tiny",
 ]
 
 
@@ -390,35 +382,3 @@ def build_hiera_image_encoder(size: str) -> HieraImageEncoder:
     except KeyError:
         raise ValueError(f"unknown Hiera size {size!r}; choose from {sorted(HIERA_CONFIGS)}") from None
     return HieraImageEncoder(cfg)
-
-
-def build_sam2_hiera(size: str) -> Sam:
-    """SAM 2 / SAM 2.1 in image mode: Hiera encoder + the shared prompt encoder and SAM 2-style decoder.
-
-    The decoder options are those of the official configs: an object-score token with an MLP head,
-    sigmoid IoU, high-res skip features (conv_s0/conv_s1), and the dynamic multimask fallback
-    (delta 0.05, threshold 0.98) for ``multimask_output=False``.
-    """
-    decoder = MaskDecoder(
-        iou_sigmoid=True,
-        pred_obj_score=True,
-        use_high_res_features=True,
-        dynamic_multimask_via_stability=True,
-    )
-    return Sam(build_hiera_image_encoder(size), PromptEncoder(), decoder)
-
-
-def build_sam2_hiera_tiny() -> Sam:
-    return build_sam2_hiera("tiny")
-
-
-def build_sam2_hiera_small() -> Sam:
-    return build_sam2_hiera("small")
-
-
-def build_sam2_hiera_base_plus() -> Sam:
-    return build_sam2_hiera("base_plus")
-
-
-def build_sam2_hiera_large() -> Sam:
-    return build_sam2_hiera("large")

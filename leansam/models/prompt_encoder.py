@@ -117,15 +117,14 @@ class PromptEncoder(nn.Module):
                 nn.Conv2d(mask_in_chans, embed_dim, kernel_size=1),
             )
             self.no_mask_embed = nn.Embedding(1, embed_dim)
-        self._dense_pe_cache: tuple[tuple, torch.Tensor] | None = None
 
     def get_dense_pe(self) -> torch.Tensor:
-        """Positional encoding of the image-embedding grid: 1 x C x h x w (cached per device/dtype)."""
-        m = self.pe_layer.positional_encoding_gaussian_matrix
-        key = (m.device, m.dtype, m.data_ptr(), m._version, self.image_embedding_size)
-        if self._dense_pe_cache is None or self._dense_pe_cache[0] != key:
-            self._dense_pe_cache = (key, self.pe_layer.grid(self.image_embedding_size)[None])
-        return self._dense_pe_cache[1]
+        """Positional encoding of the image-embedding grid: 1 x C x h x w.
+
+        Computed on every call, as segment-anything does; :meth:`leansam.models.sam.Sam.decode` keeps
+        it per image while no gradient is recorded.
+        """
+        return self.pe_layer.grid(self.image_embedding_size)[None]
 
     def embed_points(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """B x N x 2 coordinates (x, y; pixels of the model's input frame) and B x N labels -> B x N x C.

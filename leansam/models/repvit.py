@@ -35,7 +35,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .common import LayerNorm2d, bicubic_as_matmuls, fuse_conv_bn
-from .sam import Sam
 
 __all__ = [
     "EDGE_SAM",
@@ -47,8 +46,6 @@ __all__ = [
     "RepViTConfig",
     "RepViTImageEncoder",
     "SqueezeExcite",
-    "build_edge_sam",
-    "build_repvit_sam",
 ]
 
 
@@ -372,17 +369,3 @@ def _fuse_children(module: nn.Module) -> None:
             setattr(module, name, child.fused())
         else:
             _fuse_children(child)
-
-
-def build_repvit_sam() -> Sam:
-    """RepViT-SAM: RepViT-M2.3 encoder with SAM's prompt encoder and mask decoder (all defaults)."""
-    return Sam(RepViTImageEncoder(REPVIT_SAM))
-
-
-def build_edge_sam() -> Sam:
-    """EdgeSAM (edge_sam.pth and edge_sam_3x.pth): RepViT-M1 + feature fusion, SAM decoder defaults.
-
-    EdgeSAM's prompt encoder / mask decoder differ from SAM's only in options unused by
-    point/box prediction (label -2, box labels, distillation outputs), so SAM's are used.
-    """
-    return Sam(RepViTImageEncoder(EDGE_SAM))

@@ -8,69 +8,27 @@ Data flow (shapes for one image, B prompts)::
     prompts (pixels of the original image)
       -> prepare_prompts (PromptStyle)            coords B x N x 2, labels B x N (model frame)
       -> prompt_encoder                           sparse B x N x 256, dense B x 256 x 64 x 64
-      -> mask_decoder                             low-res logits B x M x 256 x 256, IoU B x M
+      -> mask_decoder (reference or fast)         low-res logits B x M x 256 x 256, IoU B x M
       -> postprocess (ImageTransform)             logits B x M x H x W
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..interface import ImageFeatures, Prompts, PromptStyle, keep_confident, layout_prompts
 from ..transforms import ImageTransform, postprocess_logits, preprocess
+from .fast import FastDecoder
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
 
+__all__ = ["ImageFeatures", "PromptStyle", "Sam"]
 
-@dataclass(frozen=True)
-class PromptStyle:
-    """How a family lays out clicks and boxes before the prompt encoder.
-
-    Attributes:
-        box_first: put the two box corners before the clicks (SAM 2, EfficientSAM);
-            SAM puts them after.
-        pad: ``no_box``: one padding point when there is no box (SAM);
-            ``always``: one padding point in every case (SAM 2, which passes boxes as points);
-            ``fixed``: pad every point list to ``pad_to`` points (EfficientSAM).
-        pad_to: list length for ``pad="fixed"``.
-        pad_coord: coordinate of padding points in the model's prompt frame, i.e. after the
-            original-to-frame rescaling (EfficientSAM pads its rescaled points with -1).
-    """
-
-    box_first: bool = False
-    pad: Literal["no_box", "always", "fixed"] = "no_box"
-    pad_to: int = 0
-    pad_coord: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.pad not in ("no_box", "always", "fixed"):
-            raise ValueError(f"pad must be 'no_box', 'always' or 'fixed', not {self.pad!r}")
-        if self.pad == "fixed" and self.pad_to <= 0:
-            raise ValueError("pad='fixed' needs pad_to > 0")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class ImageFeatures:
-    """What the encoder computes once per image and every decode call reuses.
-
-    embed: B x 256 x 64 x 64. high_res: SAM 2's projected skip features
-    [B x 32 x 256 x 256, B x 64 x 128 x 128], else None.
-    """
-
-    embed: torch.Tensor
-    high_res: list[torch.Tensor] | None = None
-
-    def select(self, i: int) -> ImageFeatures:
-        """The features of image ``i`` of the batch, keeping a batch dimension of 1."""
-        hr = [h[i : i + 1] for h in self.high_res] if self.high_res is not None else None
-        return ImageFeatures(self.embed[i : i + 1], hr)
+DecoderImpl = Literal["reference", "fast"]
 
 
 class Sam(nn.Module):
@@ -83,6 +41,11 @@ class Sam(nn.Module):
         transform: pre/post-processing of the family.
         prompt_style: prompt layout of the family.
         name: registry name (informational).
+        decoder_impl: how :meth:`decode` runs the mask decoder when no gradient is recorded:
+            ``"fast"`` (default) through :class:`~leansam.models.fast.FastDecoder`, the same function
+            reassociated for many prompts on one image (docs/performance.md), or ``"reference"``
+            through ``mask_decoder.forward``. With a gradient the reference always runs. An attribute:
+            ``model.decoder_impl = "reference"`` switches an existing model.
     """
 
     def __init__(
@@ -93,8 +56,12 @@ class Sam(nn.Module):
         transform: ImageTransform | None = None,
         prompt_style: PromptStyle | None = None,
         name: str = "",
+        decoder_impl: DecoderImpl = "fast",
     ) -> None:
         super().__init__()
+        if decoder_impl not in ("reference", "fast"):
+            raise ValueError(f"decoder_impl must be 'reference' or 'fast', not {decoder_impl!r}")
+        self.decoder_impl = decoder_impl
         self.image_encoder = image_encoder
         self.prompt_encoder = prompt_encoder if prompt_encoder is not None else PromptEncoder()
         self.mask_decoder = mask_decoder if mask_decoder is not None else MaskDecoder()
@@ -133,56 +100,21 @@ class Sam(nn.Module):
         point_labels: torch.Tensor | None,
         boxes: torch.Tensor | None,
         original_size: tuple[int, int],
-    ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Lays out and rescales prompts for the prompt encoder.
+    ) -> Prompts | None:
+        """:func:`~leansam.interface.layout_prompts` with this model's prompt style and transform.
 
-        Args:
-            point_coords: B x N x 2 (x, y) in pixels of the original image, or None.
-            point_labels: B x N (1 foreground, 0 background), or None.
-            boxes: B x 4 XYXY in pixels of the original image, or None.
-            original_size: (H, W) of the original image.
-
-        Returns:
-            (coords B x N' x 2 in the model's prompt frame, labels B x N'), or None when there is no prompt.
+        Points B x N x 2 (x, y) and boxes B x 4 XYXY in pixels of the original image of (H, W)
+        ``original_size`` -> (coords B x N' x 2 in the model's prompt frame, labels B x N'), or None.
         """
-        style = self.prompt_style
-        parts_c, parts_l = [], []
-        if point_coords is not None:
-            parts_c.append(point_coords.float())
-            parts_l.append(point_labels.to(torch.int64))
-        if boxes is not None:
-            corners = boxes.float().reshape(-1, 2, 2)
-            corner_labels = torch.tensor([2, 3], device=corners.device).expand(corners.shape[0], 2)
-            if style.box_first:
-                parts_c.insert(0, corners)
-                parts_l.insert(0, corner_labels)
-            else:
-                parts_c.append(corners)
-                parts_l.append(corner_labels)
-        if not parts_c:
-            return None
-        b = max(p.shape[0] for p in parts_c)
-        coords = torch.cat([p.expand(b, -1, -1) for p in parts_c], dim=1)
-        labels = torch.cat([p.expand(b, -1) for p in parts_l], dim=1)
-        h, w = original_size
-        fh, fw = self.transform.frame_size(original_size)
-        coords = coords * coords.new_tensor([fw / w, fh / h])
-        n_pad = 0
-        if style.pad == "always" or (style.pad == "no_box" and boxes is None):
-            n_pad = 1
-        elif style.pad == "fixed":
-            n_pad = max(0, style.pad_to - coords.shape[1])
-        if n_pad:
-            # Padding is appended in the prompt frame (after rescaling), as upstream does.
-            coords = torch.cat([coords, coords.new_full((b, n_pad, 2), style.pad_coord)], dim=1)
-            labels = torch.cat([labels, labels.new_full((b, n_pad), -1)], dim=1)
-        return coords, labels
+        return layout_prompts(
+            self.prompt_style, self.transform, point_coords, point_labels, boxes, original_size
+        )
 
     # --- decoding --------------------------------------------------------------------------------
     def decode(
         self,
         features: ImageFeatures,
-        points: tuple[torch.Tensor, torch.Tensor] | None,
+        points: Prompts | None,
         mask_input: torch.Tensor | None = None,
         multimask_output: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -197,20 +129,67 @@ class Sam(nn.Module):
         Returns:
             low-res logits B x M x 256 x 256, IoU predictions B x M, object-score logits B x 1.
         """
+        sparse, dense = self._embed_prompts(points, mask_input)
+        decoder = self._decoder(features)
+        return decoder(
+            features.embed, self._dense_pe(features), sparse, dense, multimask_output, features.high_res
+        )
+
+    def decode_confident(
+        self, features: ImageFeatures, points: Prompts, multimask_output: bool, iou_thresh: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`decode` then :func:`~leansam.interface.keep_confident`.
+
+        Returns low-res logits K x h x w, IoU K and the prompt index of each kept mask K. With the fast
+        decoder the IoU comes from the score head, which does not look at the masks: prompts with no
+        mask above ``iou_thresh`` then skip the upscaling (the same masks, less work). A subclass that
+        overrides :meth:`decode` gets it here too with ``decoder_impl="reference"``.
+        """
+        decoder = self._decoder(features)
+        dynamic = not multimask_output and self.mask_decoder.dynamic_multimask_via_stability
+        if iou_thresh <= 0.0 or not isinstance(decoder, FastDecoder) or dynamic:
+            low, iou, _ = self.decode(features, points, None, multimask_output)
+            return keep_confident(low, iou, iou_thresh)
+        sparse, dense = self._embed_prompts(points, None)
+        out = decoder.predict_tokens(features.embed, self._dense_pe(features), sparse, dense)
+        sel = slice(1, None) if multimask_output else slice(0, 1)
+        iou = out.iou[:, sel].float()
+        keep = iou > iou_thresh  # B x M
+        rows = keep.any(dim=1).nonzero().flatten()
+        high_res = features.high_res
+        if high_res is not None:
+            high_res = [f if f.shape[0] == 1 else f[rows] for f in high_res]
+        low = decoder.masks_from_tokens(out.select(rows), high_res)[:, sel]
+        keep = keep[rows]
+        owner = rows[:, None].expand_as(keep)[keep].cpu()
+        return low[keep], iou[rows][keep], owner
+
+    def _embed_prompts(
+        self, points: Prompts | None, mask_input: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sparse B x N x C and dense B x C x h x w prompt embeddings."""
         batch = (
             points[0].shape[0]
             if points is not None
             else (mask_input.shape[0] if mask_input is not None else 1)
         )
-        sparse, dense = self.prompt_encoder(points, mask_input, batch_size=batch)
-        return self.mask_decoder(
-            features.embed,
-            self.prompt_encoder.get_dense_pe(),
-            sparse,
-            dense,
-            multimask_output,
-            features.high_res,
-        )
+        return self.prompt_encoder(points, mask_input, batch_size=batch)
+
+    def _decoder(self, features: ImageFeatures) -> MaskDecoder | FastDecoder:
+        """The decoder strategy for a call on ``features`` (see ``decoder_impl``)."""
+        if self.decoder_impl == "fast" and not torch.is_grad_enabled():
+            return FastDecoder(self.mask_decoder, features.cache)
+        return self.mask_decoder
+
+    def _dense_pe(self, features: ImageFeatures) -> torch.Tensor:
+        """The prompt encoder's dense PE, kept in the image's cache while no gradient is recorded."""
+        if torch.is_grad_enabled():
+            return self.prompt_encoder.get_dense_pe()
+        key = ("dense_pe", id(self.prompt_encoder))
+        pe = features.cache.get(key)
+        if pe is None:
+            pe = features.cache[key] = self.prompt_encoder.get_dense_pe()
+        return pe
 
     def postprocess_masks(self, low_res: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
         """B x M x 256 x 256 low-res logits -> B x M x H x W logits at the original size."""

@@ -30,9 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .common import LayerNorm2d, fuse_conv_bn
-from .sam import Sam
 
-__all__ = ["TINY_VIT_5M", "TinyViT", "TinyViTConfig", "build_mobile_sam", "build_tinysam"]
+__all__ = ["TINY_VIT_5M", "TinyViT", "TinyViTConfig"]
 
 
 @dataclass(frozen=True)
@@ -364,13 +363,3 @@ class TinyViT(nn.Module):
                 if isinstance(child, ConvBN):
                     setattr(module, name, child.fuse())
         return self.eval()
-
-
-def build_mobile_sam() -> Sam:
-    """MobileSAM: TinyViT-5M encoder with SAM's prompt encoder and mask decoder (all defaults)."""
-    return Sam(TinyViT(TINY_VIT_5M))
-
-
-def build_tinysam() -> Sam:
-    """TinySAM: the same architecture (and checkpoint key layout) as MobileSAM, different weights."""
-    return Sam(TinyViT(TINY_VIT_5M))

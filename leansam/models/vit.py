@@ -25,7 +25,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .common import LayerNorm2d, MLPBlock
-from .sam import Sam
 
 # Upper bound on the size of one chunk of attention bias (bytes). Global
 # attention at 1024x1024 has 4096 tokens: a full 4096x4096 bias per head would
@@ -319,18 +318,18 @@ class ViTImageEncoder(nn.Module):
         return self.neck(x.permute(0, 3, 1, 2))
 
 
-def build_sam_vit(cfg: ViTConfig) -> Sam:
-    """A SAM model with a ViT image encoder and the shared prompt encoder / mask decoder."""
-    return Sam(ViTImageEncoder(cfg))
+class EfficientTamImageEncoder(ViTImageEncoder):
+    """ViT trunk + one-level neck + ``no_mem_embed``, image mode.
 
+    ``forward``: B x 3 x 1024 x 1024 (squashed, ImageNet-normalised) -> B x 256 x 64 x 64, the
+    embedding the official image predictor caches (neck output + ``no_mem_embed``).
+    Keys: those of :class:`ViTImageEncoder` plus ``no_mem_embed`` (1 x 1 x 256, official
+    top-level ``no_mem_embed``).
+    """
 
-def build_sam_vit_b() -> Sam:
-    return build_sam_vit(SAM_VIT_B)
+    def __init__(self, cfg: ViTConfig) -> None:
+        super().__init__(cfg)
+        self.no_mem_embed = nn.Parameter(torch.zeros(1, 1, cfg.out_chans))
 
-
-def build_sam_vit_l() -> Sam:
-    return build_sam_vit(SAM_VIT_L)
-
-
-def build_sam_vit_h() -> Sam:
-    return build_sam_vit(SAM_VIT_H)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) + self.no_mem_embed.view(1, -1, 1, 1)

@@ -25,7 +25,7 @@ Modes (see docs/training.md for what each paper did and what is simplified here)
 
 Students: a registry name (its architecture; e.g. ``leansam_tiny``, ``mobile_sam``), or an
 encoder config ``resnet:PRESET`` / ``resnet:{json}``, ``tiny_vit:{json}``, ``repvit:{json}``
-(:mod:`leansam.train.encoders`, :class:`~leansam.models.tiny_vit.TinyViTConfig`,
+(:mod:`leansam.models.resnet`, :class:`~leansam.models.tiny_vit.TinyViTConfig`,
 :class:`~leansam.models.repvit.RepViTConfig`) assembled with copies of the teacher's prompt
 encoder and mask decoder and the teacher's pre-processing.
 """
@@ -44,9 +44,9 @@ from torch import nn
 
 from ..checkpoints import sha256_file
 from ..io import InputError
+from ..models.resnet import PRESETS, ResNetConfig, ResNetEncoder
 from ..models.sam import ImageFeatures, Sam
 from .data import Prepared, open_source, prepare, sample_indices
-from .encoders import PRESETS, ResNetConfig, ResNetEncoder
 from .losses import dice_loss, focal_loss
 from .prompts import correction_points
 from .runner import RunConfig, fit, save_atomic, setup, step_seed

@@ -31,6 +31,8 @@ Differences from upstream that are deliberate (documented, not bugs):
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from ..models.mask_decoder import MaskDecoder
@@ -39,7 +41,7 @@ from ..models.sam import PromptStyle, Sam
 from ..models.vit import ViTConfig, ViTImageEncoder
 from ..registry import ModelInfo, Weights
 from ..transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
-from .rename import compile_rules, rename_keys
+from ._rename import compile_rules, rename_keys
 
 _SOURCE = "https://github.com/yformer/EfficientSAM"
 _PAPER = "EfficientSAM: Leveraged Masked Image Pretraining for Efficient Segment Anything (arXiv:2312.00863)"
@@ -139,11 +141,13 @@ def filter_fn(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], 
     return rename_keys(state, _RULES), []
 
 
-def _info(variant: str, file_name: str, url: str, n_params: int, description: str) -> ModelInfo:
+def _info(
+    variant: str, builder: Callable[[], Sam], file_name: str, url: str, n_params: int, description: str
+) -> ModelInfo:
     return ModelInfo(
         name=f"efficientsam_{variant}",
         family="efficientsam",
-        builder=f"leansam.zoo.efficientsam:build_efficientsam_{variant}",
+        builder=builder,
         weights=Weights(
             url=url,
             file_name=file_name,
@@ -155,7 +159,7 @@ def _info(variant: str, file_name: str, url: str, n_params: int, description: st
         ),
         transform=EFFICIENTSAM_TRANSFORM,
         prompt_style=EFFICIENTSAM_PROMPT_STYLE,
-        checkpoint_filter="leansam.zoo.efficientsam:filter_fn",
+        checkpoint_filter=filter_fn,
         n_params=n_params,
         description=description,
     )
@@ -167,6 +171,7 @@ def _info(variant: str, file_name: str, url: str, n_params: int, description: st
 MODELS = (
     _info(
         "vitt",
+        build_efficientsam_vitt,
         "efficient_sam_vitt.pt",
         _RAW + "efficient_sam_vitt.pt",
         10_223_204,
@@ -177,6 +182,7 @@ MODELS = (
     # (checkpoints.read_state_dict unzips single-file archives); the extracted .pt loads too.
     _info(
         "vits",
+        build_efficientsam_vits,
         "efficient_sam_vits.pt",
         _RAW + "efficient_sam_vits.pt.zip",
         26_413_028,

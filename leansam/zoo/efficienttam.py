@@ -23,22 +23,24 @@ The official files are ``{"model": state_dict}`` including the video/memory modu
 filter keeps the image-mode keys and sets the memory keys aside (they are reported by the loader).
 
 ``no_mem_embed`` is carried the way the SAM 2 (Hiera) encoder carries it: as a parameter of the
-image encoder (:class:`EfficientTamImageEncoder`), filled from the top-level checkpoint key.
+image encoder (:class:`leansam.models.vit.EfficientTamImageEncoder`), filled from the top-level
+checkpoint key.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
-from torch import nn
 
 from ..models.mask_decoder import MaskDecoder
 from ..models.prompt_encoder import PromptEncoder
 from ..models.sam import Sam
-from ..models.vit import ViTConfig, ViTImageEncoder
+from ..models.vit import EfficientTamImageEncoder, ViTConfig
 from ..registry import ModelInfo, Weights
+from ._rename import compile_rules, rename_keys
 from .hiera import SAM2_PROMPT_STYLE, SAM2_TRANSFORM
 from .hiera import filter_fn as sam2_filter_fn
-from .rename import compile_rules, rename_keys
 
 _SOURCE = "https://github.com/yformer/EfficientTAM"
 _PAPER = "Efficient Track Anything (arXiv:2411.18933)"
@@ -64,23 +66,6 @@ def _efficienttam_vit(embed_dim: int, num_heads: int) -> ViTConfig:
 
 EFFICIENTTAM_VIT_T = _efficienttam_vit(192, 3)
 EFFICIENTTAM_VIT_S = _efficienttam_vit(384, 6)
-
-
-class EfficientTamImageEncoder(ViTImageEncoder):
-    """ViT trunk + one-level neck + ``no_mem_embed``, image mode.
-
-    ``forward``: B x 3 x 1024 x 1024 (squashed, ImageNet-normalised) -> B x 256 x 64 x 64, the
-    embedding the official image predictor caches (neck output + ``no_mem_embed``).
-    Keys: those of :class:`ViTImageEncoder` plus ``no_mem_embed`` (1 x 1 x 256, official
-    top-level ``no_mem_embed``).
-    """
-
-    def __init__(self, cfg: ViTConfig) -> None:
-        super().__init__(cfg)
-        self.no_mem_embed = nn.Parameter(torch.zeros(1, 1, cfg.out_chans))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x) + self.no_mem_embed.view(1, -1, 1, 1)
 
 
 def build_efficienttam(cfg: ViTConfig) -> Sam:
@@ -128,12 +113,12 @@ def filter_fn(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], 
     return rename_keys(mapped, _ENCODER_RULES), set_aside
 
 
-def _info(size: str, sha256: str, n_params: int, description: str) -> ModelInfo:
+def _info(size: str, builder: Callable[[], Sam], sha256: str, n_params: int, description: str) -> ModelInfo:
     file_name = f"efficienttam_{size}.pt"
     return ModelInfo(
         name=f"efficienttam_{size}",
         family="efficienttam",
-        builder=f"leansam.zoo.efficienttam:build_efficienttam_{size}",
+        builder=builder,
         weights=Weights(
             url=_BASE + file_name,
             file_name=file_name,
@@ -145,7 +130,7 @@ def _info(size: str, sha256: str, n_params: int, description: str) -> ModelInfo:
         ),
         transform=SAM2_TRANSFORM,
         prompt_style=SAM2_PROMPT_STYLE,
-        checkpoint_filter="leansam.zoo.efficienttam:filter_fn",
+        checkpoint_filter=filter_fn,
         n_params=n_params,
         description=description,
     )
@@ -159,12 +144,14 @@ def _info(size: str, sha256: str, n_params: int, description: str) -> ModelInfo:
 MODELS = (
     _info(
         "ti",
+        build_efficienttam_ti,
         "acbb17b28cca1f860acee09c9ecb6efdb732080dc7a85a07292c31813175fa7d",
         10_360_753,
         "EfficientTAM-Ti (image mode): ViT-Ti encoder in the SAM 2 framework",
     ),
     _info(
         "s",
+        build_efficienttam_s,
         "2b572be30d9e96ee29c8d785fe157c6b079ede7d56fbc8a3671d4120e63c89cd",
         26_550_577,
         "EfficientTAM-S (image mode): ViT-S encoder in the SAM 2 framework",

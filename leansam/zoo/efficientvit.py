@@ -4,8 +4,18 @@ The image pipeline is SAM's (PIL bilinear resize of the long side, pad bottom/ri
 at the encoder size, with ``ToTensor`` + ImageNet mean/std in [0, 1] units; prompts
 and the mask crop always live in the 1024 frame. The official files are trainer
 checkpoints ``{"state_dict": sd}`` (a bare state_dict is accepted too).
+
+Encoder: :class:`leansam.models.efficientvit.EfficientViTSamImageEncoder`.
 """
 
+from __future__ import annotations
+
+from functools import partial
+
+from ..models.efficientvit import build_efficientvit_sam_encoder
+from ..models.mask_decoder import MaskDecoder
+from ..models.prompt_encoder import PromptEncoder
+from ..models.sam import Sam
 from ..registry import ModelInfo, Weights
 from ..transforms import SAM_MEAN, SAM_STD, ImageTransform
 
@@ -37,12 +47,22 @@ def _transform(encoder_size: int) -> ImageTransform:
     )
 
 
+def build_efficientvit_sam(name: str) -> Sam:
+    """The whole model of ``name`` (``efficientvit_sam_l0``, ...): its encoder + SAM's prompt encoder and decoder.
+
+    The official factory applies eps 1e-6 to every LayerNorm of the model, so the
+    mask decoder's transformer LayerNorms use 1e-6 instead of SAM's 1e-5.
+    The image transform (512 or 1024 encoder input, 1024 prompt frame) is set by the registry entry.
+    """
+    return Sam(build_efficientvit_sam_encoder(name), PromptEncoder(), MaskDecoder(norm_eps=1e-6))
+
+
 def _info(variant: str, sha256: str | None, n_params: int, description: str) -> ModelInfo:
     name = f"efficientvit_sam_{variant}"
     return ModelInfo(
         name=name,
         family="efficientvit",
-        builder=f"leansam.models.efficientvit:build_{name}",
+        builder=partial(build_efficientvit_sam, name),
         weights=_weights(f"{name}.pt", sha256),
         transform=_transform(1024 if variant.startswith("xl") else 512),
         n_params=n_params,

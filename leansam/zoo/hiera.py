@@ -5,15 +5,21 @@ video-memory options; SAM 2.1 files carry two more memory tensors,
 ``no_obj_embed_spatial`` and ``obj_ptr_tpos_proj``). The official files are
 ``{"model": state_dict}`` with the video/memory modules included; the checkpoint
 filter renames the image-mode keys to leansam's and sets the memory keys aside.
+
+Encoder: :class:`leansam.models.hiera.HieraImageEncoder`.
 """
 
 from __future__ import annotations
 
 import re
+from functools import partial
 
 import torch
 
-from ..models.sam import PromptStyle
+from ..models.hiera import build_hiera_image_encoder
+from ..models.mask_decoder import MaskDecoder
+from ..models.prompt_encoder import PromptEncoder
+from ..models.sam import PromptStyle, Sam
 from ..registry import ModelInfo, Weights
 from ..transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
 
@@ -86,6 +92,22 @@ def filter_fn(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], 
     return out, set_aside
 
 
+def build_sam2_hiera(size: str) -> Sam:
+    """SAM 2 / SAM 2.1 in image mode: Hiera ``size`` encoder + the shared prompt encoder and SAM 2-style decoder.
+
+    The decoder options are those of the official configs: an object-score token with an MLP head,
+    sigmoid IoU, high-res skip features (conv_s0/conv_s1), and the dynamic multimask fallback
+    (delta 0.05, threshold 0.98) for ``multimask_output=False``.
+    """
+    decoder = MaskDecoder(
+        iou_sigmoid=True,
+        pred_obj_score=True,
+        use_high_res_features=True,
+        dynamic_multimask_via_stability=True,
+    )
+    return Sam(build_hiera_image_encoder(size), PromptEncoder(), decoder)
+
+
 # Exact parameter counts of the image-mode model (image_encoder + sam_prompt_encoder +
 # sam_mask_decoder + no_mem_embed; nn.Parameters only). Source: the official modules (PyPI sam2
 # 1.1.0 = facebookresearch/sam2 @2b90b9f) built from sam2/configs/sam2{,.1}/*_hiera_{t,s,b+,l}.yaml;
@@ -99,7 +121,7 @@ def _entry(version: str, size: str) -> ModelInfo:
     return ModelInfo(
         name=f"{version}_hiera_{size}",
         family="hiera",
-        builder=f"leansam.models.hiera:build_sam2_hiera_{size}",
+        builder=partial(build_sam2_hiera, size),
         weights=Weights(
             url=_URL[version] + file_name,
             file_name=file_name,
@@ -111,7 +133,7 @@ def _entry(version: str, size: str) -> ModelInfo:
         ),
         transform=SAM2_TRANSFORM,
         prompt_style=SAM2_PROMPT_STYLE,
-        checkpoint_filter="leansam.zoo.hiera:filter_fn",
+        checkpoint_filter=filter_fn,
         n_params=_N_PARAMS[size],
         description=f"{'SAM 2.1' if version == 'sam2.1' else 'SAM 2'} {_SIZE_NOTE[size]} (image mode)",
     )

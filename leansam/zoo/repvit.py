@@ -8,8 +8,14 @@ strictly. The stand-in fixture proves every key of the model built by EdgeSAM's
 builder is present and used; should a released file carry extra keys (not
 verifiable here, no file available), the strict load reports them as unexpected
 instead of silently ignoring them, and a filter would then have to set them aside.
+
+Encoder: :class:`leansam.models.repvit.RepViTImageEncoder` (``REPVIT_SAM`` / ``EDGE_SAM``).
 """
 
+from __future__ import annotations
+
+from ..models.repvit import EDGE_SAM, REPVIT_SAM, RepViTImageEncoder
+from ..models.sam import Sam
 from ..registry import ModelInfo, Weights
 
 _REPVIT_SOURCE = "https://github.com/THU-MIG/RepViT"
@@ -31,11 +37,25 @@ def _edge_weights(file_name: str) -> Weights:
     )
 
 
+def build_repvit_sam() -> Sam:
+    """RepViT-SAM: RepViT-M2.3 encoder with SAM's prompt encoder and mask decoder (all defaults)."""
+    return Sam(RepViTImageEncoder(REPVIT_SAM))
+
+
+def build_edge_sam() -> Sam:
+    """EdgeSAM (edge_sam.pth and edge_sam_3x.pth): RepViT-M1 + feature fusion, SAM decoder defaults.
+
+    EdgeSAM's prompt encoder / mask decoder differ from SAM's only in options unused by
+    point/box prediction (label -2, box labels, distillation outputs), so SAM's are used.
+    """
+    return Sam(RepViTImageEncoder(EDGE_SAM))
+
+
 MODELS = (
     ModelInfo(
         name="repvit_sam",
         family="repvit",
-        builder="leansam.models.repvit:build_repvit_sam",
+        builder=build_repvit_sam,
         weights=Weights(
             url="https://github.com/THU-MIG/RepViT/releases/download/v1.0/repvit_sam.pt",
             file_name="repvit_sam.pt",
@@ -50,7 +70,7 @@ MODELS = (
     ModelInfo(
         name="edge_sam",
         family="repvit",
-        builder="leansam.models.repvit:build_edge_sam",
+        builder=build_edge_sam,
         weights=_edge_weights("edge_sam.pth"),
         n_params=9_582_112,
         description="EdgeSAM: RepViT-M1 encoder with multi-scale fusion (non-commercial licence)",
@@ -58,7 +78,7 @@ MODELS = (
     ModelInfo(
         name="edge_sam_3x",
         family="repvit",
-        builder="leansam.models.repvit:build_edge_sam",
+        builder=build_edge_sam,
         weights=_edge_weights("edge_sam_3x.pth"),
         n_params=9_582_112,
         description="EdgeSAM-3x: EdgeSAM distilled on 3% of SA-1B instead of 1% (non-commercial licence)",

@@ -27,9 +27,10 @@ from pathlib import Path
 import torch
 
 from ..models.sam import Sam
-from ..models.vit import ViTConfig, build_sam_vit
+from ..models.vit import ViTConfig
 from ..registry import ModelInfo, Weights
-from .rename import compile_rules, rename_key
+from ._rename import compile_rules, rename_key
+from .sam import build_sam_vit
 
 SLIMSAM_50 = ViTConfig(embed_dim=384, depth=12, num_heads=12, mlp_dim=1536, global_attn_indexes=(2, 5, 8, 11))
 SLIMSAM_77 = ViTConfig(embed_dim=168, depth=12, num_heads=12, mlp_dim=696, global_attn_indexes=(2, 5, 8, 11))
@@ -411,20 +412,20 @@ MODELS = (
     ModelInfo(
         name="slimsam_50",
         family="slimsam",
-        builder="leansam.zoo.slimsam:build_slimsam_50",
+        builder=build_slimsam_50,
         weights=_weights(50),
-        checkpoint_filter="leansam.zoo.slimsam:filter_fn",
-        arch_from_state="leansam.zoo.slimsam:arch_from_state_50",
+        checkpoint_filter=filter_fn,
+        arch_from_state=arch_from_state_50,
         n_params=27_961_776,
         description="SlimSAM-50: SAM ViT-B encoder pruned to embed 384 / MLP 1536 (also reads SlimSAM-50.pth)",
     ),
     ModelInfo(
         name="slimsam_77",
         family="slimsam",
-        builder="leansam.zoo.slimsam:build_slimsam_77",
+        builder=build_slimsam_77,
         weights=_weights(77),
-        checkpoint_filter="leansam.zoo.slimsam:filter_fn",
-        arch_from_state="leansam.zoo.slimsam:arch_from_state_77",
+        checkpoint_filter=filter_fn,
+        arch_from_state=arch_from_state_77,
         n_params=9_723_528,
         description="SlimSAM-77: SAM ViT-B encoder pruned to embed 168 / MLP 696 (also reads SlimSAM-77.pth)",
     ),

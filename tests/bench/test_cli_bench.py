@@ -43,7 +43,7 @@ def test_bench_writes_outputs_and_renders_docs(tiny_models, tmp_path, capsys):
     )
     assert code == 0, err
     assert docs.read_text() == (tmp_path / "re" / "results.md").read_text()
-    assert "### One-box SegAny on CPU vs the survey" in docs.read_text()
+    assert "### Latency and throughput" in docs.read_text()
 
 
 @pytest.mark.parametrize(

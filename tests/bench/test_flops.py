@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.anchors import PUBLISHED_GMACS, PUBLISHED_PARAMS_M
 from leansam.bench.flops import build_meta, count_macs, model_macs, param_counts
-from leansam.bench.published import PUBLISHED_GMACS, PUBLISHED_PARAMS_M
 from leansam.registry import get_model_info
 
 
@@ -27,13 +27,38 @@ def test_sdpa_is_counted(device):
     assert count_macs(lambda: F.scaled_dot_product_attention(q, k, k)) == expected
 
 
-def test_torch_alone_misses_cpu_attention():
-    """Why leansam adds a formula: torch's own counter reports 0 for SDPA on CPU."""
+def test_cpu_attention_is_counted_once():
+    """Why leansam adds a formula: torch's own counter reports 0 for SDPA on CPU; leansam's
+    counter gives exactly the formula (and would not double it if torch learned to count it)."""
     q = torch.randn(1, 2, 64, 16)
     with FlopCounterMode(display=False) as c:
         F.scaled_dot_product_attention(q, q, q)
-    if c.get_total_flops() != 0:  # pragma: no cover - a future torch may count it
-        pytest.skip("this torch counts CPU attention itself")
+    expected = 2 * 1 * 2 * 64 * 64 * 16
+    assert count_macs(lambda: F.scaled_dot_product_attention(q, q, q)) == expected
+    assert c.get_total_flops() in (0, 2 * expected)
+
+
+def vit_b_encoder_macs() -> int:
+    """SAM ViT-B's image encoder at 1024, derived by hand from the architecture (segment-anything
+    ``ImageEncoderViT``): 16 x 16 patches, 12 blocks of width 768 with 12 heads and MLP 3072,
+    global attention in blocks 2, 5, 8, 11 and 14 x 14 windows elsewhere (the 64 x 64 grid padded
+    to 70 x 70 = 25 windows, every linear layer of those blocks runs on the padded tokens),
+    decomposed relative positions (q against the height and the width tables), and the neck."""
+    dim, heads, mlp, grid = 768, 12, 3072, 64
+    head_dim = dim // heads
+    macs = grid * grid * dim * 3 * 16 * 16
+    for block in range(12):
+        windows, side = (1, grid) if block in (2, 5, 8, 11) else (25, 14)
+        tokens, per_window = windows * side * side, side * side
+        macs += tokens * (4 * dim * dim)  # qkv + output projection
+        macs += grid * grid * 2 * dim * mlp  # the MLP runs after un-padding
+        macs += windows * heads * 2 * per_window * per_window * head_dim  # q k^T, attn v
+        macs += windows * heads * 2 * per_window * side * head_dim  # rel-pos tables
+    return macs + grid * grid * (dim * 256 + 256 * 256 * 9)  # neck: 1x1 then 3x3 conv
+
+
+def test_vit_b_encoder_macs_equal_the_count_derived_by_hand():
+    assert model_macs(build_meta("sam_vit_b")).image_encoder == vit_b_encoder_macs()
 
 
 @pytest.mark.parametrize("name", ["efficientvit_sam_l0", "efficientvit_sam_xl1", "sam_vit_h"])

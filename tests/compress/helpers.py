@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import collections
 import functools
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import leansam
 from leansam.compress.int8 import int8_kernels_available
@@ -61,3 +64,25 @@ def embed(model: nn.Module, image: np.ndarray) -> torch.Tensor:
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     union = (a | b).sum()
     return float((a & b).sum() / union) if union else 1.0
+
+
+#: The oneDNN int8 kernels the int8 layers must call, and the float kernels they must not.
+INT8_KERNELS = ("onednn::qconv2d_pointwise", "onednn::qlinear_pointwise")
+FLOAT_KERNELS = ("aten::convolution", "aten::addmm", "aten::mm", "aten::bmm", "aten::linear")
+
+
+class _KernelCounter(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: collections.Counter[str] = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls[func._schema.name] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def kernel_calls(fn: Callable[[], object]) -> collections.Counter[str]:
+    """How often each dispatcher op (``namespace::name``) ran while ``fn()`` ran."""
+    with torch.no_grad(), _KernelCounter() as counter:
+        fn()
+    return counter.calls

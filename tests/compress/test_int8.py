@@ -18,7 +18,7 @@ from leansam.compress.int8 import (
     quantize_uint8,
 )
 
-from .helpers import needs_int8
+from .helpers import FLOAT_KERNELS, kernel_calls, needs_int8
 
 pytestmark = needs_int8
 
@@ -62,6 +62,8 @@ def test_int8_conv_is_the_quantized_arithmetic(cin, cout, k, stride, pad, post):
     q = Int8Conv2d.like(conv, post)
     q.set_quantization(wq, ws, conv.bias.detach(), s, zp)
     y = q(x)
+    calls = kernel_calls(lambda: q(x))
+    assert calls["onednn::qconv2d_pointwise"] == 1 and not any(calls[k] for k in FLOAT_KERNELS), calls
     # The int8 kernel must give exactly what the dequantized operands give in fp32 (up to fp32
     # summation order), i.e. it really multiplies the int8 values with these scales.
     ref = F.conv2d(_dequant_input(x, s, zp), wq.float() * ws[:, None, None, None], conv.bias, stride, pad)
@@ -86,6 +88,8 @@ def test_int8_linear_is_the_quantized_arithmetic(post):
     q = Int8Linear.like(lin, post)
     q.set_quantization(wq, ws, lin.bias.detach(), s, zp)
     y = q(x)
+    calls = kernel_calls(lambda: q(x))
+    assert calls["onednn::qlinear_pointwise"] == 1 and not any(calls[k] for k in FLOAT_KERNELS), calls
     ref = F.linear(_dequant_input(x, s, zp), wq.float() * ws[:, None], lin.bias)
     ref = {
         "none": ref,

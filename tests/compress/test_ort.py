@@ -18,7 +18,6 @@ from leansam.io import InputError
 from .helpers import embed, make_images, one_thread, tiny_fp32  # noqa: F401 (autouse fixture)
 
 pytest.importorskip("onnxruntime")
-pytest.importorskip("leansam.export.onnx")
 
 
 @pytest.fixture(scope="module")

@@ -23,10 +23,19 @@ from leansam.compress import (
 from leansam.compress.int8 import FloatWithActivation, FusedActivation, Int8Conv2d, Int8Linear
 from leansam.io import InputError
 from leansam.train.data import TINY_SYNTH, SynthSource
-from leansam.train.encoders import tiny_sam
-from leansam.zoo.default import TINY_TRANSFORM
+from leansam.zoo.default import TINY_TRANSFORM, tiny_sam
 
-from .helpers import embed, iou, load_images, make_images, needs_int8, one_thread, tiny_fp32  # noqa: F401 (one_thread: autouse fixture)
+from .helpers import (  # noqa: F401 (one_thread: autouse fixture)
+    FLOAT_KERNELS,
+    embed,
+    iou,
+    kernel_calls,
+    load_images,
+    make_images,
+    needs_int8,
+    one_thread,
+    tiny_fp32,
+)
 
 pytestmark = needs_int8
 
@@ -71,6 +80,10 @@ def test_default_model_runs_int8_layers(tiny_int8):
     )
     assert max(r.error_searched for r in report.layers) < 0.05
     assert "17 layers int8" in report.summary()
+    # one oneDNN int8 convolution per int8 layer per image, and no float convolution or matmul
+    calls = kernel_calls(lambda: embed(model, np.zeros((64, 64, 3), np.uint8)))
+    assert calls["onednn::qconv2d_pointwise"] == 17, calls
+    assert not any(calls[k] for k in FLOAT_KERNELS), calls
 
 
 def test_int8_follows_fp32_on_held_out_images(tiny_int8, held_out):
@@ -196,6 +209,9 @@ def test_linears_and_fusions(calib_dir, held_out):
     assert report.handoffs == {"image_encoder.fc1": "image_encoder.fc2"} and report.handoff_check == "ok"
     assert enc.fc1._output_args() == (float(enc.fc2.input_scale), int(enc.fc2.input_zero_point), torch.uint8)
     assert "groups=128" in report.kept_float["image_encoder.dw"]
+    calls = kernel_calls(lambda: embed(model, held_out[0].image))
+    assert calls["onednn::qlinear_pointwise"] == 2 and calls["onednn::qconv2d_pointwise"] == 2, calls
+    assert calls["aten::convolution"] == 1  # the depthwise conv kept in float, nothing else
     for s in held_out:
         assert _cos(embed(model, s.image), embed(ref, s.image)) > 0.99
 

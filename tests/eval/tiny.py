@@ -93,10 +93,8 @@ def build_scripted() -> Sam:
     )
 
 
-INFO = ModelInfo(name=NAME, family="test", builder="tests.eval.tiny:build_tiny", weights=None)
-SCRIPTED_INFO = ModelInfo(
-    name=SCRIPTED, family="test", builder="tests.eval.tiny:build_scripted", weights=None
-)
+INFO = ModelInfo(name=NAME, family="test", builder=build_tiny, weights=None)
+SCRIPTED_INFO = ModelInfo(name=SCRIPTED, family="test", builder=build_scripted, weights=None)
 
 
 def register(monkeypatch) -> None:

@@ -140,7 +140,14 @@ class RegionSam(Sam):
 
     def __init__(self) -> None:
         transform = ImageTransform(encoder_size=FRAME, prompt_frame=FRAME)
-        super().__init__(nn.Identity(), PromptEncoder(8, (16, 16), (FRAME, FRAME)), MaskDecoder(8), transform)
+        # decoder_impl="reference": every decoder call goes through decode (overridden below).
+        super().__init__(
+            nn.Identity(),
+            PromptEncoder(8, (16, 16), (FRAME, FRAME)),
+            MaskDecoder(8),
+            transform,
+            decoder_impl="reference",
+        )
         self.decode_calls = 0
         self.prompts_seen = 0
 

@@ -15,6 +15,7 @@ import torch
 
 import leansam
 from leansam.everything import AutomaticMaskGenerator, HierarchicalSampler, PromptSampler, load_boxes, ops
+from leansam.models.fast import FastDecoder
 from tests import oracles
 from tests.everything.models import RegionSam, rectangles_image, scripted_official, tiny_pair
 from tests.everything.reference import official_hierarchical, tinysam_dense_points
@@ -125,7 +126,7 @@ def test_grid_matches_segment_anything_on_a_small_real_network():
         assert (ma & mb).sum() / max(1, (ma | mb).sum()) >= 0.99
 
 
-def test_prompts_without_a_kept_mask_skip_the_decoders_upscaling():
+def test_prompts_without_a_kept_mask_skip_the_decoders_upscaling(monkeypatch):
     """With an IoU filter, only prompts that keep a mask go through the decoder's upscaling path,
     and the records still match segment_anything's (which upscales every mask)."""
     from tests import parity as P
@@ -144,8 +145,10 @@ def test_prompts_without_a_kept_mask_skip_the_decoders_upscaling():
     thresh = float(s[17] + s[18]) / 2
     assert float(s[18] - s[17]) > 1e-4
     upscaled = []
-    orig = mine_model.mask_decoder.masks_from_tokens
-    mine_model.mask_decoder.masks_from_tokens = lambda t, *a: upscaled.append(len(t)) or orig(t, *a)
+    orig = FastDecoder.masks_from_tokens
+    monkeypatch.setattr(
+        FastDecoder, "masks_from_tokens", lambda self, t, *a: upscaled.append(len(t.iou)) or orig(self, t, *a)
+    )
     opts = {
         "points_per_side": 6,
         "pred_iou_thresh": thresh,

@@ -1,12 +1,19 @@
 """NanoSAM: the official release layout (an ONNX ResNet-18 encoder without leansam metadata, a
 segment-anything-style MobileSAM decoder) runs through OnnxSam, the predictor and the CLI.
 
-Stand-ins: NanoSAM's encoder architecture with seeded weights, exported exactly as
-``nanosam/tools/export_image_encoder_onnx.py`` does (input ``image`` 1 x 3 x 1024 x 1024, output
-``image_embeddings``, opset 16, no metadata); MobileSAM's stand-in decoder both as leansam exports
-it and in NanoSAM's ``mobile_sam_mask_decoder.onnx`` I/O (``point_coords`` 1 x P x 2,
-``point_labels``, ``mask_input``, ``has_mask_input`` -> ``iou_predictions``, ``low_res_masks``).
-The torch reference is NanoSAM's architecture with the same weights.
+The decoder file is independent of leansam: it is exported from the official MobileSAM code
+(``mobile_sam.utils.onnx.SamOnnxModel`` on MobileSAM's stand-in weights) the way
+``nanosam/tools/export_sam_mask_decoder_onnx.py`` does, whose fork of that class returns
+``(iou_predictions, low_res_masks)`` without upscaling (I/O ``image_embeddings``, ``point_coords``
+1 x P x 2, ``point_labels``, ``mask_input``, ``has_mask_input``; opset 16). leansam running it
+must reproduce leansam's torch MobileSAM decoder on the same weights.
+
+The encoder file has no independent reference here: NanoSAM's encoder code needs timm and its
+weights are not published as a torch checkpoint, so the stand-in is leansam's own NanoSAM
+architecture (seeded weights) exported as ``nanosam/tools/export_image_encoder_onnx.py`` does
+(input ``image`` 1 x 3 x 1024 x 1024, output ``image_embeddings``, opset 16, no metadata). Its
+tests check that such a metadata-free file loads and runs through leansam's runtime, not that the
+architecture is NanoSAM's (the exact parameter count below is the architecture check).
 """
 
 from __future__ import annotations
@@ -26,8 +33,10 @@ import leansam
 from leansam.cli import main
 from leansam.data.coco import decode_mask
 from leansam.export import OnnxModelError, load_onnx_model
-from leansam.export.onnx import DecoderGraph
+from leansam.models.resnet import NanoSamEncoder
 from leansam.zoo import nanosam
+from tests import oracles
+from tests import parity as P
 from tests.export.conftest import random_boxes
 from tests.export.test_onnx import check_same
 from tests.test_cli import assert_clean_error
@@ -35,9 +44,9 @@ from tests.test_cli import assert_clean_error
 CPU = ["CPUExecutionProvider"]
 
 
-def stand_in_encoder() -> nanosam.NanoSamEncoder:
+def stand_in_encoder() -> NanoSamEncoder:
     torch.manual_seed(0)
-    enc = nanosam.NanoSamEncoder()
+    enc = NanoSamEncoder()
     with torch.no_grad():
         enc.pos_embedding.normal_(std=0.1)
         for m in enc.modules():
@@ -47,19 +56,25 @@ def stand_in_encoder() -> nanosam.NanoSamEncoder:
     return enc.eval()
 
 
-class SamOnnxLayout(nn.Module):
-    """MobileSAM's decoder with the I/O names and shapes of NanoSAM's mobile_sam_mask_decoder.onnx."""
+def official_decoder_layout(checkpoint) -> nn.Module:
+    """NanoSAM's decoder export built from the official MobileSAM code: its ``SamOnnxModel``
+    prompt embedding and ``mask_decoder.predict_masks``, returning (iou, low-res logits) for the
+    four mask tokens, as NanoSAM's fork of ``SamOnnxModel.forward`` does (no upscaling)."""
+    ms = oracles.mobile_sam()
+    from mobile_sam.utils.onnx import SamOnnxModel
 
-    def __init__(self, model: leansam.Sam) -> None:
-        super().__init__()
-        self.graph = DecoderGraph(model)
+    class NanoSamDecoderExport(SamOnnxModel):
+        def forward(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input):
+            masks, scores = self.model.mask_decoder.predict_masks(
+                image_embeddings=image_embeddings,
+                image_pe=self.model.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=self._embed_points(point_coords, point_labels),
+                dense_prompt_embeddings=self._embed_masks(mask_input, has_mask_input),
+            )
+            return scores, masks
 
-    def forward(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input):
-        no_boxes = point_coords.new_zeros((point_coords.shape[0], 0, 4))  # boxes arrive as corner points
-        masks, iou, _ = self.graph(
-            image_embeddings, point_coords, point_labels, no_boxes, mask_input, has_mask_input
-        )
-        return iou, masks
+    official = ms.sam_model_registry["vit_t"](checkpoint=str(checkpoint))
+    return NanoSamDecoderExport(official.eval(), return_single_mask=False).eval()
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +97,7 @@ def release(exports, tmp_path_factory):
         )
         official_decoder = root / nanosam.DECODER_FILE
         torch.onnx.export(
-            SamOnnxLayout(mobile).eval(),
+            official_decoder_layout(P.write_stand_in_checkpoint("mobile_sam", root / "mobile_sam.pt")),
             (
                 torch.randn(1, 256, 64, 64),
                 torch.rand(1, 3, 2) * 1024,
@@ -166,8 +181,9 @@ def _compare_prompts(ref: leansam.SamPredictor, got: leansam.SamPredictor, size:
     check_same(b, got_b, "clicks + box + mask input")
 
 
-def test_official_encoder_runs_unchanged(release, ref_predictor, scene):
-    """The metadata-free encoder file with MobileSAM's decoder as leansam exports it."""
+def test_release_layout_encoder_runs_through_the_runtime(release, ref_predictor, scene):
+    """A metadata-free encoder file in the release's I/O layout (exported from leansam's NanoSAM
+    architecture) with MobileSAM's decoder as leansam exports it."""
     assert not onnx.load(str(release["encoder"])).metadata_props  # like the real file: no leansam metadata
     model = load_onnx_model(
         release["encoder"], CPU, expect_model="nanosam", decoder=release["leansam_decoder"]
@@ -182,8 +198,9 @@ def test_official_encoder_runs_unchanged(release, ref_predictor, scene):
     _compare_prompts(ref, got, scene.shape[:2])
 
 
-def test_official_decoder_layout_runs_unchanged(release, ref_predictor, scene):
-    """NanoSAM's segment-anything-style decoder file: boxes as corner points, one prompt per call."""
+def test_decoder_exported_by_the_official_code_matches_leansam(release, ref_predictor, scene):
+    """NanoSAM's segment-anything-style decoder file, exported from the official MobileSAM code:
+    boxes as corner points, one prompt per call; leansam's torch decoder is the reference."""
     model = load_onnx_model(
         release["encoder"], CPU, expect_model="nanosam", decoder=release["official_decoder"]
     )

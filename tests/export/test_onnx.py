@@ -135,12 +135,13 @@ def test_onnx_matches_pytorch(name, exports, scene):
     import onnxruntime as ort
 
     full = ort.InferenceSession(str(folder / "decoder.onnx"), providers=CPU)
-    prompts = onnx_model.prepare_prompts(None, None, boxes, size)
+    coords, labels = onnx_model.prepare_prompts(None, None, boxes, size)
+    corner = labels[0] >= 2  # the graph's ``boxes`` input takes the corners, placed as the family does
     feeds = {
         "image_embeddings": got.features.embed.numpy(),
-        "point_coords": prompts.points[0].numpy(),
-        "point_labels": prompts.points[1].float().numpy(),
-        "boxes": prompts.boxes.numpy(),
+        "point_coords": coords[:, ~corner].numpy(),
+        "point_labels": labels[:, ~corner].float().numpy(),
+        "boxes": coords[:, corner].reshape(7, 1, 4).numpy(),
         "orig_im_size": np.array(size, dtype=np.int64),
     }
     if got.features.high_res is not None:

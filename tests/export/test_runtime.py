@@ -18,6 +18,7 @@ from leansam.export import (
     load_onnx_decoder,
     load_onnx_model,
 )
+from leansam.interface import PromptableModel
 from leansam.registry import UnknownModelError
 from tests.export.conftest import random_boxes
 from tests.export.test_onnx import check_same
@@ -50,6 +51,7 @@ def test_pair_from_one_export_loads(tiny):
     assert model.metadata["encoder"]["leansam.weights"] == model.metadata["decoder"]["leansam.weights"]
     assert model.metadata["decoder"]["leansam.version"] == leansam.__version__
     assert model.transform == leansam.get_model_info(TINY).transform
+    assert isinstance(model, PromptableModel)
 
 
 def test_files_of_another_model_are_refused(tiny, teacher_decoder):

@@ -1,9 +1,8 @@
 """EfficientTAM-Ti / -S (image mode): strict loading, key layout, parameter counts, parity.
 
-EfficientTAM-Ti is checked against its fixture (``shared/parity/efficienttam_ti``: the official
-``yformer/EfficientTAM`` image predictor on stand-in weights, fp16 arrays). Observed on CPU /
-torch 2.13 (max abs diffs): image_embed 1.9e-3 (fp16 storage of values up to 4.7), low-res
-logits 9.8e-4 (fp16 storage of values up to 2.8), IoU <= 9e-8, masks <= 1 pixel of 921,600.
+EfficientTAM-Ti's encoder is checked against its fixture (``shared/parity/efficienttam_ti``: the
+official ``yformer/EfficientTAM`` image predictor on stand-in weights, fp16 arrays); strict
+loading and predictor parity are in test_registry_parity.py, tolerances in docs/testing.md.
 
 EfficientTAM-S has no fixture. Its official checkpoint layout is derived here from the Ti
 manifest by the only differences between ``configs/efficienttam/efficienttam_ti.yaml`` and
@@ -27,9 +26,11 @@ import torch
 
 import leansam
 from leansam.checkpoints import expected_shapes, load_model
+from leansam.models.vit import EfficientTamImageEncoder
 from leansam.registry import get_model_info
-from leansam.zoo.efficienttam import EfficientTamImageEncoder, filter_fn
+from leansam.zoo.efficienttam import filter_fn
 from tests import parity as P
+from tests import tolerances as T
 
 NAME = "efficienttam_ti"
 IMAGE_MODE_HEADS = ("image_encoder.", "sam_prompt_encoder.", "sam_mask_decoder.", "no_mem_embed")
@@ -124,13 +125,6 @@ def test_registry_entry(name: str) -> None:
     assert info.prompt_style.box_first and info.prompt_style.pad == "always"
 
 
-def test_regenerated_checkpoint_is_the_fixture(ckpt_path: Path) -> None:
-    obj = torch.load(ckpt_path, weights_only=True)
-    assert set(obj) == {"model"}
-    total = sum(float(v.double().abs().sum()) for v in obj["model"].values() if v.is_floating_point())
-    assert total == pytest.approx(P.meta(NAME)["state_abs_sum"], rel=1e-12)
-
-
 def test_strict_load_loads_every_image_mode_tensor_and_reports_the_rest(loaded, ckpt_path: Path) -> None:
     model, report = loaded
     state = torch.load(ckpt_path, weights_only=True)["model"]
@@ -158,7 +152,7 @@ def test_image_embed_matches_fixture(model: leansam.Sam, case: dict[str, np.ndar
     with torch.no_grad():
         emb = model.image_encoder(P.encoder_input(case))
     assert emb.shape == (1, 256, 64, 64)
-    P.assert_close_scaled(emb, case["image_embed"], tol=1e-4, what="image_embed (+ no_mem_embed) vs fixture")
+    T.check_floats(f"fixture/{NAME}/image_embed", emb, case["image_embed"])
 
 
 def test_no_mem_embed_is_added_per_channel(model: leansam.Sam) -> None:
@@ -173,17 +167,6 @@ def test_no_mem_embed_is_added_per_channel(model: leansam.Sam) -> None:
         finally:
             enc.no_mem_embed.copy_(saved)
     torch.testing.assert_close(before - after, saved.view(1, -1, 1, 1).expand_as(before))
-
-
-@pytest.mark.parametrize("prompt_set", P.PROMPT_SETS)
-def test_predictor_matches_fixture(predictor: leansam.SamPredictor, case: dict, prompt_set: str) -> None:
-    masks, iou, low = predictor.predict(**P.case_prompts(case, prompt_set), multimask_output=True)
-    P.assert_close_scaled(low, case[f"{prompt_set}_low_res_logits"], tol=1e-3, what="low-res logits")
-    assert np.abs(low).max() <= 32.0
-    assert np.abs(iou - case[f"{prompt_set}_iou"]).max() <= 1e-4
-    ref_masks = P.case_masks(case, prompt_set)
-    assert masks.shape == ref_masks.shape and masks.dtype == bool
-    assert (masks != ref_masks).mean() <= 1e-3
 
 
 def test_mask_input_round_trip_runs(predictor: leansam.SamPredictor, case: dict) -> None:

@@ -23,6 +23,7 @@ from leansam.models.sam import Sam
 from leansam.registry import get_model_info
 from tests import oracles
 from tests import parity as P
+from tests import tolerances as T
 
 CASE = "efficientvit_sam_l0"  # image and prompts of the L0 fixture, used for every size
 # Official model-zoo names. L1 is the default suite's; L0 and XL0 are also checked against their
@@ -34,8 +35,8 @@ VARIANTS = (
     pytest.param("xl0", marks=pytest.mark.slow),
     pytest.param("xl1", marks=pytest.mark.slow),
 )
-# Every prompt set with 3 masks, and the single-mask path once (it only picks mask token 0).
-PROMPTS = [(s, True) for s in P.PROMPT_SETS] + [("points", False)]
+# Every prompt set with 3 masks and with one (mask token 0).
+PROMPTS = [(s, m) for s in P.PROMPT_SETS for m in (True, False)]
 
 
 def stand_in_state(official: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -117,8 +118,7 @@ def test_preprocessing_and_embedding_match_official(pair: Callable[[str], Pair],
     assert (mine_input - p.official_input).abs().max().item() <= 1e-5
     # The embeddings the two predictors cached for the case image (official: fp32, no fixture).
     ref = p.official_predictor.features.numpy()
-    diff = P.assert_close_scaled(p.mine_predictor.features.embed, ref, tol=1e-4, what=f"{p.name} embed")
-    print(f"{p.name}: embedding max abs diff {diff:.2e} (max |ref| {np.abs(ref).max():.2f})")
+    T.check_floats(f"live/{p.name}/embedding", p.mine_predictor.features.embed, ref)
 
 
 @pytest.mark.slow
@@ -148,15 +148,5 @@ def test_predictor_matches_official(
     m1, s1, l1 = p.mine_predictor.predict(**kwargs, multimask_output=multimask)
     m2, s2, l2 = p.official_predictor.predict(**kwargs, multimask_output=multimask)
     assert l1.shape == l2.shape == ((3 if multimask else 1), 256, 256)
-    assert m1.shape == m2.shape and m1.dtype == m2.dtype == bool
-    d_low, d_iou, d_mask = (
-        float(np.abs(l1 - l2).max()),
-        float(np.abs(s1 - s2).max()),
-        float((m1 != m2).mean()),
-    )
-    print(
-        f"{p.name} {prompt_set} multimask={multimask}: logits {d_low:.2e} iou {d_iou:.2e} masks {d_mask:.2e}"
-    )
-    assert d_low <= 1e-3
-    assert d_iou <= 1e-4
-    assert d_mask <= 1e-3
+    prefix = f"live/{p.name}/{prompt_set}/{'multi' if multimask else 'single'}"
+    T.check_prediction(prefix, (m1, s1, l1), (m2, s2, l2))

@@ -1,4 +1,7 @@
-"""SAM 2 / SAM 2.1 (Hiera): encoder and full-predictor parity, strict loading, parameter counts."""
+"""SAM 2 / SAM 2.1 (Hiera): encoder parity, set-aside memory modules, parameter counts of every size.
+
+Strict loading and predictor parity with the fixture are in test_registry_parity.py.
+"""
 
 from __future__ import annotations
 
@@ -21,11 +24,8 @@ from leansam.models.hiera import (
 from leansam.models.sam import Sam
 from leansam.registry import get_model_info, list_models
 from leansam.zoo.hiera import filter_fn
+from tests import tolerances as T
 from tests.parity import (
-    PROMPT_SETS,
-    assert_close_scaled,
-    case_masks,
-    case_prompts,
     encoder_input,
     load_case,
     manifest,
@@ -116,13 +116,6 @@ def case_features(encoder: HieraImageEncoder, case: dict[str, np.ndarray]) -> Sa
         return encoder(encoder_input(case))
 
 
-@pytest.fixture(scope="module")
-def predictor(model: Sam, case: dict[str, np.ndarray]) -> leansam.SamPredictor:
-    p = leansam.SamPredictor(model)
-    p.set_image(case["image"])
-    return p
-
-
 # --- encoder -------------------------------------------------------------------------------------
 def test_encoder_strict_load_and_key_layout(stand_in: dict[str, torch.Tensor]) -> None:
     enc = build_hiera_image_encoder("tiny")
@@ -175,9 +168,9 @@ def test_encoder_parity(
     s1 = F.conv2d(
         high1, stand_in["sam_mask_decoder.conv_s1.weight"], stand_in["sam_mask_decoder.conv_s1.bias"]
     )
-    assert_close_scaled(embed, case["image_embed"], tol=1e-4, what="image_embed")
-    assert_close_scaled(s0, case["high_res_feats_0"], tol=1e-4, what="high_res_feats_0")
-    assert_close_scaled(s1, case["high_res_feats_1"], tol=1e-4, what="high_res_feats_1")
+    T.check_floats(f"fixture/{NAME}/image_embed", embed, case["image_embed"])
+    T.check_floats(f"fixture/{NAME}/high_res_feats_0", s0, case["high_res_feats_0"])
+    T.check_floats(f"fixture/{NAME}/high_res_feats_1", s1, case["high_res_feats_1"])
 
 
 def test_no_mem_embed_is_added_to_image_embed_only(encoder: HieraImageEncoder) -> None:
@@ -282,18 +275,3 @@ def test_n_params_all_models(version: str, size: str) -> None:
 
 
 # --- full predictor ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("prompt_set", PROMPT_SETS)
-def test_predictor_parity(
-    predictor: leansam.SamPredictor, case: dict[str, np.ndarray], prompt_set: str
-) -> None:
-    masks, iou, low = predictor.predict(**case_prompts(case, prompt_set), multimask_output=True)
-    assert low.shape == (3, 256, 256)
-    assert float(np.abs(low).max()) <= 32.0  # the returned low-res logits are clamped
-    assert_close_scaled(
-        low, case[f"{prompt_set}_low_res_logits"], tol=1e-3, what=f"{prompt_set} low-res logits"
-    )
-    np.testing.assert_allclose(iou, case[f"{prompt_set}_iou"], rtol=0, atol=1e-3)
-    ref = case_masks(case, prompt_set)
-    assert masks.shape == ref.shape
-    differing = (masks != ref).mean(axis=(1, 2))
-    assert float(differing.max()) <= 1e-3, f"{prompt_set}: fraction of differing mask pixels {differing}"

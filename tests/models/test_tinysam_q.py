@@ -1,7 +1,7 @@
 """Q-TinySAM (``tinysam_w8a8.pth``): the official pickled fake-quant model loads into ``tinysam_q``.
 
 The real file cannot be downloaded here. The stand-in mirrors what TinySAM's code and release
-show (see ``leansam/zoo/tinysam_q.py``): ``torch.save`` of the whole model, TinySAM's classes
+show (see ``leansam/zoo/tiny_vit.py``): ``torch.save`` of the whole model, TinySAM's classes
 under ``tinysam.modeling.*``, the quantization wrappers under the top-level module
 ``quantization_layer.layers`` (``InferQuantLinear[Post]`` / ``InferQuantConv2d`` /
 ``InferQuantConvTranspose2d`` subclass the torch layers and add quantizer buffers through
@@ -33,7 +33,7 @@ from leansam.checkpoints import CheckpointError, load_model
 from leansam.cli import main
 from leansam.pickle_safe import load_pickled_module_checkpoint
 from leansam.registry import get_model_info
-from leansam.zoo import tinysam_q as Q
+from leansam.zoo import tiny_vit as Q
 from tests import parity as P
 
 NAME = "tinysam_q"

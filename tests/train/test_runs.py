@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -11,9 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from leansam.train.distill import MODES, DistillConfig, distill
-from leansam.train.runner import MetricsCSV
+from leansam.train.runner import DistInfo, MetricsCSV, RunConfig, fit
 from leansam.train.train import TrainConfig, train
 
 TINY = [
@@ -58,8 +60,13 @@ def test_sigkill_then_resume_is_bit_exact(tmp_path) -> None:
     assert was_running, "the run finished before it could be killed"
     assert not (killed / "model.pt").exists()
     state = torch.load(killed / "last.pt", weights_only=False)
-    assert 0 < state["step"] < steps
+    resumed_at = int(state["step"])
+    assert 0 < resumed_at < steps
+    before = (killed / "metrics.csv").read_text().splitlines()[: 1 + resumed_at]
     subprocess.run(_cmd(killed, steps), check=True, env=_env(), capture_output=True)
+    # Only a resumed run keeps the killed run's rows up to the checkpoint byte for byte (their
+    # wall-clock `seconds` column included); a run restarted from scratch rewrites them.
+    assert (killed / "metrics.csv").read_text().splitlines()[: 1 + resumed_at] == before
     a, b = _weights(ref / "model.pt"), _weights(killed / "model.pt")
     assert a.keys() == b.keys()
     for k in a:
@@ -81,6 +88,35 @@ def test_torchrun_gloo_two_processes(tmp_path) -> None:
     assert (out / "model.pt").is_file()
     rows = (out / "metrics.csv").read_text().strip().splitlines()
     assert len(rows) == 3  # header + 2 steps, written by rank 0 only
+
+
+def test_fit_resumes_from_the_checkpoint_state(tmp_path) -> None:
+    """A resumed fit() runs only the remaining steps, from the weights, step and schedule in last.pt."""
+    cfg = RunConfig(
+        out=str(tmp_path), steps=4, ckpt_every=2, warmup=0, bf16=False, progress=False, device="cpu"
+    )
+    info = DistInfo(0, 1, torch.device("cpu"))
+
+    def run(steps: int) -> tuple[nn.Linear, list[tuple[int, float]]]:
+        torch.manual_seed(0)
+        module, seen = nn.Linear(3, 1), []
+
+        def step_fn(step: int) -> tuple[torch.Tensor, dict[str, float]]:
+            seen.append((step, float(module.bias.detach())))
+            return module(torch.randn(2, 3)).pow(2).mean(), {}
+
+        fit(dataclasses.replace(cfg, steps=steps), module, step_fn, info, module.state_dict)
+        return module, seen
+
+    run(2)
+    state = torch.load(tmp_path / "last.pt", weights_only=False)
+    state["module"]["bias"] = torch.tensor([7.0])  # a value no fresh run starts from
+    torch.save(state, tmp_path / "last.pt")
+    _, seen = run(4)
+    assert [s for s, _ in seen] == [2, 3]
+    assert seen[0][1] == 7.0
+    resumed = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert resumed["step"] == 4 and resumed["scheduler"]["last_epoch"] == 4
 
 
 def test_metrics_csv_drops_rows_after_checkpoint(tmp_path) -> None:

@@ -3,7 +3,7 @@
 Two modes:
 
 * **prompted** (no detections): each non-crowd ground-truth instance is prompted with a box or
-  clicks derived from it (:mod:`leansam.eval.prompts`); the metric is mIoU, overall and per
+  clicks derived from it (:mod:`leansam.eval.gt_prompts`); the metric is mIoU, overall and per
   COCO area range (:class:`~leansam.eval.evaluators.MaskIoUEvaluator`).
 * **detections** (``detections=RESULTS.json``): every detected box prompts the model; the
   masks, scored with the detection score, are evaluated with COCOeval (segm AP, AP50, AP75,
@@ -11,7 +11,7 @@ Two modes:
 
 Per image: one encoder call, then the instances' prompts in chunks of ``batch_size`` per decoder
 call. With ``out`` set, each image's result is appended to a JSON-lines cache
-(:mod:`leansam.eval.cache`) as soon as it is computed; running again with the same arguments
+(:mod:`leansam.eval.journal`) as soon as it is computed; running again with the same arguments
 skips the images already done. Under ``torchrun`` (env ``RANK`` / ``WORLD_SIZE``) the images
 are split round-robin across processes (gloo process group), each process writes its own
 cache file, and after a barrier every process merges all files; rank 0 writes the outputs.
@@ -37,11 +37,11 @@ import torch
 from ..io import InputError, load_image, write_json
 from ..models.sam import Sam
 from ..predictor import SamPredictor
-from .cache import ImageCache
-from .data import EvalData, image_header_size, load_annotations, load_detections
 from .evaluators import COCOInstanceEvaluator, MaskIoUEvaluator
+from .gt_prompts import InstancePrompts, check_prompt_kind, make_prompts, xywh_to_xyxy
+from .inputs import EvalData, image_header_size, load_annotations, load_detections
+from .journal import ImageCache
 from .predict import predict_instances
-from .prompts import InstancePrompts, check_prompt_kind, make_prompts, xywh_to_xyxy
 
 
 @dataclass
@@ -53,7 +53,7 @@ class EvalConfig:
         images: folder the annotation file's ``file_name`` entries are relative to.
         annotations: COCO (or LVIS-in-COCO-layout) instances JSON.
         checkpoint: weights file; None: the official checkpoint (cache / download).
-        prompt: prompt kind in prompted mode (see :data:`leansam.eval.prompts.PROMPT_KINDS`).
+        prompt: prompt kind in prompted mode (see :data:`leansam.eval.gt_prompts.PROMPT_KINDS`).
         detections: COCO results JSON of a detector: switches to detections mode (AP).
         out: output folder (results.json, per-image cache); None keeps everything in memory.
         limit: evaluate only the first N images of the annotation file.
@@ -336,6 +336,79 @@ def _weights_label(report: Any) -> str:
     return f"checkpoint {Path(report.path).name}" + (" (sha256 verified)" if report.sha256_verified else "")
 
 
+def _load_data(cfg: EvalConfig) -> tuple[EvalData, list[int], dict[int, dict[str, Any]]]:
+    """Validated inputs: (data, selected image ids, images that fail before any model runs)."""
+    try:
+        check_prompt_kind(cfg.prompt)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    if cfg.limit is not None and cfg.limit <= 0:
+        raise InputError(f"--limit must be positive, got {cfg.limit}")
+    dataset, gt = load_annotations(cfg.annotations, cfg.images)
+    data = EvalData(dataset, gt)
+    if cfg.detections is not None:
+        data.detections = load_detections(cfg.detections, dataset)
+    ids = _select_images(data, cfg.limit)
+    return data, ids, _precheck(data, ids)
+
+
+def _load_model(cfg: EvalConfig) -> tuple[Sam, str]:
+    """The model of ``cfg`` on its device, and how its weights were loaded."""
+    from ..checkpoints import load_model
+
+    model, report = load_model(cfg.model, cfg.checkpoint, trust_pickle=cfg.trust_pickle)
+    try:
+        return model.to(cfg.device), _weights_label(report)
+    except (RuntimeError, AssertionError) as e:
+        raise InputError(f"cannot use device {cfg.device!r}: {e}") from None
+
+
+def _run_shard(
+    worker: _Worker, shard: list[int], cache: ImageCache | None, desc: str, position: int, progress: bool
+) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, Any]], float]:
+    """Evaluates the images of ``shard``: (ok records, failed records, seconds in the loop)."""
+    records: dict[int, dict[str, Any]] = {}
+    failures: dict[int, dict[str, Any]] = {}
+    bar = None
+    if progress and shard:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(shard), desc=desc, unit="img", file=sys.stderr, position=position)
+    t_loop = time.perf_counter()
+    try:
+        for image_id in shard:
+            rec = worker(image_id)
+            if cache is not None:
+                cache.append(rec)
+            if rec["status"] == "ok":
+                records[image_id] = rec
+            else:
+                failures[image_id] = rec
+                _log(f"warning: skipped image {rec['file']} (id {image_id}): {rec['error']}", bar)
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+        if cache is not None:
+            cache.close()
+    return records, failures, time.perf_counter() - t_loop
+
+
+def _cached_results(
+    cache: ImageCache, ids: list[int]
+) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, Any]]]:
+    """Every process's ok and failed records of the selected images, read back from the cache."""
+    selected = set(ids)
+    records = {i: r for i, r in cache.done().items() if i in selected}
+    failures = {
+        int(r["image_id"]): r
+        for r in cache.records()
+        if r.get("status") == "failed" and int(r["image_id"]) in selected
+    }
+    return records, failures
+
+
 def evaluate(config: EvalConfig, model: Sam | None = None) -> EvalResult:
     """Evaluates ``config.model`` (or the given ``model``) as :class:`EvalConfig` says.
 
@@ -348,20 +421,8 @@ def evaluate(config: EvalConfig, model: Sam | None = None) -> EvalResult:
     from ..bench.timing import machine_fingerprint
 
     cfg = config
-    try:
-        check_prompt_kind(cfg.prompt)
-    except ValueError as e:
-        raise InputError(str(e)) from None
-    if cfg.limit is not None and cfg.limit <= 0:
-        raise InputError(f"--limit must be positive, got {cfg.limit}")
     t_start = time.perf_counter()
-    dataset, gt = load_annotations(cfg.annotations, cfg.images)
-    data = EvalData(dataset, gt)
-    if cfg.detections is not None:
-        data.detections = load_detections(cfg.detections, dataset)
-    ids = _select_images(data, cfg.limit)
-    pre_failed = _precheck(data, ids)
-
+    data, ids, pre_failed = _load_data(cfg)
     rank, world, own_group = _dist_setup()
     if world > 1 and cfg.out is None:
         raise InputError("an output folder (--out) is required when running under torchrun")
@@ -372,59 +433,20 @@ def evaluate(config: EvalConfig, model: Sam | None = None) -> EvalResult:
         _barrier(world)
         done = cache.done() if cache is not None else {}
         shard = [i for i in ids[rank::world] if i not in pre_failed and i not in done]
-
         weights = "given model"
         if model is None:
-            from ..checkpoints import load_model
-
-            model, report = load_model(cfg.model, cfg.checkpoint, trust_pickle=cfg.trust_pickle)
-            weights = _weights_label(report)
-            try:
-                model = model.to(cfg.device)
-            except (RuntimeError, AssertionError) as e:
-                raise InputError(f"cannot use device {cfg.device!r}: {e}") from None
-        worker = _Worker(cfg, data, model.eval())
-
-        records: dict[int, dict[str, Any]] = dict(done)
-        failures: dict[int, dict[str, Any]] = {}
-        bar = None
-        if cfg.progress and shard:
-            from tqdm.auto import tqdm
-
-            desc = f"eval {cfg.model}" + (f" [{rank}/{world}]" if world > 1 else "")
-            bar = tqdm(total=len(shard), desc=desc, unit="img", file=sys.stderr, position=rank)
-        t_loop = time.perf_counter()
-        try:
-            for image_id in shard:
-                rec = worker(image_id)
-                if cache is not None:
-                    cache.append(rec)
-                if rec["status"] == "ok":
-                    records[image_id] = rec
-                else:
-                    failures[image_id] = rec
-                    _log(f"warning: skipped image {rec['file']} (id {image_id}): {rec['error']}", bar)
-                if bar is not None:
-                    bar.update(1)
-        finally:
-            if bar is not None:
-                bar.close()
-            if cache is not None:
-                cache.close()
-        loop_s = time.perf_counter() - t_loop
+            model, weights = _load_model(cfg)
+        desc = f"eval {cfg.model}" + (f" [{rank}/{world}]" if world > 1 else "")
+        new, failures, loop_s = _run_shard(
+            _Worker(cfg, data, model.eval()), shard, cache, desc, rank, cfg.progress
+        )
+        records = {**done, **new}
         for i, f in pre_failed.items():
             if rank == 0:
                 _log(f"warning: skipped image {f['file']} (id {i}): {f['error']}")
-
         _barrier(world)
         if cache is not None:
-            selected = set(ids)
-            records = {i: r for i, r in cache.done().items() if i in selected}
-            failures = {
-                int(r["image_id"]): r
-                for r in cache.records()
-                if r.get("status") == "failed" and int(r["image_id"]) in selected
-            }
+            records, failures = _cached_results(cache, ids)
         failures = {i: r for i, r in failures.items() if i not in records}
         failures.update(pre_failed)
         result = _merge(cfg, data, ids, records, failures, weights, world)

@@ -1,4 +1,4 @@
-"""Small image encoders for training and distillation: a ResNet-style CNN with a light FPN neck.
+"""ResNet image encoders: the default model's CNN with a light FPN neck, and NanoSAM's ResNet-18.
 
 NanoSAM distils SAM into a ResNet-18 image encoder; :class:`ResNetEncoder` is that idea,
 written from scratch (no torchvision): a stem (stride 4), four stages of basic residual
@@ -10,9 +10,10 @@ Shapes: input B x 3 x S x S (normalised, padded) -> B x out_chans x S/out_stride
 With the leansam_tiny pipeline S = 256, out_stride = 16: a 16 x 16 x 128 embedding, 64 x 64
 low-res masks, a 256 prompt frame.
 
-This module also holds the builders of the bundled default model (``leansam_tiny``) and of
-its teacher, and :func:`tiny_sam` which assembles any encoder with the shared prompt encoder
-and mask decoder sized for a small embedding grid.
+:class:`NanoSamEncoder` is NanoSAM's image encoder (timm ``resnet18`` features, ``up_1``/``proj``
+neck, learned position embedding): B x 3 x 1024 x 1024 -> B x 256 x 64 x 64.
+
+The models built from them live in ``leansam/zoo/default.py`` and ``leansam/zoo/nanosam.py``.
 """
 
 from __future__ import annotations
@@ -23,10 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.common import LayerNorm2d
-from ..models.mask_decoder import MaskDecoder
-from ..models.prompt_encoder import PromptEncoder
-from ..models.sam import Sam
+from .common import LayerNorm2d
 
 
 @dataclass(frozen=True)
@@ -146,26 +144,57 @@ class ResNetEncoder(nn.Module):
         return self.head(y)
 
 
-def tiny_sam(image_encoder: nn.Module, embed_dim: int = 128, grid: int = 16, prompt_frame: int = 256) -> Sam:
-    """Assembles ``image_encoder`` with the shared prompt encoder / mask decoder for a small grid.
+class ResNet18Trunk(nn.Module):
+    """ResNet-18 without its classifier (timm ``features_only``; last level used).
 
-    Args:
-        image_encoder: B x 3 x S x S -> B x embed_dim x grid x grid.
-        embed_dim: width of prompt embeddings and decoder (SAM: 256).
-        grid: side of the image-embedding grid (SAM: 64); low-res masks are 4 * grid.
-        prompt_frame: side of the prompt frame (SAM: 1024 = 16 * 64).
+    B x 3 x S x S -> B x 512 x S/32 x S/32. 7x7 stride-2 stem, 3x3 stride-2 max-pool, four stages of
+    two basic blocks (leansam's :class:`BasicBlock`, the same arithmetic
+    and parameter count as torchvision's / timm's).
     """
-    pe = PromptEncoder(
-        embed_dim=embed_dim, image_embedding_size=(grid, grid), input_image_size=(prompt_frame,) * 2
-    )
-    return Sam(image_encoder, pe, MaskDecoder(transformer_dim=embed_dim))
+
+    def __init__(self, widths: tuple[int, ...] = (64, 128, 256, 512)) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, widths[0], 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        layers, cin = [], widths[0]
+        for i, w in enumerate(widths):
+            layers.append(nn.Sequential(BasicBlock(cin, w, 1 if i == 0 else 2), BasicBlock(w, w, 1)))
+            cin = w
+        self.layer1, self.layer2, self.layer3, self.layer4 = layers
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(torch.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
-def build_leansam_tiny() -> Sam:
-    """The bundled default model: TINY_STUDENT ResNet encoder, 256 input, 16 x 16 x 128 embedding."""
-    return tiny_sam(ResNetEncoder(TINY_STUDENT))
+class NanoSamEncoder(nn.Module):
+    """NanoSAM's image encoder: B x 3 x 1024 x 1024 (normalised, padded) -> B x 256 x 64 x 64.
 
+    ResNet-18 (stride 32), then ``up_1`` (three 3x3 conv + GELU, one stride-2 transposed conv to
+    stride 16), ``proj`` (3x3 conv, GELU, 1x1 conv) and a learned position embedding added to the output.
+    """
 
-def build_leansam_tiny_teacher() -> Sam:
-    """The teacher the default model was distilled from (half-width ResNet-18, same pipeline)."""
-    return tiny_sam(ResNetEncoder(TINY_TEACHER))
+    def __init__(self, feature_dim: int = 256, neck_channels: int = 256, grid: int = 64) -> None:
+        super().__init__()
+        self.backbone = ResNet18Trunk()
+        gelu = nn.GELU
+        self.up_1 = nn.Sequential(
+            nn.Conv2d(512, neck_channels, 3, padding=1),
+            gelu(),
+            nn.Conv2d(neck_channels, neck_channels, 3, padding=1),
+            gelu(),
+            nn.Conv2d(neck_channels, neck_channels, 3, padding=1),
+            gelu(),
+            nn.ConvTranspose2d(neck_channels, neck_channels, 3, 2, 1, 1),
+            gelu(),
+        )
+        self.proj = nn.Sequential(
+            nn.Conv2d(neck_channels, neck_channels, 3, padding=1),
+            gelu(),
+            nn.Conv2d(neck_channels, feature_dim, 1),
+        )
+        self.pos_embedding = nn.Parameter(torch.zeros(1, feature_dim, grid, grid))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.up_1(self.backbone(x))) + self.pos_embedding

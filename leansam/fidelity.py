@@ -43,7 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .eval.prompts import mask_center, tight_box
+from .eval.gt_prompts import mask_center, tight_box
 from .io import DEFAULT_MAX_PIXELS, InputError, load_image
 from .predictor import SamPredictor
 
@@ -321,6 +321,98 @@ def _load_images(
     return out
 
 
+@dataclass
+class _Tally:
+    """Per-prompt and per-image measures accumulated over the images."""
+
+    box_ious: list[float] = field(default_factory=list)
+    point_ious: list[float] = field(default_factory=list)
+    cosines: list[float] = field(default_factory=list)
+    everything_miou: list[float] = field(default_factory=list)
+    mismatch: list[float] = field(default_factory=list)
+    n_ref: int = 0
+    n_cand: int = 0
+    per_image: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _everything_agreement(
+    reference: Any, candidate: Any, image: np.ndarray, config: CompareConfig, t: _Tally, row: dict
+) -> np.ndarray:
+    """Matches both models' segment-everything masks; returns the reference's masks (N x H x W)."""
+    ref_masks, _ = _everything(reference, image, config)
+    cand_masks, _ = _everything(candidate, image, config)
+    matches = greedy_match(_cross_iou(ref_masks, cand_masks))
+    denom = max(len(ref_masks), len(cand_masks))
+    miou = sum(m[2] for m in matches) / denom if denom else 1.0
+    t.everything_miou.append(miou)
+    t.mismatch.append(abs(len(ref_masks) - len(cand_masks)))
+    t.n_ref += len(ref_masks)
+    t.n_cand += len(cand_masks)
+    row.update(everything_miou=miou, masks_reference=len(ref_masks), masks_candidate=len(cand_masks))
+    return ref_masks
+
+
+def _compare_image(
+    preds: tuple[SamPredictor, SamPredictor],
+    models: tuple[Any, Any],
+    name: str,
+    image: np.ndarray,
+    config: CompareConfig,
+    t: _Tally,
+) -> dict[str, Any]:
+    """Adds one image's measures to ``t``; returns its per-image row."""
+    ref_pred, cand_pred = preds
+    size = image.shape[:2]
+    ref_pred.set_image(image)
+    cand_pred.set_image(image)
+    e_r, e_c = ref_pred.get_image_embedding(), cand_pred.get_image_embedding()
+    cos = None
+    if e_r.shape == e_c.shape:
+        cos = float(F.cosine_similarity(e_r.flatten().double(), e_c.flatten().double(), dim=0))
+        t.cosines.append(cos)
+    elif not t.notes:
+        t.notes.append(f"embedding shapes differ ({tuple(e_r.shape)} vs {tuple(e_c.shape)}): no cosine")
+    row: dict[str, Any] = {"image": name, "cosine": cos}
+    ref_masks = np.zeros((0, *size), bool)
+    if config.everything:
+        ref_masks = _everything_agreement(*models, image, config, t, row)
+    use = [m for m in ref_masks[: config.prompts_per_image] if m.any()]
+    boxes = np.asarray([tight_box(m) for m in use], np.float32).reshape(-1, 4)
+    points = np.asarray([mask_center(m) for m in use], np.float32).reshape(-1, 2) + 0.5
+    if len(use) < config.prompts_per_image:
+        gb, gp = grid_prompts(size, config.prompts_per_image - len(use))
+        boxes, points = np.concatenate([boxes, gb]), np.concatenate([points, gp])
+    rb, rp = _masks(ref_pred, boxes, points)
+    cb, cp = _masks(cand_pred, boxes, points)
+    bi, pi = _pair_iou(rb, cb), _pair_iou(rp, cp)
+    t.box_ious += bi.tolist()
+    t.point_ious += pi.tolist()
+    row.update(
+        prompts=len(boxes),
+        prompts_from_everything=len(use),
+        box_iou_mean=float(bi.mean()),
+        point_iou_mean=float(pi.mean()),
+    )
+    return row
+
+
+def _gates(report: CompareReport, config: CompareConfig) -> list[Check]:
+    """The thresholds of ``config`` checked against the report's means."""
+
+    def mean(s: Stats | None) -> float | None:
+        return None if s is None else s.mean
+
+    gates = (
+        ("box_iou", mean(report.box_iou), config.min_box_iou, ">="),
+        ("point_iou", mean(report.point_iou), config.min_point_iou, ">="),
+        ("cosine", mean(report.cosine), config.min_cosine, ">="),
+        ("everything_miou", mean(report.everything_miou), config.min_everything_miou, ">="),
+        ("count_mismatch", mean(report.count_mismatch), config.max_count_mismatch, "<="),
+    )
+    return [Check(n, v, float(t), op) for n, v, t, op in gates if t is not None]
+
+
 def compare_models(
     reference: Any,
     candidate: Any,
@@ -336,87 +428,31 @@ def compare_models(
     config = config or CompareConfig()
     say = log or (lambda _m: None)
     data = _load_images(images, config.max_images)
-    ref_pred, cand_pred = SamPredictor(reference), SamPredictor(candidate)
-    box_ious: list[float] = []
-    point_ious: list[float] = []
-    cosines: list[float] = []
-    ev_miou: list[float] = []
-    mismatch: list[float] = []
-    n_ref = n_cand = 0
-    per_image = []
-    notes: list[str] = []
+    preds = (SamPredictor(reference), SamPredictor(candidate))
+    t = _Tally()
     for k, (name, image) in enumerate(data):
-        size = image.shape[:2]
-        ref_pred.set_image(image)
-        cand_pred.set_image(image)
-        e_r, e_c = ref_pred.get_image_embedding(), cand_pred.get_image_embedding()
-        cos = None
-        if e_r.shape == e_c.shape:
-            cos = float(F.cosine_similarity(e_r.flatten().double(), e_c.flatten().double(), dim=0))
-            cosines.append(cos)
-        elif not notes:
-            notes.append(f"embedding shapes differ ({tuple(e_r.shape)} vs {tuple(e_c.shape)}): no cosine")
-        row: dict[str, Any] = {"image": name, "cosine": cos}
-        ref_masks = np.zeros((0, *size), bool)
-        if config.everything:
-            ref_masks, _ = _everything(reference, image, config)
-            cand_masks, _ = _everything(candidate, image, config)
-            matches = greedy_match(_cross_iou(ref_masks, cand_masks))
-            denom = max(len(ref_masks), len(cand_masks))
-            miou = sum(m[2] for m in matches) / denom if denom else 1.0
-            ev_miou.append(miou)
-            mismatch.append(abs(len(ref_masks) - len(cand_masks)))
-            n_ref += len(ref_masks)
-            n_cand += len(cand_masks)
-            row.update(everything_miou=miou, masks_reference=len(ref_masks), masks_candidate=len(cand_masks))
-        use = [m for m in ref_masks[: config.prompts_per_image] if m.any()]
-        boxes = np.asarray([tight_box(m) for m in use], np.float32).reshape(-1, 4)
-        points = np.asarray([mask_center(m) for m in use], np.float32).reshape(-1, 2) + 0.5
-        if len(use) < config.prompts_per_image:
-            gb, gp = grid_prompts(size, config.prompts_per_image - len(use))
-            boxes, points = np.concatenate([boxes, gb]), np.concatenate([points, gp])
-        rb, rp = _masks(ref_pred, boxes, points)
-        cb, cp = _masks(cand_pred, boxes, points)
-        bi, pi = _pair_iou(rb, cb), _pair_iou(rp, cp)
-        box_ious += bi.tolist()
-        point_ious += pi.tolist()
-        row.update(
-            prompts=len(boxes),
-            prompts_from_everything=len(use),
-            box_iou_mean=float(bi.mean()),
-            point_iou_mean=float(pi.mean()),
+        row = _compare_image(preds, (reference, candidate), name, image, config, t)
+        t.per_image.append(row)
+        say(
+            f"[{k + 1}/{len(data)}] {name}: box IoU {row['box_iou_mean']:.3f}, point IoU {row['point_iou_mean']:.3f}"
         )
-        per_image.append(row)
-        say(f"[{k + 1}/{len(data)}] {name}: box IoU {bi.mean():.3f}, point IoU {pi.mean():.3f}")
-
-    if config.everything and n_ref == 0 and n_cand == 0:
-        notes.append(
+    if config.everything and t.n_ref == 0 and t.n_cand == 0:
+        t.notes.append(
             "segment-everything produced no mask with either model (agreement 1.0 is vacuous); lower "
             "everything_iou_thresh / everything_stability_thresh for a weak model"
         )
     report = CompareReport(
         config=config.to_dict(),
         n_images=len(data),
-        box_iou=Stats.of(box_ious),
-        point_iou=Stats.of(point_ious),
-        cosine=Stats.of(cosines),
-        everything_miou=Stats.of(ev_miou),
-        count_mismatch=Stats.of(mismatch),
-        masks_reference=n_ref,
-        masks_candidate=n_cand,
-        per_image=per_image,
-        notes=notes,
+        box_iou=Stats.of(t.box_ious),
+        point_iou=Stats.of(t.point_ious),
+        cosine=Stats.of(t.cosines),
+        everything_miou=Stats.of(t.everything_miou),
+        count_mismatch=Stats.of(t.mismatch),
+        masks_reference=t.n_ref,
+        masks_candidate=t.n_cand,
+        per_image=t.per_image,
+        notes=t.notes,
     )
-
-    def mean(s: Stats | None) -> float | None:
-        return None if s is None else s.mean
-
-    gates = (
-        ("box_iou", mean(report.box_iou), config.min_box_iou, ">="),
-        ("point_iou", mean(report.point_iou), config.min_point_iou, ">="),
-        ("cosine", mean(report.cosine), config.min_cosine, ">="),
-        ("everything_miou", mean(report.everything_miou), config.min_everything_miou, ">="),
-        ("count_mismatch", mean(report.count_mismatch), config.max_count_mismatch, "<="),
-    )
-    report.checks = [Check(n, v, float(t), op) for n, v, t, op in gates if t is not None]
+    report.checks = _gates(report, config)
     return report

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from leansam.eval.prompts import (
+from leansam.eval.gt_prompts import (
     PROMPT_KINDS,
     check_prompt_kind,
     instance_rng,

@@ -1,6 +1,6 @@
 """Do the distillation modes close the student-teacher gap? (the table in docs/training.md)
 
-    python -m leansam.train.compare --teacher leansam_tiny_teacher:runs/tiny/teacher/model.pt \\
+    python -m leansam.train.ablation --teacher leansam_tiny_teacher:runs/tiny/teacher/model.pt \\
         --root runs/compare --steps 60 --eval-images 30
 
 For each mode of :data:`leansam.train.distill.MODES` the same untrained student (``leansam_tiny``
@@ -73,7 +73,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m leansam.train.compare")
+    p = argparse.ArgumentParser(prog="python -m leansam.train.ablation")
     p.add_argument("--teacher", required=True, help="NAME[:CKPT]")
     p.add_argument("--root", default="runs/compare")
     p.add_argument("--steps", type=int, default=60)

@@ -47,6 +47,7 @@ from ..models.sam import Sam
 from ..registry import get_model_info, list_models
 from .flops import build_meta, model_macs, param_counts
 from .memory import peak_memory, segany_peak_subprocess
+from .results import BenchResult, ModelBench
 from .timing import Timing, machine_fingerprint, measure
 
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -127,73 +128,6 @@ class BenchConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-shaped (tuples as lists)."""
         return json.loads(json.dumps(asdict(self)))
-
-
-@dataclass
-class ModelBench:
-    """Every measurement of one model (times in seconds; see the module docstring).
-
-    ``skipped`` maps a measurement to the reason it was not taken; ``errors`` maps it to the
-    error it raised (the benchmark goes on with the next measurement).
-    """
-
-    name: str
-    family: str
-    weights: str
-    input_size: int
-    dtype: str
-    params: dict[str, int] = field(default_factory=dict)
-    macs: dict[str, int] = field(default_factory=dict)
-    peak_memory: dict[str, Any] = field(default_factory=dict)
-    encoder_latency: dict[str, Any] = field(default_factory=dict)
-    segany_latency: dict[str, Any] = field(default_factory=dict)
-    decoder_latency: list[dict[str, Any]] = field(default_factory=list)
-    decoder_ms_per_10_boxes: float | None = None
-    throughput: list[dict[str, Any]] = field(default_factory=list)
-    everything: list[dict[str, Any]] = field(default_factory=list)
-    accuracy: float | None = None
-    skipped: dict[str, str] = field(default_factory=dict)
-    errors: dict[str, str] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class BenchResult:
-    """A benchmark run: config, machine fingerprint, one :class:`ModelBench` per model."""
-
-    config: dict[str, Any]
-    machine: dict[str, Any]
-    models: list[ModelBench]
-    created: str = ""
-    leansam_version: str = ""
-    notes: list[str] = field(default_factory=list)
-    load_average: dict[str, list[float]] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "config": self.config,
-            "machine": self.machine,
-            "created": self.created,
-            "leansam_version": self.leansam_version,
-            "load_average": dict(self.load_average),
-            "notes": list(self.notes),
-            "models": [m.to_dict() for m in self.models],
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> BenchResult:
-        models = [ModelBench(**m) for m in d.get("models", [])]
-        return cls(
-            d.get("config", {}),
-            d.get("machine", {}),
-            models,
-            d.get("created", ""),
-            d.get("leansam_version", ""),
-            list(d.get("notes", [])),
-            dict(d.get("load_average", {})),
-        )
 
 
 def resolve_models(models: str | Sequence[str]) -> list[str]:
@@ -466,6 +400,55 @@ def _everything(mb: ModelBench, calls: _Calls, config: BenchConfig, gt_boxes: np
     mb.everything = rows
 
 
+def _check_strategies(config: BenchConfig) -> None:
+    """Raises ValueError for a segment-everything strategy the generator does not know."""
+    if not config.everything_strategies:
+        return
+    try:
+        from ..everything import STRATEGIES
+    except ImportError:
+        STRATEGIES = ()
+    bad = [s for s in config.everything_strategies if STRATEGIES and s not in STRATEGIES]
+    if bad:
+        raise ValueError(
+            f"unknown segment-everything strategy {bad[0]!r}; choose from {', '.join(STRATEGIES)}"
+        )
+
+
+def _interleaved_latencies(
+    by_name: dict[str, ModelBench], calls: dict[str, _Calls], config: BenchConfig
+) -> None:
+    """Encoder and one-box SegAny latency of every model, timed in alternation (A B C A B C ...)."""
+    for what, make in (("encoder_latency", lambda c: c.encode), ("segany_latency", lambda c: c.segany)):
+        fns = {n: make(c) for n, c in calls.items()}
+        try:
+            times = _measure_interleaved(fns, config)
+            for n, t in times.items():
+                setattr(by_name[n], what, _timing(t))
+        except Exception:
+            # One model failing would stop the alternation: fall back to one model at a time.
+            for n, fn in fns.items():
+                try:
+                    setattr(by_name[n], what, _timing(_measure(fn, config)))
+                except Exception as e:
+                    by_name[n].errors[what] = _error(e)
+
+
+def _notes(benches: list[ModelBench], config: BenchConfig) -> list[str]:
+    """What a reader of the result must know about how it was measured."""
+    notes = []
+    if any(b.weights == RANDOM_LABEL for b in benches):
+        notes.append(
+            "Models marked 'random init' ran with random weights: latency, throughput, memory and MACs "
+            "do not depend on weight values, but segment-everything times do (fewer masks survive the filters)."
+        )
+    if config.interleave and len(benches) > 1 and not config.counts_only:
+        notes.append(
+            "Encoder and one-box latencies were measured interleaved across models (A B C A B C ...)."
+        )
+    return notes
+
+
 def run_benchmark(
     models: str | Sequence[str], config: BenchConfig | None = None, progress: bool = False
 ) -> BenchResult:
@@ -485,16 +468,7 @@ def run_benchmark(
         raise ValueError(f"device {config.device!r} requested but CUDA is not available")
     if config.threads:
         torch.set_num_threads(int(config.threads))
-    if config.everything_strategies:
-        try:
-            from ..everything import STRATEGIES
-        except ImportError:
-            STRATEGIES = ()
-        bad = [s for s in config.everything_strategies if STRATEGIES and s not in STRATEGIES]
-        if bad:
-            raise ValueError(
-                f"unknown segment-everything strategy {bad[0]!r}; choose from {', '.join(STRATEGIES)}"
-            )
+    _check_strategies(config)
     load_start = _loadavg()
     image, gt_boxes = test_image(tuple(config.image_size), config.seed)
     benches: list[ModelBench] = []
@@ -525,39 +499,16 @@ def run_benchmark(
     if config.interleave and calls:
         _log(f"timing encoders and one-box SegAny of {len(calls)} model(s) interleaved", progress)
         by_name = {b.name: b for b in benches}
-        for what, make in (("encoder_latency", lambda c: c.encode), ("segany_latency", lambda c: c.segany)):
-            fns = {n: make(c) for n, c in calls.items()}
-            try:
-                times = _measure_interleaved(fns, config)
-                for n, t in times.items():
-                    setattr(by_name[n], what, _timing(t))
-            except Exception:
-                # One model failing would stop the alternation: fall back to one model at a time.
-                for n, fn in fns.items():
-                    try:
-                        setattr(by_name[n], what, _timing(_measure(fn, config)))
-                    except Exception as e:
-                        by_name[n].errors[what] = _error(e)
+        _interleaved_latencies(by_name, calls, config)
         for n in list(calls):
             _measure_model(by_name[n], calls.pop(n), config, gt_boxes, progress, latency=False)
-
-    notes = []
-    if any(b.weights == RANDOM_LABEL for b in benches):
-        notes.append(
-            "Models marked 'random init' ran with random weights: latency, throughput, memory and MACs "
-            "do not depend on weight values, but segment-everything times do (fewer masks survive the filters)."
-        )
-    if config.interleave and len(names) > 1 and not config.counts_only:
-        notes.append(
-            "Encoder and one-box latencies were measured interleaved across models (A B C A B C ...)."
-        )
     return BenchResult(
         config=config.to_dict(),
         machine=machine_fingerprint(config.device).to_dict(),
         models=benches,
         created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         leansam_version=__version__,
-        notes=notes,
+        notes=_notes(benches, config),
         load_average={"start": load_start, "end": _loadavg()},
     )
 

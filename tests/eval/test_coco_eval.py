@@ -20,7 +20,7 @@ from pycocotools.cocoeval import COCOeval
 import leansam
 from leansam.data.coco import load_coco
 from leansam.eval import EvalConfig, evaluate
-from leansam.eval import runner as runner_mod
+from leansam.eval import coco_eval as runner_mod
 from leansam.io import InputError, load_image
 
 
@@ -69,7 +69,7 @@ def test_single_click_takes_the_highest_predicted_iou(tiny_models, synth_set):
     image_id = ds.image_ids()[0]
     predictor.set_image(load_image(ds.image_path(image_id)))
     ious = []
-    from leansam.eval.prompts import mask_center
+    from leansam.eval.gt_prompts import mask_center
 
     for a in ds.annotations_for(image_id):
         gt = ds.mask(a)

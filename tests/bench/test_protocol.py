@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from leansam.bench.memory import peak_memory
+from leansam.bench.protocol import RANDOM_LABEL, BenchConfig, resolve_models, run_benchmark
 from leansam.bench.report import PLOT_HINT, render_markdown, write_outputs
-from leansam.bench.runner import RANDOM_LABEL, BenchConfig, BenchResult, resolve_models, run_benchmark
+from leansam.bench.results import BenchResult
 
 CHEAP = dict(
     runs=2,
@@ -63,7 +64,7 @@ def test_outputs_json_csv_markdown_and_plots(result, tmp_path):
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert rows[0]["model"] == "tiny_test" and float(rows[0]["decoder_ms_3_boxes"]) > 0
     md = (out / "results.md").read_text()
-    assert "`tiny_test`" in md and "| MobileSAM | `mobile_sam` | not run | 424 |" in md
+    assert "`tiny_test`" in md and "### Size and compute" in md and "### Latency and throughput" in md
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -84,26 +85,6 @@ def test_missing_matplotlib_gives_the_install_hint(result, tmp_path, monkeypatch
     ).exists()
 
 
-def test_markdown_shows_published_numbers_and_ratios():
-    def model(name, segany_s):
-        return {
-            "name": name,
-            "weights": "official",
-            "input_size": 1024,
-            "macs": {"image_encoder": 2980e9 if name == "sam_vit_h" else 1e9, "prompt_decoder": 1.3e9},
-            "params": {"image_encoder": 1, "prompt_decoder": 1, "total": 2},
-            "segany_latency": {"median_s": segany_s, "p90_s": segany_s},
-        }
-
-    d = {"models": [model("mobile_sam", 0.8), model("edge_sam", 0.4), model("sam_vit_h", 9.0)], "config": {}}
-    md = render_markdown(d)
-    assert "| MobileSAM | `mobile_sam` | 800 | 424 | 1.89 | 1.00 | 1.00 |" in md
-    assert "| EdgeSAM | `edge_sam` | 400 | 259 | 1.54 | 0.50 | 0.61 |" in md
-    assert "| TinySAM | `tinysam` | not run | 422 |" in md
-    assert "2973 | 1.002 |" in md  # ViT-H measured / published MACs
-    assert "arXiv:2410.04960" in md and "Table 4" in md
-
-
 def test_everything_absent_is_skipped_with_a_reason(tiny_models, monkeypatch):
     monkeypatch.setitem(sys.modules, "leansam.everything", None)
     r = run_benchmark(
@@ -115,7 +96,7 @@ def test_everything_absent_is_skipped_with_a_reason(tiny_models, monkeypatch):
 
 
 def test_failures_are_recorded_per_model_not_raised(tiny_models, monkeypatch):
-    from leansam.bench import runner
+    from leansam.bench import protocol as runner
 
     def boom(*a, **k):
         raise RuntimeError("decoder exploded")
@@ -178,18 +159,12 @@ def test_real_models_interleaved_with_subprocess_memory():
         assert m.macs["image_encoder"] > 30e9
 
 
-def test_counts_only_and_docs_from_several_results(result, tiny_models, tmp_path):
-    from leansam.bench.report import main as report_main
-
+def test_counts_only_and_timed_reports(result, tiny_models):
     counts = run_benchmark("tiny_test", BenchConfig(counts_only=True))
     (m,) = counts.models
     assert m.macs and m.params and not m.encoder_latency and m.skipped["timing"] == "counts only"
-    a, b = tmp_path / "a.json", tmp_path / "b.json"
-    a.write_text(json.dumps(counts.to_dict()))
-    b.write_text(json.dumps(result.to_dict()))
-    md = tmp_path / "docs.md"
-    assert report_main([str(a), str(b), str(md)]) == 0
-    text = md.read_text()
-    assert "## Benchmark harness results: counts, 1 model" in text
-    assert "## Benchmark harness results: timed, 1 model" in text
-    assert "Counts only: no model was timed" in text and "### Latency and throughput" in text
+    text = render_markdown(counts, title="counts")
+    assert text.startswith("## counts\n") and "Counts only: no model was timed" in text
+    assert "### Latency and throughput" not in text and "| `tiny_test` |" in text
+    timed = render_markdown(result)
+    assert "### Latency and throughput" in timed and "Counts only" not in timed

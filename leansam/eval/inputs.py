@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from ..data.coco import CocoDataset, load_coco
+from ..data.coco import CocoDataset, coco_from_data
 from ..io import InputError
 
 _EXIF_ORIENTATION = 0x0112
@@ -66,18 +65,6 @@ def _read_json(path: Path, what: str) -> Any:
         raise InputError(f"{path} is not valid JSON ({what}): {e}") from None
 
 
-def _normalise_lvis(data: dict) -> bool:
-    """Fills COCO fields LVIS leaves out (``file_name`` from ``coco_url``); True if anything changed."""
-    changed = False
-    images = data.get("images")
-    if isinstance(images, list):
-        for im in images:
-            if isinstance(im, dict) and "file_name" not in im and isinstance(im.get("coco_url"), str):
-                im["file_name"] = im["coco_url"].rstrip("/").rsplit("/", 1)[-1]
-                changed = True
-    return changed
-
-
 def load_annotations(annotations: str | Path, images: str | Path) -> tuple[CocoDataset, dict]:
     """Validated annotations whose images live in ``images``: (dataset, JSON dict).
 
@@ -95,27 +82,16 @@ def load_annotations(annotations: str | Path, images: str | Path) -> tuple[CocoD
         raise InputError(
             f"{path} is not a COCO instances file (need top-level 'images', 'annotations' and 'categories')"
         )
-    if _normalise_lvis(data):
-        with tempfile.TemporaryDirectory() as d:
-            tmp = Path(d) / path.name
-            tmp.write_text(json.dumps(data))
-            dataset = _load_coco(tmp, root, shown=path)
-        dataset.path = path
-    else:
-        dataset = _load_coco(path, root, shown=path)
+    try:
+        dataset = coco_from_data(data, path, image_root=root)
+    except ValueError as e:
+        msg = str(e)
+        raise InputError(
+            f"bad annotations: {msg if msg.startswith(str(path)) else f'{path}: {msg}'}"
+        ) from None
     if not len(dataset):
         raise InputError(f"{path} lists no images")
     return dataset, data
-
-
-def _load_coco(path: Path, root: Path, shown: Path) -> CocoDataset:
-    try:
-        return load_coco(path, image_root=root)
-    except ValueError as e:
-        msg = str(e).replace(str(path), str(shown))
-        if not msg.startswith(str(shown)):
-            msg = f"{shown}: {msg}"
-        raise InputError(f"bad annotations: {msg}") from None
 
 
 def load_detections(path: str | Path, dataset: CocoDataset) -> dict[int, list[Detection]]:

@@ -1,4 +1,4 @@
-"""The fidelity gate (``leansam.compare`` / ``leansam compare``) and the ``leansam quantize`` command."""
+"""The fidelity gate (``leansam.fidelity`` / ``leansam compare``) and the ``leansam quantize`` command."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 
 import leansam
 from leansam.cli import main
-from leansam.compare import CompareConfig, compare_models, greedy_match, grid_prompts
+from leansam.fidelity import CompareConfig, compare_models, greedy_match, grid_prompts
 from leansam.io import InputError
 from tests.compress.helpers import load_images, make_images, needs_int8, one_thread, tiny_fp32  # noqa: F401 (one_thread: autouse fixture)
 

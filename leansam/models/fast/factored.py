@@ -1,10 +1,10 @@
 """Many prompts on ONE image: the two-way transformer's image tokens in factored form.
 
 Every prompt starts from the same image tokens X (N x C: the image embedding plus the dense
-no-mask embedding, N = 64 * 64, C = 256) and only drifts away from them through a few low-rank
-updates: an image-to-token attention adds, to each image token, a mix of the prompt's T token
-values (T ~ 7), and a LayerNorm rescales each token and each channel. So after any number of
-decoder layers the image tokens of prompt b are exactly::
+no-mask embedding) and only drifts away from them through a few low-rank updates: an
+image-to-token attention adds, to each image token, a mix of the prompt's T token values, and a
+LayerNorm rescales each token and each channel. So after any number of decoder layers the image
+tokens of prompt b are exactly::
 
     keys[b, n] = a[b, n] * (D * X[n]) + sum over blocks of  Z[b, n] @ F[b]
 
@@ -13,43 +13,28 @@ and each block a low-rank term: an image-to-token attention contributes ``Z`` = 
 weights (N x h*T) and ``F`` = its out-projected token values (h*T x C); each LayerNorm adds a
 constant block (its weight, with coefficient -mean/std, and its bias, with coefficient 1).
 
-Why: the plain decoder projects, normalises and upscales B copies of N x C image tokens. Here
+Why: the reference decoder projects, normalises and upscales B copies of N x C image tokens. Here
 every linear map of the keys splits into one prompt-independent N x C x out product per image
-(cached, see :class:`SharedImage`) plus per-prompt products whose inner dimension is h*T (~56)
+(kept in :class:`SharedImage`) plus per-prompt products whose inner dimension is h*T (~56)
 instead of C (256), and the LayerNorm statistics come from the same pieces
-(``E[x^2] = a^2 |DX|^2 + 2 a Z.(F DX) + Z (F F^T) Z^T``). Per box this is ~0.45 GMAC instead of
-~1.05. It is the same arithmetic reassociated (equal up to float rounding; the parity tests against
-the official implementations run through it), used only when no gradient is recorded.
+(``E[x^2] = a^2 |DX|^2 + 2 a Z.(F DX) + Z (F F^T) Z^T``). It is the same arithmetic reassociated
+(equal up to float rounding), used only when no gradient is recorded. docs/performance.md has the
+operation counts and timings.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from .mask_decoder import TokenAttention
+from ..transformer import Attention
+from .attention import softmax_short_rows
 
 _T = TypeVar("_T")
-
-
-def softmax_short_rows(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-    """Softmax over a short last dimension (a few prompt tokens).
-
-    ``Tensor.softmax`` is ~3x slower on CPU for rows this short; this is the same formula
-    (max-subtracted, so as stable), computed in place on a fresh tensor (on ``x`` itself with
-    ``inplace``). When a gradient is being recorded the autograd-friendly ``Tensor.softmax`` is
-    used instead.
-    """
-    if torch.is_grad_enabled() and x.requires_grad:
-        return x.softmax(dim=-1)
-    x = x.sub_(x.amax(dim=-1, keepdim=True)) if inplace else x - x.amax(dim=-1, keepdim=True)
-    x.exp_()
-    return x.div_(x.sum(dim=-1, keepdim=True))
 
 
 class SharedImage:
@@ -60,15 +45,16 @@ class SharedImage:
         dense: 1 x C x h x w dense prompt embedding, the same for every prompt (no mask input;
             usually one vector broadcast over the grid).
         pe: 1 x C x h x w dense positional encoding.
-        params_key: :func:`params_key` of the decoder whose weights the cached products use.
 
     Projections of the image tokens are computed on first use and kept (``memo``), so a caller that
     decodes the same image in several calls (blocks of prompts, the mask generator's point batches)
-    pays for them once. ``matches`` tells whether this object still describes the given inputs.
+    pays for them once. It lives in the per-image :class:`~leansam.models.fast.ImageCache` that the
+    predictor creates in ``set_image``; the decoder's weights must not change while it is in use.
+    ``matches`` tells whether this object still describes the given inputs.
     """
 
-    def __init__(self, image: torch.Tensor, dense: torch.Tensor, pe: torch.Tensor, params_key: tuple) -> None:
-        self.image, self.dense, self.pe_raw, self.params_key = image, dense, pe, params_key
+    def __init__(self, image: torch.Tensor, dense: torch.Tensor, pe: torch.Tensor) -> None:
+        self.image, self.dense, self.pe_raw = image, dense, pe
         self.x = (image + dense).flatten(2)[0].T.contiguous()  # N x C, token-major
         self.pe = pe.flatten(2)[0].T.contiguous()
         self._memo: dict[tuple, Any] = {}
@@ -77,11 +63,10 @@ class SharedImage:
     def n(self) -> int:
         return self.x.shape[0]
 
-    def matches(self, image: torch.Tensor, dense: torch.Tensor, pe: torch.Tensor, params_key: tuple) -> bool:
-        """Same inputs (by value) and the same decoder weights (by storage and version)."""
+    def matches(self, image: torch.Tensor, dense: torch.Tensor, pe: torch.Tensor) -> bool:
+        """Same inputs (by value)."""
         return (
-            params_key == self.params_key
-            and _same(image, self.image)
+            _same(image, self.image)
             and _same(dense, self.dense)
             and (pe is self.pe_raw or _same(pe, self.pe_raw))
         )
@@ -103,11 +88,6 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch.equal(a, b)
 
 
-def params_key(module: nn.Module) -> tuple:
-    """Identifies a module's current weights: storage and in-place version of every parameter."""
-    return tuple((p.data_ptr(), p._version) for p in module.parameters())
-
-
 def _heads(x: torch.Tensor, h: int) -> torch.Tensor:
     """N x (h*d) -> h x N x d, contiguous."""
     n, c = x.shape
@@ -127,7 +107,7 @@ class _Segment:
 
     start: int
     stop: int
-    attn: TokenAttention
+    attn: Attention
     v: torch.Tensor
     s: torch.Tensor | None
     born: int
@@ -232,7 +212,7 @@ class FactoredKeys:
         return (self.f @ lin.weight.T).view(self.batch, -1, h, lin.out_features // h)
 
     # --- decoder operations ----------------------------------------------------------------------
-    def attend(self, attn: TokenAttention, q: torch.Tensor) -> torch.Tensor:
+    def attend(self, attn: Attention, q: torch.Tensor) -> torch.Tensor:
         """Tokens attend to the image: ``attn(q, keys + pe, keys)``. q B x T x C -> B x T x C."""
         b, t, _ = q.shape
         h = attn.num_heads
@@ -262,7 +242,7 @@ class FactoredKeys:
             mixed = mixed + torch.einsum("bhtk,bkhd->bthd", pz, self._f_heads(attn.v_proj, h))
         return attn.out_proj(mixed.reshape(b, t, h * d))
 
-    def add_attention(self, attn: TokenAttention, k: torch.Tensor, v: torch.Tensor) -> FactoredKeys:
+    def add_attention(self, attn: Attention, k: torch.Tensor, v: torch.Tensor) -> FactoredKeys:
         """The image attends to the tokens: keys + ``attn(keys + pe, k, v)``. k, v: B x T x C."""
         b, t, c = k.shape
         h = attn.num_heads
