@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PARITY_DIR ?= $(abspath ../shared/parity)
 
-.PHONY: setup demo test test-slow mutate lint format bench bench-docs clean
+.PHONY: setup browser demo test test-slow mutate lint format bench bench-docs clean
 
 $(VENV)/.installed: pyproject.toml requirements-oracles.txt
 	$(PYTHON) -m venv $(VENV)
@@ -13,7 +13,19 @@ $(VENV)/.installed: pyproject.toml requirements-oracles.txt
 	SAM2_BUILD_CUDA=0 $(PY) -m pip install -q --no-deps --no-build-isolation -r requirements-oracles.txt
 	touch $@
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed browser
+
+# Headless chromium + chromedriver for the web app's browser tests (Debian packages, installed once).
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium and chromium-driver (browser tests)"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq >/dev/null && apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else \
+	    echo "note: chromium/chromedriver missing and cannot apt-get install them: browser tests will skip"; \
+	  fi; \
+	fi
 
 demo: setup
 	$(VENV)/bin/leansam segment leansam/assets/example.jpg --box 60,60,330,300 --point 200,180 --out demo_out

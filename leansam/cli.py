@@ -40,6 +40,7 @@ COMMANDS: tuple[str, ...] = (
     "quantize",
     "compare",
     "track",
+    "serve",
 )
 
 

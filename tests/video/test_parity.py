@@ -14,7 +14,7 @@ from leansam.video import VideoPredictor
 from tests import parity as P
 from tests.video import cases as C
 
-DEFAULT = ("sam2.1_hiera_tiny/c_mask_empty", "efficienttam_ti/a_box_click")
+DEFAULT = ("efficienttam_ti/a_box_click",)
 
 
 def test_the_case_list_is_the_fixture_folder() -> None:
