@@ -154,7 +154,8 @@ def training_log(root: str) -> list[dict]:
         if not path.is_file():
             continue
         m = read_metrics(path)
-        steps = len(m["step"])
+        steps = _checkpointed_steps(path.parent, len(m["step"]))
+        m = {k: v[:steps] for k, v in m.items()}
         cpu = m.get("cpu_seconds", [])
         tail = slice(max(0, steps - 100), steps)
         log.append(
@@ -172,6 +173,14 @@ def training_log(root: str) -> list[dict]:
             }
         )
     return log
+
+
+def _checkpointed_steps(run: Path, logged: int) -> int:
+    """Steps whose weights exist: all logged ones of a finished run, else those up to ``last.pt``
+    (rows a stopped run logged after its last checkpoint are redone on resume)."""
+    if (run / "model.pt").is_file() or not (run / "last.pt").is_file():
+        return logged
+    return min(logged, int(torch.load(run / "last.pt", map_location="cpu", weights_only=True)["step"]))
 
 
 def _mean(v: list[float]) -> float | None:

@@ -24,7 +24,7 @@ from ..transforms import ImageTransform
 TINY_TRANSFORM = ImageTransform(encoder_size=256, prompt_frame=256)
 
 #: sha256 of leansam/assets/leansam_tiny.pt (printed by ``python -m leansam.train.recipe export``).
-TINY_SHA256 = "36f68ca87e7c42840062bfb317406e899e8fc53efd5122aa3ca17b058efa1d24"
+TINY_SHA256 = "4cc80254605f213bddef7dbaf998021e7effab28e8350c5f291ebe837f5f3a1d"
 
 #: The teacher's encoder: the default model's pyramid, wider and deeper.
 TINY_FPN_TEACHER = TinyFPNConfig(widths=(48, 96, 192, 384), depths=(2, 2, 2, 2), stem_width=32)
