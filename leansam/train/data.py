@@ -32,7 +32,7 @@ from ..data.synth import SynthConfig, render_sample
 from ..io import InputError, load_image
 from ..transforms import ImageTransform, preprocess
 
-#: Data of the bundled default model: small images with few, mostly medium/large, high-contrast
+#: The easy evaluation set's generator setting: small images with few, mostly medium/large, high-contrast
 #: objects and little clutter (an easier cut of ``leansam.data.synth``; see docs/training.md).
 TINY_SYNTH = SynthConfig(
     min_side=256,

@@ -137,7 +137,9 @@ def build_student(spec: str, teacher: Sam, copy_decoder: bool = True) -> Sam:
         if family == "tiny_fpn":
             from ..models.tiny_fpn import TinyFPNConfig, TinyFPNEncoder
 
-            encoder: nn.Module = TinyFPNEncoder(TinyFPNConfig(**{**_tuples(_json(arg)), "out_chans": c, "grid": h}))
+            encoder: nn.Module = TinyFPNEncoder(
+                TinyFPNConfig(**{**_tuples(_json(arg)), "out_chans": c, "grid": h})
+            )
             encoder.init_pos_embed(teacher.prompt_encoder.get_dense_pe())
         elif family == "resnet":
             if arg in PRESETS:
@@ -484,7 +486,9 @@ def distill(cfg: DistillConfig) -> dict[str, float]:
     if cfg.mode == "sami":
         c_t, h, w = embed_shape(teacher)
         with torch.no_grad():
-            c_s = student.encode_image(torch.zeros(1, 3, *(student.transform.encoder_size,) * 2)).embed.shape[1]
+            c_s = student.encode_image(torch.zeros(1, 3, *(student.transform.encoder_size,) * 2)).embed.shape[
+                1
+            ]
         head = SamiHead(c_s, c_t, (h, w), cfg.sami_dim, cfg.sami_depth).to(info.device)
     decoder_modes = cfg.mode in ("full", "prompt-in-the-loop")
     set_trainable(student, True, decoder_modes and cfg.train_decoder, False)

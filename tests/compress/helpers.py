@@ -27,6 +27,14 @@ needs_int8 = pytest.mark.skipif(
 )
 
 
+def encoder_convs(name: str = "leansam_tiny", in_graph: bool = False) -> int:
+    """Convolutions of a model's image encoder: what int8 quantization of the encoder covers. The
+    exported encoder graph (``in_graph``) also holds the decoder's skip-feature projections."""
+    model = leansam.build_model(name, pretrained=False)
+    n = sum(isinstance(m, nn.Conv2d) for m in model.image_encoder.modules())
+    return n + (2 if in_graph and model.mask_decoder.use_high_res_features else 0)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """Runs a test module with one torch thread (restored after; autouse where imported): on a

@@ -28,6 +28,7 @@ from leansam.zoo.default import TINY_TRANSFORM, tiny_sam
 from .helpers import (  # noqa: F401 (one_thread: autouse fixture)
     FLOAT_KERNELS,
     embed,
+    encoder_convs,
     iou,
     kernel_calls,
     load_images,
@@ -67,7 +68,7 @@ def test_default_model_runs_int8_layers(tiny_int8):
     model, report = tiny_int8
     convs = [m for m in model.image_encoder.modules() if type(m) is nn.Conv2d]
     int8 = [m for m in model.image_encoder.modules() if isinstance(m, Int8Conv2d)]
-    assert convs == [] and len(int8) == len(report.layers) == 17
+    assert convs == [] and len(int8) == len(report.layers) == encoder_convs()
     assert all(m.weight_int8.dtype == torch.int8 for m in int8)
     assert report.kept_float == {} and report.fusion_check == "ok"
     # stem: conv -> (folded BN) -> ReLU module -> conv: ReLU fused, uint8 handed to the next conv
@@ -82,7 +83,7 @@ def test_default_model_runs_int8_layers(tiny_int8):
     assert "17 layers int8" in report.summary()
     # one oneDNN int8 convolution per int8 layer per image, and no float convolution or matmul
     calls = kernel_calls(lambda: embed(model, np.zeros((64, 64, 3), np.uint8)))
-    assert calls["onednn::qconv2d_pointwise"] == 17, calls
+    assert calls["onednn::qconv2d_pointwise"] == encoder_convs(), calls
     assert not any(calls[k] for k in FLOAT_KERNELS), calls
 
 
@@ -110,7 +111,7 @@ def test_save_and_load(tiny_int8, held_out, tmp_path):
     model, _report = tiny_int8
     out = save_quantized(model, tmp_path / "q")
     manifest = json.loads((out / "quantization.json").read_text())
-    assert manifest["model"] == "leansam_tiny" and len(manifest["layers"]) == 17
+    assert manifest["model"] == "leansam_tiny" and len(manifest["layers"]) == encoder_convs()
     assert manifest["report"]["config"]["method"] == "tinysam"
     # tensors only: loadable with weights_only=True
     state = torch.load(out / "model.pt", weights_only=True)
