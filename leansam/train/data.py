@@ -54,23 +54,12 @@ TINY_SYNTH = SynthConfig(
 
 #: Data of the default model's training: more objects, texture, clutter and shape variety than
 #: ``TINY_SYNTH`` (occlusion, thin and holed shapes), images 256-384 px.
-MEDIUM_SYNTH = SynthConfig(
-    min_side=256,
-    max_side=384,
-    max_aspect=1.6,
-    min_objects=2,
-    max_objects=10,
-    size_mix=(0.25, 0.45, 0.3),
-    kind_weights=(0.2, 0.25, 0.25, 0.12, 0.18),
-    small_min_area=64,
-    min_area=32,
-    min_distractors=0,
-    max_distractors=4,
-    textured_fill_prob=0.5,
-    shadow_prob=0.25,
-    contrast_prob=0.9,
-    blur_prob=0.2,
-)
+MEDIUM_SYNTH = dataclasses.replace(
+    TINY_SYNTH,
+    max_side=384, max_aspect=1.6, max_objects=10, size_mix=(0.25, 0.45, 0.3),
+    kind_weights=(0.2, 0.25, 0.25, 0.12, 0.18), small_min_area=64, min_area=32, max_distractors=4,
+    textured_fill_prob=0.5, shadow_prob=0.25, contrast_prob=0.9, blur_prob=0.2,
+)  # fmt: skip
 
 #: The default model's main training data and its held-out set: ``MEDIUM_SYNTH`` plus letters and
 #: objects with parts, dead-leaves layouts, fractal and 1/f textures, uneven lighting, JPEG
