@@ -27,7 +27,7 @@ browser:
 	  fi; \
 	fi
 
-demo: setup
+demo: $(VENV)/.installed
 	$(VENV)/bin/leansam segment leansam/assets/example.jpg --box 60,60,330,300 --point 200,180 --out demo_out
 	@echo "overlay written to demo_out/overlay.png"
 
