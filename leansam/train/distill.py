@@ -354,13 +354,9 @@ def make_step(
         tb = [prepare(s, teacher.transform, cfg.loss_res, f) for s, f in zip(samples, flips)]
         xt = torch.stack([p.x for p in tb]).to(device)
         if same_input:
-            xs = xt
-        else:
-            xs = torch.stack(
-                [prepare(s, student.transform, cfg.loss_res, f).x for s, f in zip(samples, flips)]
-            )
-            xs = xs.to(device)
-        return tb, xs, xt
+            return tb, xt, xt
+        xs = torch.stack([prepare(s, student.transform, cfg.loss_res, f).x for s, f in zip(samples, flips)])
+        return tb, xs.to(device), xt
 
     def step_fn(step: int) -> tuple[torch.Tensor, dict[str, float]]:
         gen = torch.Generator().manual_seed(step_seed(cfg.seed, step, rank))

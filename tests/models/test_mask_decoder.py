@@ -26,7 +26,7 @@ def test_generator_survives_every_prompt_being_filtered_out():
 
 
 def test_upscaling_an_empty_batch_gives_an_empty_mask_tensor():
-    dec = leansam.build_model("leansam_tiny").mask_decoder
+    dec = MaskDecoder(transformer_dim=128)
     h = w = 8
     c = dec.transformer_dim
     empty = DecodedTokens(
