@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .common import LayerNorm2d
+from .resnet import BasicBlock, _conv_bn
 
 
 @dataclass(frozen=True)
@@ -52,23 +53,6 @@ class TinyFPNConfig:
         return asdict(self)
 
 
-def _conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout))
-
-
-class _Block(nn.Module):
-    """Basic residual block: two 3x3 conv-BN, ReLU, identity (or 1x1 stride-s) shortcut."""
-
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = _conv_bn(cin, cout, 3, stride)
-        self.conv2 = _conv_bn(cout, cout, 3, 1)
-        self.shortcut = _conv_bn(cin, cout, 1, stride) if (stride != 1 or cin != cout) else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.conv2(F.relu(self.conv1(x))) + self.shortcut(x))
-
-
 class TinyFPNEncoder(nn.Module):
     """Small ResNet + FPN returning the stride-16 embedding and stride-4/8 skip features."""
 
@@ -81,7 +65,7 @@ class TinyFPNEncoder(nn.Module):
         )
         stages, cin = [], c.widths[0]
         for i, (w, d) in enumerate(zip(c.widths, c.depths)):
-            blocks = [_Block(cin, w, 1 if i == 0 else 2)] + [_Block(w, w, 1) for _ in range(d - 1)]
+            blocks = [BasicBlock(cin, w, 1 if i == 0 else 2)] + [BasicBlock(w, w, 1) for _ in range(d - 1)]
             stages.append(nn.Sequential(*blocks))
             cin = w
         self.stages = nn.ModuleList(stages)
