@@ -27,6 +27,14 @@ from torch import nn
 from .common import LayerNorm2d
 
 
+def check_stages(name: str, widths: tuple[int, ...], depths: tuple[int, ...]) -> None:
+    """Raises ``ValueError`` unless there are 4 stages of positive width and at least one block."""
+    if len(widths) != 4 or len(depths) != 4:
+        raise ValueError(f"{name}: widths and depths need 4 entries (one per stage)")
+    if any(int(w) <= 0 for w in widths) or any(int(d) < 1 for d in depths):
+        raise ValueError(f"{name}: widths must be > 0 and depths >= 1")
+
+
 @dataclass(frozen=True)
 class ResNetConfig:
     """Shape of a :class:`ResNetEncoder`.
@@ -48,10 +56,7 @@ class ResNetConfig:
     out_stride: int = 8
 
     def __post_init__(self) -> None:
-        if len(self.widths) != 4 or len(self.depths) != 4:
-            raise ValueError("ResNetConfig: widths and depths need 4 entries (one per stage)")
-        if any(int(w) <= 0 for w in self.widths) or any(int(d) < 1 for d in self.depths):
-            raise ValueError("ResNetConfig: widths must be > 0 and depths >= 1")
+        check_stages("ResNetConfig", self.widths, self.depths)
         if self.stem_width <= 0 or self.neck_dim <= 0 or self.out_chans <= 0:
             raise ValueError("ResNetConfig: stem_width, neck_dim and out_chans must be positive")
         if self.out_stride not in (8, 16):
@@ -96,6 +101,21 @@ class BasicBlock(nn.Module):
         return F.relu(self.conv2(F.relu(self.conv1(x))) + self.shortcut(x))
 
 
+def resnet_trunk(
+    stem_width: int, widths: tuple[int, ...], depths: tuple[int, ...]
+) -> tuple[nn.Sequential, nn.ModuleList]:
+    """The stride-4 stem (two conv-BN-ReLU) and four stages of basic blocks (strides 4, 8, 16, 32)."""
+    stem = nn.Sequential(
+        _conv_bn(3, stem_width, 3, 2), nn.ReLU(), _conv_bn(stem_width, widths[0], 3, 2), nn.ReLU()
+    )
+    stages, cin = [], widths[0]
+    for i, (w, d) in enumerate(zip(widths, depths)):
+        blocks = [BasicBlock(cin, w, 1 if i == 0 else 2)] + [BasicBlock(w, w, 1) for _ in range(d - 1)]
+        stages.append(nn.Sequential(*blocks))
+        cin = w
+    return stem, nn.ModuleList(stages)
+
+
 class ResNetEncoder(nn.Module):
     """ResNet-style image encoder with an FPN neck (see module docstring).
 
@@ -107,17 +127,7 @@ class ResNetEncoder(nn.Module):
         super().__init__()
         c = config
         self.config = c
-        self.stem = nn.Sequential(
-            _conv_bn(3, c.stem_width, 3, 2), nn.ReLU(), _conv_bn(c.stem_width, c.widths[0], 3, 2), nn.ReLU()
-        )
-        stages = []
-        cin = c.widths[0]
-        for i, (w, d) in enumerate(zip(c.widths, c.depths)):
-            blocks = [BasicBlock(cin, w, 1 if i == 0 else 2)]
-            blocks += [BasicBlock(w, w, 1) for _ in range(d - 1)]
-            stages.append(nn.Sequential(*blocks))
-            cin = w
-        self.stages = nn.ModuleList(stages)
+        self.stem, self.stages = resnet_trunk(c.stem_width, c.widths, c.depths)
         first = 1 if c.out_stride == 8 else 2  # stage index whose stride equals out_stride
         self._first = first
         self.lateral = nn.ModuleList(nn.Conv2d(c.widths[i], c.neck_dim, 1) for i in range(first, 4))

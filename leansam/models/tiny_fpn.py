@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .common import LayerNorm2d
-from .resnet import BasicBlock, _conv_bn
+from .resnet import check_stages, resnet_trunk
 
 
 @dataclass(frozen=True)
@@ -42,10 +42,7 @@ class TinyFPNConfig:
     grid: int = 16
 
     def __post_init__(self) -> None:
-        if len(self.widths) != 4 or len(self.depths) != 4:
-            raise ValueError("TinyFPNConfig: widths and depths need 4 entries (one per stage)")
-        if min(self.widths) <= 0 or min(self.depths) < 1:
-            raise ValueError("TinyFPNConfig: widths must be > 0 and depths >= 1")
+        check_stages("TinyFPNConfig", self.widths, self.depths)
         if self.stem_width <= 0 or self.out_chans <= 0 or self.out_chans % 8:
             raise ValueError("TinyFPNConfig: stem_width > 0 and out_chans a positive multiple of 8")
 
@@ -60,15 +57,7 @@ class TinyFPNEncoder(nn.Module):
         super().__init__()
         c = config or TinyFPNConfig()
         self.config = c
-        self.stem = nn.Sequential(
-            _conv_bn(3, c.stem_width, 3, 2), nn.ReLU(), _conv_bn(c.stem_width, c.widths[0], 3, 2), nn.ReLU()
-        )
-        stages, cin = [], c.widths[0]
-        for i, (w, d) in enumerate(zip(c.widths, c.depths)):
-            blocks = [BasicBlock(cin, w, 1 if i == 0 else 2)] + [BasicBlock(w, w, 1) for _ in range(d - 1)]
-            stages.append(nn.Sequential(*blocks))
-            cin = w
-        self.stages = nn.ModuleList(stages)
+        self.stem, self.stages = resnet_trunk(c.stem_width, c.widths, c.depths)
         self.lateral = nn.ModuleList(nn.Conv2d(w, c.out_chans, 1) for w in c.widths)
         # The skip levels are normalised like the embedding, so the decoder sees unit-scale inputs
         # from the first step (its warm-up runs on unit-normal stand-ins).
