@@ -59,8 +59,8 @@ class TinyFPNEncoder(nn.Module):
         self.config = c
         self.stem, self.stages = resnet_trunk(c.stem_width, c.widths, c.depths)
         self.lateral = nn.ModuleList(nn.Conv2d(w, c.out_chans, 1) for w in c.widths)
-        # The skip levels are normalised like the embedding, so the decoder sees unit-scale inputs
-        # from the first step (its warm-up runs on unit-normal stand-ins).
+        # The skip levels are normalised like the embedding, so the decoder sees unit-scale skip
+        # inputs from the first step, whatever the scale of the stages' outputs.
         self.skip_norm = nn.ModuleList(LayerNorm2d(c.out_chans) for _ in range(2))
         # Absolute positions in the embedding, as a ViT encoder's carries them: without them the
         # decoder cannot tell where a box prompt's inside is (set up by ``init_pos_embed``).
