@@ -32,6 +32,9 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from .. import limits, validate
+from .schemas import COCO_INSTANCES
+
 __all__ = [
     "CocoAnnotation",
     "CocoDataset",
@@ -259,24 +262,72 @@ def _req(entry: Any, where: str, key: str, typ: type | tuple[type, ...]) -> Any:
 
 
 def _check_segmentation(seg: Any, where: str, h: int, w: int) -> None:
+    """Checks what the schema cannot: an RLE of the image's size whose runs cover it exactly, and
+    polygons near the image whose rasterisation fits :data:`leansam.limits.MEMORY`."""
     if isinstance(seg, Mapping):
-        if "size" not in seg or "counts" not in seg:
-            raise ValueError(f"{where}: RLE segmentation must have 'size' and 'counts'")
-        size = seg["size"]
-        if not isinstance(size, Sequence) or len(size) != 2:
-            raise ValueError(f"{where}: RLE 'size' must be [height, width], got {size!r}")
-        if [int(size[0]), int(size[1])] != [h, w]:
+        size = [int(seg["size"][0]), int(seg["size"][1])]
+        if size != [h, w]:
+            raise ValueError(f"{where}: mask size {size} (H, W) does not match its image entry [{h}, {w}]")
+        counts = seg["counts"]
+        total = sum(counts) if isinstance(counts, list) else _rle_string_total(counts, where)
+        if total != h * w:
             raise ValueError(
-                f"{where}: mask size {list(size)} (H, W) does not match its image entry [{h}, {w}]"
+                f"{where}: RLE counts cover {total} pixels, expected height x width = {h} x {w} = {h * w}"
             )
-        if not isinstance(seg["counts"], str | bytes | list):
-            raise ValueError(f"{where}: RLE 'counts' must be str, bytes or a list of ints")
-    elif isinstance(seg, list):
-        for p in seg:
-            if not isinstance(p, list) or len(p) % 2 or len(p) < 6:
-                raise ValueError(f"{where}: each polygon must be a flat list of >= 3 (x, y) pairs")
-    else:
-        raise ValueError(f"{where}: segmentation must be an RLE object or a list of polygons")
+        return
+    for k, p in enumerate(seg):
+        if len(p) % 2 or len(p) < 6:
+            raise ValueError(
+                f"{where}: segmentation[{k}]: a polygon is a flat list of >= 3 (x, y) pairs, got {len(p)} numbers"
+            )
+    _check_polygons(seg, where, h, w)
+
+
+def _check_polygons(polys: list[list[float]], where: str, h: int, w: int) -> None:
+    """Polygon vertices must lie within one image size of the image (beyond that no pixel of the
+    mask can change); pycocotools rasterises them at 5x along every edge, so the memory is estimated
+    from the edge lengths."""
+    steps = 0.0
+    for k, p in enumerate(polys):
+        xy = np.asarray(p, dtype=np.float64).reshape(-1, 2)
+        bad = np.flatnonzero((xy[:, 0] < -w) | (xy[:, 0] > 2 * w) | (xy[:, 1] < -h) | (xy[:, 1] > 2 * h))
+        if len(bad):
+            j = int(bad[0])
+            raise ValueError(
+                f"{where}: segmentation[{k}][{2 * j}]: vertex ({xy[j, 0]:g}, {xy[j, 1]:g}) is far outside "
+                f"the {w} x {h} image (allowed: x in [{-w}, {2 * w}], y in [{-h}, {2 * h}])"
+            )
+        d = np.abs(np.diff(np.vstack([xy, xy[:1]]), axis=0)).max(axis=1)
+        steps += float(5 * d.sum() + len(xy))
+    # Two int32 coordinate arrays per edge step (x2 for pycocotools' copies), plus the mask.
+    limits.check(limits.MEMORY, 16 * steps + 2 * h * w, f"{where}: rasterising its polygons")
+
+
+def _rle_string_total(counts: str | bytes, where: str) -> int:
+    """Sum of the run lengths of a compressed RLE string (pycocotools' LEB128-like encoding)."""
+    data = counts.encode("ascii", "replace") if isinstance(counts, str) else counts
+    runs: list[int] = []
+    p, n = 0, len(data)
+    while p < n:
+        x = k = 0
+        more = True
+        while more:
+            if p >= n:
+                raise ValueError(f"{where}: RLE counts string ends in the middle of a run length")
+            c = data[p] - 48
+            if not 0 <= c < 64:
+                raise ValueError(f"{where}: RLE counts string has a character outside '0'..'o' at {p}")
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p, k = p + 1, k + 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(runs) > 2:
+            x += runs[-2]
+        if x < 0:
+            raise ValueError(f"{where}: RLE counts string decodes to a negative run length")
+        runs.append(x)
+    return sum(runs)
 
 
 def load_coco(path: str | os.PathLike[str], image_root: str | os.PathLike[str] | None = None) -> CocoDataset:
@@ -292,11 +343,7 @@ def load_coco(path: str | os.PathLike[str], image_root: str | os.PathLike[str] |
     annotations referencing unknown image or category ids.
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
-    return coco_from_data(data, path, image_root)
+    return coco_from_data(validate.read_json(path, "annotations"), path, image_root)
 
 
 def coco_from_data(
@@ -315,9 +362,7 @@ def coco_from_data(
     missing = [k for k in ("images", "annotations", "categories") if k not in data]
     if missing:
         raise ValueError(f"{path}: not a COCO instances file, missing top-level key(s) {missing}")
-    for k in ("images", "annotations", "categories"):
-        if not isinstance(data[k], list):
-            raise ValueError(f"{path}: top-level {k!r} must be a list, got {type(data[k]).__name__}")
+    validate.check(data, COCO_INSTANCES, str(path))
     categories = _read_categories(data["categories"])
     images = _read_images(data["images"])
     anns = _read_annotations(data["annotations"], images, categories)
@@ -351,6 +396,8 @@ def _read_images(entries: list) -> dict[int, CocoImage]:
         w = _req(im, where, "width", int)
         if h <= 0 or w <= 0:
             raise ValueError(f"{where}: width/height must be positive, got {w}x{h}")
+        # A mask of the image is decoded (uint8, then bool) for every annotation of it.
+        limits.check(limits.MEMORY, 2 * h * w, f"{where}: a mask of the {w} x {h} image")
         if "file_name" not in im and isinstance(im.get("coco_url"), str):  # LVIS
             file_name = im["coco_url"].rstrip("/").rsplit("/", 1)[-1]
         else:

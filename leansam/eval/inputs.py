@@ -11,8 +11,6 @@ pycocotools, not LVIS's federated AP.)
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +19,9 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from ..data.coco import CocoDataset, coco_from_data
+from ..data.schemas import DETECTIONS
 from ..io import InputError
+from ..validate import check, read_json
 
 _EXIF_ORIENTATION = 0x0112
 
@@ -52,19 +52,6 @@ class EvalData:
     detections: dict[int, list[Detection]] = field(default_factory=dict)
 
 
-def _read_json(path: Path, what: str) -> Any:
-    if not path.exists():
-        raise InputError(f"{what} file not found: {path}")
-    if not path.is_file():
-        raise InputError(f"{what} path is not a file: {path}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise InputError(f"{path} is not a JSON text file ({what})") from None
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path} is not valid JSON ({what}): {e}") from None
-
-
 def load_annotations(annotations: str | Path, images: str | Path) -> tuple[CocoDataset, dict]:
     """Validated annotations whose images live in ``images``: (dataset, JSON dict).
 
@@ -73,7 +60,7 @@ def load_annotations(annotations: str | Path, images: str | Path) -> tuple[CocoD
             missing keys, masks whose size differs from their image entry, no images listed.
     """
     path, root = Path(annotations), Path(images)
-    data = _read_json(path, "annotations")
+    data = read_json(path, "annotations")
     if not root.exists():
         raise InputError(f"image folder not found: {root}")
     if not root.is_dir():
@@ -105,54 +92,34 @@ def load_detections(path: str | Path, dataset: CocoDataset) -> dict[int, list[De
             non-finite or negative box sizes, image ids or category ids the annotations do not have.
     """
     path = Path(path)
-    data = _read_json(path, "detections")
+    data = read_json(path, "detections")
     if isinstance(data, Mapping) and isinstance(data.get("annotations"), list):
         data = data["annotations"]
     if not isinstance(data, list):
         raise InputError(
             f"{path} is not a COCO results file (expected a JSON list of {{image_id, category_id, bbox, score}})"
         )
+    check(data, DETECTIONS, str(path))
     out: dict[int, list[Detection]] = {}
     unknown_images: set[int] = set()
     unknown_cats: set[int] = set()
     for i, d in enumerate(data):
-        where = f"{path} entry {i}"
-        if not isinstance(d, Mapping):
-            raise InputError(f"{where}: expected an object, got {type(d).__name__}")
-        for key in ("image_id", "bbox", "score"):
-            if key not in d:
-                raise InputError(f"{where}: missing key {key!r}")
         image_id, cat = d["image_id"], d.get("category_id", 1)
-        if isinstance(image_id, bool) or not isinstance(image_id, int):
-            raise InputError(f"{where}: image_id must be an integer, got {image_id!r:.40}")
-        if isinstance(cat, bool) or not isinstance(cat, int):
-            raise InputError(f"{where}: category_id must be an integer, got {cat!r:.40}")
-        bbox, score = d["bbox"], d["score"]
-        if (
-            not isinstance(bbox, list)
-            or len(bbox) != 4
-            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in bbox)
-        ):
-            raise InputError(f"{where}: bbox must be [x, y, width, height] numbers, got {bbox!r:.60}")
-        if not all(math.isfinite(v) for v in bbox) or bbox[2] < 0 or bbox[3] < 0:
-            raise InputError(f"{where}: bbox {bbox} must be finite with width, height >= 0")
-        if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
-            raise InputError(f"{where}: score must be a finite number, got {score!r:.40}")
         if image_id not in dataset.images:
             unknown_images.add(image_id)
             continue
         if cat not in dataset.categories:
             unknown_cats.add(cat)
             continue
-        out.setdefault(image_id, []).append(
-            Detection(
-                image_id,
-                cat,
-                (float(bbox[0]), float(bbox[1]), float(bbox[2]), float(bbox[3])),
-                float(score),
-                i,
+        x, y, bw, bh = (float(v) for v in d["bbox"])
+        img = dataset.images[image_id]
+        if x + bw < 0 or y + bh < 0 or x > img.width or y > img.height:
+            raise InputError(
+                f"{path}: [{i}].bbox: box {d['bbox']} (XYWH) is entirely outside its {img.width} x "
+                f"{img.height} image {img.file_name} (image_id {image_id}): wrong image_id, or boxes in "
+                "another image size?"
             )
-        )
+        out.setdefault(image_id, []).append(Detection(image_id, cat, (x, y, bw, bh), float(d["score"]), i))
     if unknown_images:
         ids = sorted(unknown_images)
         raise InputError(

@@ -112,7 +112,7 @@ def test_detections_for_unknown_image_ids(tiny_models, synth_set, tmp_path, caps
     "dets, pattern",
     [
         ({"x": 1}, "is not a COCO results file"),
-        ([{"image_id": 1, "bbox": [0, 0, 5], "score": 1}], "bbox must be"),
+        ([{"image_id": 1, "bbox": [0, 0, 5], "score": 1}], "[0].bbox: expected [x, y, width, height]"),
         ([{"image_id": 1, "category_id": 77, "bbox": [0, 0, 5, 5], "score": 1}], "category id(s)"),
         ([{"image_id": 1, "bbox": [0, 0, 5, 5]}], "missing key 'score'"),
     ],
