@@ -211,7 +211,9 @@ class OneOf(Schema):
 
 
 def _num(v: float | None) -> str:
-    return str(int(v)) if v is not None and float(v).is_integer() else f"{v:g}"
+    if v is None:
+        return ""
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"
 
 
 def _join(path: str, key: str) -> str:
@@ -328,4 +330,6 @@ def _coerce(v: Any, hint: Any, path: str, source: str) -> Any:
 
 
 def _hint_name(hint: Any) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+    if typing.get_origin(hint) is None and hasattr(hint, "__name__"):
+        return hint.__name__
+    return str(hint).replace("typing.", "").replace("NoneType", "null")

@@ -16,7 +16,6 @@ Coordinates: round points are (x, y) and boxes XYXY, in pixels of the crop.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -185,23 +184,15 @@ class BoxSampler:
 
 
 def _entries_from_json(path: Path) -> list[Any]:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ValueError(f"boxes file not found: {path}") from None
-    except OSError as e:
-        raise ValueError(f"cannot read boxes file {path}: {e}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"boxes file {path} is not valid JSON: {e}") from None
+    from ..data.schemas import BOXES
+    from ..validate import check, read_json
+
+    data = read_json(path, "boxes")
     if isinstance(data, dict):
         if "annotations" not in data:
             raise ValueError(f"boxes file {path}: expected a list of {{'bbox': [x, y, w, h]}} or a COCO dict")
         data = data["annotations"]
-    if not isinstance(data, list):
-        raise ValueError(f"boxes file {path}: expected a JSON list of detections, got {type(data).__name__}")
-    return data
+    return check(data, BOXES, str(path))
 
 
 def _boxes_from_entries(entries: list[Any], where: str, image_id: Any, min_score: float) -> np.ndarray:

@@ -35,8 +35,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-import json
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +46,7 @@ from ..checkpoints import sha256_file
 from ..io import InputError
 from ..models.resnet import PRESETS, ResNetConfig, ResNetEncoder
 from ..models.sam import ImageFeatures, Sam
+from ..validate import dataclass_from_dict, parse_json
 from .data import Prepared, open_source, prepare, sample_indices
 from .losses import dice_loss, focal_loss
 from .prompts import correction_points
@@ -137,24 +138,22 @@ def build_student(spec: str, teacher: Sam, copy_decoder: bool = True) -> Sam:
         if family == "tiny_fpn":
             from ..models.tiny_fpn import TinyFPNConfig, TinyFPNEncoder
 
-            encoder: nn.Module = TinyFPNEncoder(
-                TinyFPNConfig(**{**_tuples(_json(arg)), "out_chans": c, "grid": h})
-            )
+            encoder: nn.Module = TinyFPNEncoder(_config(TinyFPNConfig, arg, spec, out_chans=c, grid=h))
             encoder.init_pos_embed(teacher.prompt_encoder.get_dense_pe())
         elif family == "resnet":
             if arg in PRESETS:
                 rc = dataclasses.replace(PRESETS[arg], out_chans=c, out_stride=stride)
             else:
-                rc = ResNetConfig(**_tuples(_json(arg)), out_chans=c, out_stride=stride)
+                rc = _config(ResNetConfig, arg, spec, out_chans=c, out_stride=stride)
             encoder = ResNetEncoder(rc)
         elif family == "tiny_vit":
             from ..models.tiny_vit import TinyViT, TinyViTConfig
 
-            encoder = TinyViT(TinyViTConfig(**{**_tuples(_json(arg)), "out_chans": c}))
+            encoder = TinyViT(_config(TinyViTConfig, arg, spec, out_chans=c))
         else:
             from ..models.repvit import RepViTConfig, RepViTImageEncoder
 
-            encoder = RepViTImageEncoder(RepViTConfig(**{**_tuples(_json(arg)), "out_channels": c}))
+            encoder = RepViTImageEncoder(_config(RepViTConfig, arg, spec, out_channels=c))
         if teacher.mask_decoder.use_high_res_features and family != "tiny_fpn":
             raise InputError(
                 f"the teacher's decoder upscales with the encoder's skip features, which a {family} student "
@@ -188,18 +187,11 @@ def build_student(spec: str, teacher: Sam, copy_decoder: bool = True) -> Sam:
     return student
 
 
-def _json(text: str) -> dict:
-    try:
-        d = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(f"student config must be JSON: {e}") from None
-    if not isinstance(d, dict):
-        raise InputError("student config must be a JSON object")
-    return d
-
-
-def _tuples(d: dict) -> dict:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+def _config(cls: type, text: str, spec: str, **fixed: Any) -> Any:
+    """The ``cls`` dataclass a ``--student FAMILY:{json}`` gives, checked key by key; ``fixed``
+    are set from the teacher."""
+    source = f"--student {spec.partition(':')[0]}"
+    return dataclass_from_dict(cls, parse_json(text, source), source, fixed=fixed)
 
 
 # --- teacher embedding cache --------------------------------------------------------------------
