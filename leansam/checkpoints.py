@@ -210,8 +210,9 @@ def read_state_dict(
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"cannot read safetensors checkpoint {path} for {who}: {e}") from e
+    source = _unzip_single_checkpoint(path) or path  # sizes checked before anything is inflated
     try:
-        obj = torch.load(_unzip_single_checkpoint(path) or path, map_location="cpu", weights_only=True)
+        obj = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as e:
         text = str(e)
         # Only a disallowed global means "real pickle with foreign objects"; any other
@@ -240,7 +241,12 @@ def _unzip_single_checkpoint(path: Path) -> io.BytesIO | None:
     """
     if not zipfile.is_zipfile(path):
         return None
-    with zipfile.ZipFile(path) as z:
+    try:
+        z = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise CheckpointError(f"checkpoint {path} is a damaged zip archive: {e}") from None
+    with z:
+        _check_zip_sizes(z, path)
         names = z.namelist()
         if any(n.endswith("data.pkl") for n in names):
             return None
@@ -248,6 +254,32 @@ def _unzip_single_checkpoint(path: Path) -> io.BytesIO | None:
         if len(members) != 1:
             return None
         return io.BytesIO(z.read(members[0]))
+
+
+def _check_zip_sizes(z: zipfile.ZipFile, path: Path) -> None:
+    """Refuses a zip whose members declare more than the memory limit in all, or a compressed member
+    that would inflate past the inflate-ratio limit, from the headers alone (nothing is inflated)."""
+    from . import limits
+    from .io import InputError
+
+    infos = z.infolist()
+    try:
+        limits.check(
+            limits.MEMORY,
+            sum(i.file_size for i in infos),
+            f"checkpoint {path}: its zip members (declared sizes)",
+        )
+        for i in infos:
+            if i.compress_type != zipfile.ZIP_STORED and i.file_size > (1 << 20):
+                ratio = i.file_size / max(i.compress_size, 1)
+                limits.check(
+                    limits.INFLATE_RATIO,
+                    ratio,
+                    f"checkpoint {path}: zip member {i.filename} ({limits.fmt_bytes(i.file_size)} from "
+                    f"{limits.fmt_bytes(i.compress_size)}, a zip bomb?)",
+                )
+    except InputError as e:
+        raise CheckpointError(str(e)) from None
 
 
 def _reason(e: Exception) -> str:

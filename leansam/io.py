@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,15 +29,34 @@ class InputError(ValueError):
     """Bad user input (file, image, prompt, option). The CLI prints it as ``error: ...`` and exits 2."""
 
 
-def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Reads an image file as H x W x 3 uint8 RGB, EXIF orientation applied.
+_PILLOW_LIMIT_LOCK = threading.Lock()
 
-    Grayscale, palette, RGBA/LA (composited over white), CMYK and 16-bit images
-    are converted; 16-bit values are scaled to 8 bits (v / 257, rounded).
+
+@contextlib.contextmanager
+def pillow_pixel_limit(max_pixels: int) -> Iterator[None]:
+    """Pillow's decompression-bomb check follows ``max_pixels`` while the block runs.
+
+    Pillow warns above ``Image.MAX_IMAGE_PIXELS`` and refuses above twice that; leansam's own
+    check against ``max_pixels`` is the one users see, so the warning is silenced and the hard
+    limit moved to ``2 * max_pixels``. Pillow checks while opening a file, so hold this briefly.
+    """
+    with _PILLOW_LIMIT_LOCK:
+        old = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = max_pixels
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = old
+
+
+def open_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Opens an image file lazily (header only) with Pillow's bomb check at ``max_pixels``.
 
     Raises:
-        InputError: missing file, not an image, truncated/corrupt data, zero size,
-            or more than ``max_pixels`` pixels (decompression bomb).
+        InputError: missing file, not an image, a header or metadata chunk Pillow cannot read
+            (e.g. a PNG text chunk inflating past Pillow's limit), or more than ``max_pixels`` pixels.
     """
     path = Path(path)
     if not path.exists():
@@ -44,32 +64,58 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
     if not path.is_file():
         raise InputError(f"not a file: {path}")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with pillow_pixel_limit(max_pixels):
             img = Image.open(path)
     except UnidentifiedImageError:
         raise InputError(f"{path} is not an image file (or its format is not supported)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InputError(f"{path} is too large to decode safely (decompression bomb?)") from None
-    except OSError as e:
-        raise InputError(f"cannot read {path}: {e}") from None
-    with img:
-        w, h = img.size
-        if w == 0 or h == 0:
-            raise InputError(f"{path} has zero size ({w} x {h})")
-        if w * h > max_pixels:
-            raise InputError(
-                f"{path} is {w} x {h} = {w * h} pixels, above the limit of {max_pixels} "
-                f"(a decompression bomb, or raise the limit with --max-pixels)"
-            )
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                img.load()
-                img = ImageOps.exif_transpose(img)
-        except (OSError, SyntaxError, ValueError) as e:
-            raise InputError(f"{path} is truncated or corrupt: {e}") from None
-        return _to_rgb8(img)
+    except Image.DecompressionBombError:
+        raise InputError(
+            f"{path} is more than 2x above the limit of {max_pixels} pixels "
+            "(a decompression bomb, or raise the limit with --max-pixels)"
+        ) from None
+    except Exception as e:  # any failure while parsing untrusted headers is a bad file
+        raise InputError(f"cannot read {path}: {_reason(e)}") from None
+    w, h = img.size
+    if w <= 0 or h <= 0:
+        img.close()
+        raise InputError(f"{path} has zero size ({w} x {h})")
+    if w * h > max_pixels:
+        img.close()
+        raise InputError(
+            f"{path} is {w} x {h} = {w * h} pixels, above the limit of {max_pixels} "
+            f"(a decompression bomb, or raise the limit with --max-pixels)"
+        )
+    return img
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
+
+
+def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Reads an image file as H x W x 3 uint8 RGB, EXIF orientation applied.
+
+    Grayscale, palette, RGBA/LA (composited over white), CMYK and 16-bit images
+    are converted; 16-bit values are scaled to 8 bits (v / 257, rounded). ``max_pixels`` is the
+    only size limit (Pillow's own bomb check follows it).
+
+    Raises:
+        InputError: missing file, not an image, truncated/corrupt data, zero size,
+            or more than ``max_pixels`` pixels (decompression bomb).
+    """
+    img = open_image(path, max_pixels)
+    try:
+        with img, pillow_pixel_limit(max_pixels):
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return _to_rgb8(img)
+    except InputError:
+        raise
+    except MemoryError:
+        raise InputError(f"not enough memory to decode {path} ({img.size[0]} x {img.size[1]})") from None
+    except Exception as e:  # corrupt or truncated data, in whichever way the decoder notices
+        raise InputError(f"{path} is truncated or corrupt: {_reason(e)}") from None
 
 
 def _to_rgb8(img: Image.Image) -> np.ndarray:
@@ -96,8 +142,20 @@ def _to_rgb8(img: Image.Image) -> np.ndarray:
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, rgba)
-    rgb = np.asarray(img.convert("RGB"))
-    return np.array(rgb, dtype=np.uint8, copy=True, order="C")
+    if mode != "RGB":
+        img = img.convert("RGB")
+    return _rgb_array(img)
+
+
+def _rgb_array(img: Image.Image, band_pixels: int = 1 << 22) -> np.ndarray:
+    """An RGB image as a writable H x W x 3 uint8 array, copied in row bands so that only one
+    full-size copy exists besides Pillow's own."""
+    w, h = img.size
+    out = np.empty((h, w, 3), dtype=np.uint8)
+    rows = max(1, band_pixels // max(w, 1))
+    for y in range(0, h, rows):
+        out[y : y + rows] = np.asarray(img.crop((0, y, w, min(h, y + rows))))
+    return out
 
 
 @contextlib.contextmanager

@@ -96,6 +96,10 @@ def longest_side_shape(size: tuple[int, int], side: int) -> tuple[int, int]:
     return int(h * scale + 0.5), int(w * scale + 0.5)
 
 
+#: Images above this many pixels are resized one channel at a time (bounded memory).
+LARGE_IMAGE_PIXELS = 1 << 24
+
+
 def preprocess(image: np.ndarray, t: ImageTransform) -> torch.Tensor:
     """H x W x 3 uint8 RGB -> 1 x 3 x S x S float32 encoder input (S = ``t.encoder_size``)."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -110,6 +114,10 @@ def preprocess(image: np.ndarray, t: ImageTransform) -> torch.Tensor:
         x = _to_tensor(image)
         if t.input_scale != 1.0:
             x = x * t.input_scale
+    elif (new_h, new_w) != (h, w) and h * w > LARGE_IMAGE_PIXELS:
+        # One channel at a time, so that one full-size float plane exists instead of three (and
+        # their scaled copy); equal to the three-channel call up to float rounding.
+        x = torch.cat([_resized_channel(image, c, (new_h, new_w), t) for c in range(3)], dim=1)
     else:
         x = _to_tensor(image)
         if t.input_scale != 1.0:
@@ -128,6 +136,17 @@ def preprocess(image: np.ndarray, t: ImageTransform) -> torch.Tensor:
         # Pad after normalising: the padding is 0 in normalised units, as upstream.
         x = F.pad(x, (0, s - new_w, 0, s - new_h))
     return x.contiguous()
+
+
+def _resized_channel(image: np.ndarray, c: int, size: tuple[int, int], t: ImageTransform) -> torch.Tensor:
+    """Channel ``c`` of an H x W x 3 uint8 image, scaled by ``t.input_scale`` and resized to
+    ``size``: 1 x 1 x h x w float32."""
+    plane = torch.from_numpy(np.ascontiguousarray(image[..., c])).float()[None, None]
+    if t.input_scale != 1.0:
+        plane.mul_(t.input_scale)
+    return F.interpolate(
+        plane, size, mode="bilinear", align_corners=False, antialias=t.interpolation == "bilinear_antialias"
+    )
 
 
 def _to_tensor(image: np.ndarray) -> torch.Tensor:

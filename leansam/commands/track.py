@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import InputError
+from ..io import InputError, open_image
 from .common import log, parse_box, parse_point, positive_int
 
 
@@ -67,7 +67,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _prompts(args: argparse.Namespace, h: int, w: int, n_frames: int | None) -> dict[int, list]:
     """frame -> [Prompt], clicks of one object on one frame merged; masks read and size-checked."""
-    from PIL import Image
 
     from ..video.stream import Prompt
 
@@ -79,11 +78,11 @@ def _prompts(args: argparse.Namespace, h: int, w: int, n_frames: int | None) -> 
         d.setdefault("points", []).append((x, y))
         d.setdefault("labels", []).append(label)
     for frame, png, obj in args.mask:
-        try:
-            with Image.open(png) as im:
+        with open_image(png) as im:
+            try:
                 mask = np.asarray(im.convert("L")) > 0
-        except OSError as e:
-            raise InputError(f"cannot read mask {png}: {e}") from None
+            except Exception as e:  # corrupt data, in whichever way the decoder notices
+                raise InputError(f"cannot read mask {png}: {e}") from None
         if mask.shape != (h, w):
             raise InputError(f"mask {png} is {mask.shape[1]}x{mask.shape[0]}, the video is {w}x{h}")
         merged.setdefault((frame, obj), {})["mask"] = mask

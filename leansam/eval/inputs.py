@@ -16,11 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
-
 from ..data.coco import CocoDataset, coco_from_data
 from ..data.schemas import DETECTIONS
-from ..io import InputError
+from ..io import InputError, open_image
 from ..validate import check, read_json
 
 _EXIF_ORIENTATION = 0x0112
@@ -148,17 +146,12 @@ def image_header_size(path: Path) -> tuple[int, int]:
     """
     if not path.is_file():
         raise InputError(f"image file not found: {path}")
-    try:
-        with Image.open(path) as img:
-            w, h = img.size
-            try:
-                orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
-            except Exception:  # a broken EXIF block: PIL ignores it when decoding too
-                orientation = 1
-    except UnidentifiedImageError:
-        raise InputError(f"{path} is not an image file (or its format is not supported)") from None
-    except OSError as e:
-        raise InputError(f"cannot read {path}: {e}") from None
+    with open_image(path) as img:
+        w, h = img.size
+        try:
+            orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+        except Exception:  # a broken EXIF block: PIL ignores it when decoding too
+            orientation = 1
     if orientation in (5, 6, 7, 8):
         w, h = h, w
     return h, w
