@@ -35,9 +35,9 @@ class Limit:
     what: str
 
 
-MEMORY = Limit("LEANSAM_MAX_MEMORY", 8 * GIB, "bytes", "estimated memory of one decode step")
-JSON_BYTES = Limit("LEANSAM_MAX_JSON_BYTES", 4 * GIB, "bytes", "size of a JSON input file")
-INFLATE_RATIO = Limit("LEANSAM_MAX_INFLATE_RATIO", 50, "", "uncompressed / compressed size of a zip member")
+MEMORY = Limit("LEANSAM_MAX_MEMORY", 8 * GIB, "bytes", "memory")
+JSON_BYTES = Limit("LEANSAM_MAX_JSON_BYTES", 4 * GIB, "bytes", "JSON file size")
+INFLATE_RATIO = Limit("LEANSAM_MAX_INFLATE_RATIO", 50, "", "zip inflate-ratio")
 ALL: tuple[Limit, ...] = (MEMORY, JSON_BYTES, INFLATE_RATIO)
 
 _SUFFIXES = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -86,6 +86,11 @@ def check(limit: Limit, estimate: float, what: str) -> None:
     if estimate <= cap:
         return
     shown = fmt_bytes if limit.unit == "bytes" else (lambda v: f"{v:g}")
+    if limit.unit == "bytes" and estimate > 1 << 50:
+        raise InputError(
+            f"{what} needs more than 1 PiB, beyond any machine (the {limit.what} limit is "
+            f"{shown(cap)}, {limit.env}); use smaller values"
+        )
     raise InputError(
         f"{what} needs about {shown(estimate)}, above the {limit.what} limit of {shown(cap)} "
         f"({limit.env}); if that is expected and the machine has the memory, raise it, "

@@ -71,8 +71,16 @@ def test_grid_strategy_runs_with_progress(tmp_path, mobile_sam_ckpt, mobile_sam_
         (["--strategy", "boxes", "--boxes", "dets.json"], "{not json", "bad boxes file"),
         (["--strategy", "boxes", "--boxes", "dets.json"], '[{"bbox": [900, 900, 50, 50]}]', "bad boxes file"),
         (["--strategy", "boxes", "--boxes", "dets.json"], "", "not valid JSON"),  # empty file
-        (["--strategy", "boxes", "--boxes", "dets.json"], '[{"box": [1, 2, 3, 4]}]', "[0]: missing key 'bbox'"),
-        (["--strategy", "boxes", "--boxes", "dets.json"], '[{"bbox": [1, 2, 3]}]', "[0].bbox: expected [x, y, width, height]"),
+        (
+            ["--strategy", "boxes", "--boxes", "dets.json"],
+            '[{"box": [1, 2, 3, 4]}]',
+            "[0]: missing key 'bbox'",
+        ),
+        (
+            ["--strategy", "boxes", "--boxes", "dets.json"],
+            '[{"bbox": [1, 2, 3]}]',
+            "[0].bbox: expected [x, y, width, height]",
+        ),
         (["--strategy", "boxes", "--boxes", "dets.json"], '[{"bbox": [10, 10, 0, 20]}]', "has no area"),
         (["--strategy", "boxes", "--boxes", "missing.json"], None, "not found"),
         (["--points-per-side", "0"], None, "must be positive"),

@@ -56,6 +56,7 @@ def _image_id(text: str | None) -> object:
 
 def run(args: argparse.Namespace) -> int:
     from ..everything import AutomaticMaskGenerator, load_boxes
+    from ..everything.options import GeneratorOptions, check_memory
 
     if args.strategy == "boxes" and not args.boxes:
         raise InputError("--strategy boxes needs --boxes FILE (COCO-style detections with bbox XYWH)")
@@ -85,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         "progress": True,
     }
     try:  # before loading the model: bad options are one error line, nothing else
+        check_memory(GeneratorOptions.from_kwargs(**options), (h, w), AutomaticMaskGenerator.mask_chunk)
         AutomaticMaskGenerator.check_options(args.strategy, **options)
     except ValueError as e:
         raise InputError(str(e)) from None

@@ -29,7 +29,7 @@ import torch
 
 from ..interface import ImageFeatures, PromptableModel
 from . import ops
-from .options import STRATEGIES, GeneratorOptions, make_sampler
+from .options import STRATEGIES, GeneratorOptions, check_memory, make_sampler
 from .records import MaskSet, make_non_overlapping, remove_small_regions, to_records
 from .samplers import BoxSampler, BoxSource, PromptRound, PromptSampler, load_boxes
 
@@ -164,6 +164,7 @@ class AutomaticMaskGenerator:
         start = time.perf_counter()
         image = self._check_image(image)
         size = (int(image.shape[0]), int(image.shape[1]))
+        check_memory(self.options, size, self.mask_chunk)
         stats = self.last_stats = GenerateStats(strategy=self.strategy)
         sampler = self.sampler
         if self.strategy == "boxes" and sampler is None:

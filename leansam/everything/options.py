@@ -155,11 +155,52 @@ def make_sampler(strategy: str | PromptSampler, o: GeneratorOptions) -> tuple[st
     if strategy == "hierarchical":
         if o.point_grids is not None:
             raise ValueError("hierarchical sampling builds its own grids; point_grids is not supported")
+        check_memory(o, (0, 0))
         return strategy, HierarchicalSampler(
             o.points_per_side, o.high_score_thresh, o.crop_n_points_downscale_factor
         )
+    check_memory(o, (0, 0))  # the prompt grids, before they are built
     if o.point_grids is not None:
         return strategy, GridSampler(o.point_grids)
     return strategy, GridSampler.from_points_per_side(
         o.points_per_side, o.crop_n_layers, o.crop_n_points_downscale_factor
     )
+
+
+def memory_estimate(o: GeneratorOptions, image_size: tuple[int, int], mask_chunk: int = 32) -> int:
+    """Bytes the generator needs about at its peak for an image of ``image_size`` (H, W).
+
+    The terms: the prompts of every crop (coordinates and per-prompt bookkeeping, ~64 bytes each),
+    one batch of low-resolution logits (``points_per_batch`` x 3 x 256 x 256 float32) and one
+    chunk of ``mask_chunk`` masks upscaled to the full image (float32 logits, their threshold and
+    the stability score's comparisons: ~8 bytes per pixel per mask).
+    """
+    h, w = image_size
+    layers = min(int(o.crop_n_layers), 64)  # 4**64 crops is far past any limit already
+    factor = int(o.crop_n_points_downscale_factor)
+    if o.point_grids is not None:
+        per_layer = [len(g) for g in o.point_grids]
+        points = sum(4**i * per_layer[min(i, len(per_layer) - 1)] for i in range(layers + 1))
+    elif o.points_per_side is not None:
+        pps = int(o.points_per_side)
+        points = sum(4**i * max(1, pps // factor**i) ** 2 for i in range(layers + 1))
+    else:
+        points = 0
+    batch = max(int(o.points_per_batch), int(o.box_batch_size)) * 3 * 256 * 256 * 4
+    return int(points * 64 + batch + mask_chunk * h * w * 8)
+
+
+def check_memory(o: GeneratorOptions, image_size: tuple[int, int], mask_chunk: int = 32) -> None:
+    """Refuses options whose :func:`memory_estimate` is above ``LEANSAM_MAX_MEMORY``.
+
+    Raises:
+        leansam.io.InputError (a ValueError): naming the options, the estimate and how to raise the limit.
+    """
+    from .. import limits
+
+    h, w = image_size
+    what = (
+        f"segment-everything on a {w} x {h} image with points_per_side={o.points_per_side}, "
+        f"crop_n_layers={o.crop_n_layers}, points_per_batch={o.points_per_batch}"
+    )
+    limits.check(limits.MEMORY, memory_estimate(o, image_size, mask_chunk), what)

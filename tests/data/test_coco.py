@@ -163,8 +163,14 @@ def _mutate(fn: Any) -> dict[str, Any]:
         ({"images": []}, r"missing top-level key\(s\) \['annotations', 'categories'\]"),
         (_mutate(lambda d: d.update(images={})), "images: expected a list, got an object"),
         (_mutate(lambda d: d["images"][0].pop("width")), r"images\[0\]: missing key 'width'"),
-        (_mutate(lambda d: d["images"][0].update(height="20")), r'images\[0\].height: expected an integer.*got "20"'),
-        (_mutate(lambda d: d["images"][0].update(height=0)), r"images\[0\].height: expected an integer in \[1, .*got 0"),
+        (
+            _mutate(lambda d: d["images"][0].update(height="20")),
+            r'images\[0\].height: expected an integer.*got "20"',
+        ),
+        (
+            _mutate(lambda d: d["images"][0].update(height=0)),
+            r"images\[0\].height: expected an integer in \[1, .*got 0",
+        ),
         (_mutate(lambda d: d["images"].append(dict(d["images"][0]))), "duplicate image id 7"),
         (_mutate(lambda d: d["annotations"][0].update(image_id=99)), "unknown image_id 99"),
         (_mutate(lambda d: d["annotations"][0].update(category_id=5)), "unknown category_id 5"),
@@ -175,7 +181,10 @@ def _mutate(fn: Any) -> dict[str, Any]:
             r"mask size \[30, 20\] \(H, W\) does not match its image entry \[20, 30\]",
         ),
         (_mutate(lambda d: d["annotations"][1].update(segmentation=[[1, 2, 3]])), "polygon"),
-        (_mutate(lambda d: d["annotations"][0].update(bbox=[1, 2])), r"annotations\[0\].bbox: expected \[x, y, width"),
+        (
+            _mutate(lambda d: d["annotations"][0].update(bbox=[1, 2])),
+            r"annotations\[0\].bbox: expected \[x, y, width",
+        ),
         (_mutate(lambda d: d["categories"][0].pop("name")), r"categories\[0\]: missing key 'name'"),
     ],
 )
