@@ -32,6 +32,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", required=True, help="folder the annotations' file_name entries are in")
     p.add_argument("--annotations", required=True, help="COCO (or LVIS) instances JSON")
     p.add_argument(
+        "--allow-outside-images",
+        action="store_true",
+        help="read file_name entries outside --images (absolute, '..', symlinks out): trusted files only",
+    )
+    p.add_argument(
         "--prompt",
         choices=PROMPT_KINDS,
         default="box",
@@ -77,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         fresh=args.fresh,
         trust_pickle=args.trust_pickle,
+        allow_outside_images=args.allow_outside_images,
     )
     result = evaluate(cfg)
     import os

@@ -26,13 +26,14 @@ import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath, PureWindowsPath
 from typing import Any
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
 from .. import limits, validate
+from ..io import InputError
 from .schemas import COCO_INSTANCES
 
 __all__ = [
@@ -169,6 +170,31 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
 # --------------------------------------------------------------------------- dataset
 
 
+class OutsideRootError(InputError):
+    """An image path from an annotation file points outside the image folder."""
+
+
+def check_inside(root: Path, name: str, where: str) -> None:
+    """Refuses a relative file name ``name`` that leaves ``root`` (absolute, ``..``, or a symlink out).
+
+    Raises:
+        OutsideRootError: naming ``where`` and the opt-out flag.
+    """
+    hint = "(pass --allow-outside-images if the annotation file is trusted)"
+    pure = PurePath(name)
+    if pure.is_absolute() or PureWindowsPath(name).is_absolute() or PureWindowsPath(name).drive:
+        raise OutsideRootError(f"{where} {name!r} is an absolute path, not inside the image folder {hint}")
+    if ".." in pure.parts or ".." in PureWindowsPath(name).parts:
+        raise OutsideRootError(f"{where} {name!r} climbs out of the image folder with '..' {hint}")
+    try:
+        real_root = root.resolve()
+        real = (root / name).resolve()
+    except (OSError, RuntimeError, ValueError) as e:  # a symlink loop, a NUL byte
+        raise OutsideRootError(f"{where} {name!r} cannot be resolved: {e}") from None
+    if not real.is_relative_to(real_root):
+        raise OutsideRootError(f"{where} {name!r} is a symlink to {real}, outside {real_root} {hint}")
+
+
 @dataclass(frozen=True)
 class CocoImage:
     """One ``images`` entry. ``width``/``height`` in pixels."""
@@ -213,6 +239,7 @@ class CocoDataset:
     annotations: list[CocoAnnotation]
     categories: dict[int, str]
     info: dict[str, Any] = field(default_factory=dict)
+    allow_outside_root: bool = False
     _by_image: dict[int, list[CocoAnnotation]] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -232,8 +259,17 @@ class CocoDataset:
         return self._by_image[image_id]
 
     def image_path(self, image_id: int) -> Path:
-        """Absolute-or-relative path of the image file (``image_root / file_name``)."""
-        return self.image_root / self.images[image_id].file_name
+        """Path of the image file, ``image_root / file_name``.
+
+        Raises:
+            OutsideRootError: unless ``allow_outside_root``, a ``file_name`` that is absolute, climbs
+                with ``..`` or resolves (through symlinks) outside ``image_root``.
+        """
+        name = self.images[image_id].file_name
+        path = self.image_root / name
+        if not self.allow_outside_root:
+            check_inside(self.image_root, name, f"{self.path.name}: image id {image_id}: file_name")
+        return path
 
     def mask(self, ann: CocoAnnotation) -> np.ndarray:
         """Decode one annotation to an ``(H, W)`` bool mask of its image's size."""

@@ -63,6 +63,8 @@ class EvalConfig:
         progress: tqdm progress bar on stderr.
         fresh: discard cached per-image results in ``out`` instead of resuming.
         trust_pickle: allow pickled-object checkpoints.
+        allow_outside_images: read ``file_name`` entries that leave ``images`` (absolute, ``..``,
+            symlinks out); refused by default.
     """
 
     model: str
@@ -79,6 +81,7 @@ class EvalConfig:
     progress: bool = False
     fresh: bool = False
     trust_pickle: bool = False
+    allow_outside_images: bool = False
 
     def run_identity(self) -> dict[str, Any]:
         """What makes cached per-image results reusable (not limit, device or batch size)."""
@@ -214,7 +217,7 @@ def _precheck(data: EvalData, ids: list[int]) -> dict[int, dict[str, Any]]:
     failed: dict[int, dict[str, Any]] = {}
     mismatched = []
     for i in ids:
-        path = ds.image_path(i)
+        path = ds.image_path(i)  # raises for a path outside the image folder
         try:
             hw = image_header_size(path)
         except InputError as e:
@@ -344,7 +347,7 @@ def _load_data(cfg: EvalConfig) -> tuple[EvalData, list[int], dict[int, dict[str
         raise InputError(str(e)) from None
     if cfg.limit is not None and cfg.limit <= 0:
         raise InputError(f"--limit must be positive, got {cfg.limit}")
-    dataset, gt = load_annotations(cfg.annotations, cfg.images)
+    dataset, gt = load_annotations(cfg.annotations, cfg.images, cfg.allow_outside_images)
     data = EvalData(dataset, gt)
     if cfg.detections is not None:
         data.detections = load_detections(cfg.detections, dataset)

@@ -50,8 +50,12 @@ class EvalData:
     detections: dict[int, list[Detection]] = field(default_factory=dict)
 
 
-def load_annotations(annotations: str | Path, images: str | Path) -> tuple[CocoDataset, dict]:
+def load_annotations(
+    annotations: str | Path, images: str | Path, allow_outside: bool = False
+) -> tuple[CocoDataset, dict]:
     """Validated annotations whose images live in ``images``: (dataset, JSON dict).
+
+    Image paths stay inside ``images`` (see :meth:`CocoDataset.image_path`) unless ``allow_outside``.
 
     Raises:
         InputError: missing file or folder, not JSON, not a COCO instances file, entries with
@@ -76,6 +80,7 @@ def load_annotations(annotations: str | Path, images: str | Path) -> tuple[CocoD
         ) from None
     if not len(dataset):
         raise InputError(f"{path} lists no images")
+    dataset.allow_outside_root = allow_outside
     return dataset, data
 
 
