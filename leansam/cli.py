@@ -1,7 +1,9 @@
 """The ``leansam`` command line: a thin layer over the library.
 
 Every command reports bad input as one line ``error: ...`` on stderr and exits
-with status 2, without a traceback and without writing partial outputs.
+with status 2, without a traceback and without writing partial outputs; a file-system
+failure (full disk, read-only folder) is one ``error:`` line with status 1; SIGINT
+(status 130) and SIGTERM (status 143) clean up the same way.
 Progress and timings go to stderr; results go to files (or stdout for listings).
 """
 
@@ -15,6 +17,8 @@ from collections.abc import Sequence
 from .io import InputError
 
 EXIT_USAGE = 2
+#: The file system refused a write or read (full disk, read-only folder, permissions).
+EXIT_OS = 1
 
 
 class _Parser(argparse.ArgumentParser):
@@ -77,23 +81,58 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     from .checkpoints import CheckpointError
+    from .outputs import OutputError
     from .registry import UnknownModelError
 
     start = time.perf_counter()
+    previous = _handle_sigterm()
     try:
         if getattr(args, "threads", None):
             import torch
 
             torch.set_num_threads(args.threads)
         return _command_modules()[args.command].run(args)
+    except OutputError as e:
+        sys.stderr.write(f"error: {_one_line(e)}\n")
+        return EXIT_OS
     except (InputError, CheckpointError, UnknownModelError) as e:
         sys.stderr.write(f"error: {_one_line(e)}\n")
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        sys.stderr.write(
-            f"error: interrupted after {time.perf_counter() - start:.1f} s; nothing was written\n"
-        )
-        return 130
+    except KeyboardInterrupt as e:
+        what = "terminated" if isinstance(e, Terminated) else "interrupted"
+        sys.stderr.write(f"error: {what} after {time.perf_counter() - start:.1f} s; nothing was written\n")
+        return 143 if isinstance(e, Terminated) else 130
+    except OSError as e:  # the file system refused (full disk, read-only, permissions): no traceback
+        where = f" ({e.filename})" if e.filename else ""
+        sys.stderr.write(f"error: {e.strerror or _one_line(e)}{where}; the command stopped\n")
+        return EXIT_OS
+    finally:
+        _restore_sigterm(previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every ``finally`` and ``except BaseException`` cleans up."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def _handle_sigterm() -> object:
+    """Installs the SIGTERM handler (main thread only); returns the previous one."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def _restore_sigterm(previous: object) -> None:
+    import signal
+
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _one_line(e: BaseException) -> str:

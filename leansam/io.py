@@ -4,7 +4,7 @@
 models expect, in the orientation a viewer displays (EXIF rotation applied), and
 raises :class:`InputError` with one readable sentence for everything else.
 Writers go through a temporary file and an atomic rename, so an interrupted
-run never leaves a half-written output.
+run never leaves a half-written output; output folders are :class:`leansam.outputs.OutputDir`.
 """
 
 from __future__ import annotations
@@ -186,49 +186,3 @@ def write_png(dest: str | Path, array: np.ndarray) -> None:
         array = array.astype(np.uint8) * 255
     with atomic_path(dest) as tmp:
         Image.fromarray(array).save(tmp, format="PNG")
-
-
-class OutputDir:
-    """Stages outputs in a hidden temporary folder and moves them into ``dest`` on :meth:`commit`.
-
-    Nothing appears in ``dest`` before every file was written. Files of an
-    earlier leansam run in ``dest`` that the new run does not produce (e.g. extra
-    ``mask_*.png``) are removed; unrelated files are left alone.
-    """
-
-    def __init__(self, dest: str | Path, owned_patterns: tuple[str, ...] = ("mask_*.png",)) -> None:
-        self.dest = Path(dest)
-        if self.dest.exists() and not self.dest.is_dir():
-            raise InputError(f"output path {self.dest} exists and is not a folder")
-        self.dest.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(dir=self.dest.parent, prefix=f".{self.dest.name}.tmp-"))
-        self.owned_patterns = owned_patterns
-
-    def path(self, name: str) -> Path:
-        return self.tmp / name
-
-    def commit(self) -> None:
-        self.dest.mkdir(parents=True, exist_ok=True)
-        new = {p.name for p in self.tmp.iterdir()}
-        for pattern in self.owned_patterns:
-            for old in self.dest.glob(pattern):
-                if old.name not in new:
-                    old.unlink()
-        # The manifest-like files (json) are moved last so they never describe missing files.
-        for p in sorted(self.tmp.iterdir(), key=lambda p: (p.suffix == ".json", p.name)):
-            os.replace(p, self.dest / p.name)
-        self.tmp.rmdir()
-
-    def discard(self) -> None:
-        for p in self.tmp.iterdir():
-            p.unlink()
-        self.tmp.rmdir()
-
-    def __enter__(self) -> OutputDir:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.discard()

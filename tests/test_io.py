@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from leansam.io import InputError, OutputDir, load_image
+from leansam.io import InputError, load_image
+from leansam.outputs import OutputDir
 
 
 @pytest.fixture
@@ -126,13 +127,17 @@ def test_output_dir_is_all_or_nothing(tmp_path):
     dest = tmp_path / "out"
     dest.mkdir()
     (dest / "mine.txt").write_text("user file")
-    (dest / "mask_009.png").write_text("stale")
     with pytest.raises(RuntimeError), OutputDir(dest) as out:
         out.path("mask_000.png").write_text("new")
         raise RuntimeError("boom")
-    assert sorted(p.name for p in dest.iterdir()) == ["mask_009.png", "mine.txt"]  # untouched
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no temp left behind
+    assert sorted(p.name for p in dest.iterdir()) == ["mine.txt"]  # untouched
+    assert not [p for p in dest.iterdir() if p.name.startswith(".leansam-stage")]  # no temp left behind
     with OutputDir(dest) as out:
+        for name in ("mask_000.png", "mask_009.png", "masks.json"):
+            out.path(name).write_text("first run")
+    with OutputDir(dest) as out:  # a run writing fewer masks removes leansam's stale mask_009.png
         out.path("mask_000.png").write_text("new")
         out.path("masks.json").write_text("{}")
-    assert sorted(p.name for p in dest.iterdir()) == ["mask_000.png", "masks.json", "mine.txt"]
+    names = sorted(p.name for p in dest.iterdir())
+    assert names == [".leansam-outputs.json", "mask_000.png", "masks.json", "mine.txt"]
+    assert (dest / "mine.txt").read_text() == "user file"

@@ -83,6 +83,23 @@ def add_image_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_overwrite_arg(p: argparse.ArgumentParser) -> None:
+    """``--overwrite``: let ``--out`` replace files of the output names that leansam did not write."""
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace files in --out with the output names even if leansam did not write them "
+        "(other files are never touched)",
+    )
+
+
+def preflight_output(args: argparse.Namespace, owned_patterns: tuple[str, ...]) -> None:
+    """Refuses ``--out`` before any work (see :class:`leansam.outputs.OutputDir`; nothing is created)."""
+    from ..outputs import OutputDir
+
+    OutputDir(args.out, overwrite=args.overwrite, owned_patterns=owned_patterns).discard()
+
+
 def log(msg: str) -> None:
     """Progress and timing lines go to stderr, keeping stdout for results."""
     sys.stderr.write(msg + "\n")

@@ -9,15 +9,20 @@ import numpy as np
 import torch
 
 from ..data.coco import decode_mask
-from ..io import InputError, OutputDir, load_image, write_json, write_png
+from ..io import InputError, load_image, write_json, write_png
+from ..outputs import OutputDir
 from ..visualize import draw_overlay
 from .common import (
     add_image_args,
     add_model_args,
+    add_overwrite_arg,
     log,
     resolve_model_name,
 )
 from .export import add_backend_args, describe_backend, model_for_backend
+
+#: The names this command writes in --out.
+OWNED = ("mask_*.png", "masks.json", "overlay.png")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -44,6 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--non-overlapping", action="store_true", help="no duplicates: each pixel in at most one mask"
     )
     p.add_argument("--out", default="out", help="output folder (default ./out)")
+    add_overwrite_arg(p)
     add_model_args(p)
     add_backend_args(p)
 
@@ -90,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         AutomaticMaskGenerator.check_options(args.strategy, **options)
     except ValueError as e:
         raise InputError(str(e)) from None
-    out = OutputDir(args.out)
+    out = OutputDir(args.out, args.overwrite, OWNED, command="leansam everything")
     try:
         model = model_for_backend(args, name)
         name = model.name or name

@@ -11,10 +11,17 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 from ..io import InputError
-from .common import add_model_args, describe_checkpoint, log, model_from_args, resolve_model_name
+from .common import (
+    add_model_args,
+    add_overwrite_arg,
+    describe_checkpoint,
+    log,
+    model_from_args,
+    preflight_output,
+    resolve_model_name,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "prompts, boxes as an input) with leansam metadata; docs/deployment.md describes them.",
     )
     o.add_argument("--out", required=True, help="output folder")
+    add_overwrite_arg(o)
     o.add_argument("--opset", type=int, default=20, help="ONNX opset (>= 17; default 20)")
     o.add_argument(
         "--upscale",
@@ -57,8 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if args.opset < 17:
         raise InputError(f"--opset must be at least 17, not {args.opset}")
     name = resolve_model_name(args)
-    if Path(args.out).exists() and not Path(args.out).is_dir():  # fail before the slow model load
-        raise InputError(f"output path {args.out} exists and is not a folder")
+    preflight_output(args, ("encoder.onnx*", "decoder.onnx*"))  # before the slow model load
     config = OnnxExportConfig(
         opset=args.opset,
         encoder=not args.decoder_only,
@@ -69,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     )
     model = model_from_args(args, name)
     t = time.perf_counter()
-    out = export_onnx(model, args.out, config=config)
+    out = export_onnx(model, args.out, config=config, overwrite=args.overwrite)
     log(f"exported {name} in {time.perf_counter() - t:.1f} s (checkpoint: {describe_checkpoint(args, name)})")
     for f in out.files:
         log(f"  {f}  ({f.stat().st_size / 1e6:.1f} MB)")

@@ -19,7 +19,15 @@ import argparse
 import dataclasses
 
 from ..io import InputError
-from .common import add_model_args, log, model_from_args, positive_int, resolve_model_name
+from .common import (
+    add_model_args,
+    add_overwrite_arg,
+    log,
+    model_from_args,
+    positive_int,
+    preflight_output,
+    resolve_model_name,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -38,6 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--calib", default=None, help="folder of calibration images (tinysam, ort-static)")
     p.add_argument("--out", required=True, help="output folder")
+    add_overwrite_arg(p)
     p.add_argument("--config", default=None, help="JSON file with the method's config (docs/compression.md)")
     p.add_argument("--num-calib", type=positive_int, default=None, help="calibration images used (default 8)")
     p.add_argument(
@@ -89,12 +98,10 @@ def _config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     name = resolve_model_name(args)
     cfg = _config(args)
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise InputError(f"output path {args.out} exists and is not a folder")
+    preflight_output(args, ("model.pt", "quantization.json", "encoder*.onnx", "decoder*.onnx"))
     if args.method != "tinysam":
         from ..compress.ort import require_onnxruntime
 
@@ -117,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
             raise InputError("int8 quantization runs on the CPU; leave --device at cpu")
         model = model_from_args(args, name)
         report = quantize_(model, cfg, calib, log=log)
-        save_quantized(model, args.out)
+        save_quantized(model, args.out, overwrite=args.overwrite)
         log(report.summary())
     else:
         from ..compress.ort import quantize_onnx
@@ -130,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
             checkpoint=args.checkpoint,
             trust_pickle=args.trust_pickle,
             log=log,
+            overwrite=args.overwrite,
         )
         log(result.summary())
     log(

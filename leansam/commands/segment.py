@@ -9,12 +9,14 @@ import numpy as np
 import torch
 
 from ..data.coco import encode_mask, mask_bbox
-from ..io import InputError, OutputDir, load_image, write_json, write_png
+from ..io import InputError, load_image, write_json, write_png
+from ..outputs import OutputDir
 from ..predictor import SamPredictor
 from ..visualize import draw_overlay
 from .common import (
     add_image_args,
     add_model_args,
+    add_overwrite_arg,
     log,
     parse_box,
     parse_point,
@@ -22,6 +24,9 @@ from .common import (
     sync,
 )
 from .export import add_backend_args, describe_backend, model_for_backend
+
+#: The names this command writes in --out.
+OWNED = ("mask_*.png", "masks.json", "overlay.png")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -38,6 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--multimask", action="store_true", help="3 candidate masks per prompt instead of 1")
     p.add_argument("--out", default="out", help="output folder (default ./out)")
+    add_overwrite_arg(p)
     add_model_args(p)
     add_backend_args(p)
 
@@ -113,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     image = load_image(args.image, max_pixels=args.max_pixels)
     h, w = image.shape[:2]
     _check_prompts_inside(args.point, args.box, h, w)
-    out = OutputDir(args.out)  # fails early if --out is a file
+    out = OutputDir(args.out, args.overwrite, OWNED, command="leansam segment")
     try:
         model = model_for_backend(args, name)
         name = model.name or name

@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..io import InputError, OutputDir
+from ..io import InputError
+from ..outputs import OutputDir
 from .calib import CalibrationSet, load_calibration
 from .config import OrtDynamicConfig, OrtStaticConfig, QuantConfig
 
@@ -196,6 +197,7 @@ def quantize_onnx(
     checkpoint: str | Path | None = None,
     trust_pickle: bool = False,
     log: Any = None,
+    overwrite: bool = False,
 ) -> OrtQuantResult:
     """Exports ``model_or_name`` (a :class:`leansam.Sam` or a registry name) to ONNX and quantizes
     its image encoder with ONNX Runtime; writes ``out_dir`` atomically (module docstring).
@@ -229,7 +231,12 @@ def quantize_onnx(
     else:
         model = model_or_name
     name = str(getattr(model, "name", "") or "custom")
-    out = OutputDir(out_dir, owned_patterns=())
+    out = OutputDir(
+        out_dir,
+        overwrite=overwrite,
+        owned_patterns=(ENCODER_FILE, DECODER_FILE, MANIFEST),
+        command="leansam quantize",
+    )
     try:
         with tempfile.TemporaryDirectory() as d:
             say(f"exporting {name} to ONNX")

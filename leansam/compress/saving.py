@@ -14,9 +14,6 @@ preparation, swaps in empty int8 layers and loads the state dict strictly.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +22,7 @@ from torch import nn
 
 from .. import __version__
 from ..checkpoints import CheckpointError, sha256_file
+from ..outputs import OutputDir
 from .fusion import _set_module
 from .int8 import FloatWithActivation, FusedActivation, Int8Conv2d, Int8Linear, activation_kind
 from .ptq import prepare_float
@@ -37,25 +35,22 @@ MANIFEST = "quantization.json"
 WEIGHTS = "model.pt"
 
 
-def save_quantized(model: nn.Module, out_dir: str | Path) -> Path:
-    """Writes a model quantized by :func:`leansam.compress.quantize_` to ``out_dir`` (atomically:
-    the files are staged in a temporary sibling folder that replaces ``out_dir`` at the end)."""
+def save_quantized(model: nn.Module, out_dir: str | Path, overwrite: bool = False) -> Path:
+    """Writes a model quantized by :func:`leansam.compress.quantize_` to ``out_dir`` through
+    :class:`leansam.outputs.OutputDir` (staged, committed at the end; ``overwrite`` replaces files
+    of the same names that leansam did not write)."""
     report = getattr(model, "_leansam_quant", None)
     if report is None:
         raise ValueError("the model is not quantized (run leansam.compress.quantize_ first)")
     name = str(getattr(model, "name", "") or "")
     if not name:
         raise ValueError("only registry models can be saved (model.name is empty)")
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        from ..io import InputError
-
-        raise InputError(f"output path {out} exists and is not a folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    out = OutputDir(
+        out_dir, overwrite=overwrite, owned_patterns=(WEIGHTS, MANIFEST), command="leansam quantize"
+    )
     try:
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        torch.save(state, tmp / WEIGHTS)
+        torch.save(state, out.path(WEIGHTS))
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -63,24 +58,19 @@ def save_quantized(model: nn.Module, out_dir: str | Path) -> Path:
             "torch_version": torch.__version__,
             "model": name,
             "weights": WEIGHTS,
-            "weights_sha256": sha256_file(tmp / WEIGHTS),
+            "weights_sha256": sha256_file(out.path(WEIGHTS)),
             "layers": {r["name"]: {"kind": r["kind"], "post_op": r["post_op"]} for r in report["layers"]},
             "fused_activations": report["fused"],
             "handoffs": report.get("handoffs", {}),
             "prepare": report["prepare"],
             "report": report,
         }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-        if out.exists():
-            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-            os.replace(out, old / "d")
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+        out.path(MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    except BaseException:
+        out.discard()
+        raise
+    out.commit()
+    return Path(out_dir)
 
 
 def is_quantized_dir(path: str | Path) -> bool:

@@ -55,9 +55,10 @@ import torch
 from torch import nn
 
 from ..interface import join_box_corners
-from ..io import InputError, OutputDir
+from ..io import InputError
 from ..models.fast import FastDecoder
 from ..models.sam import Sam
+from ..outputs import OutputDir
 
 FORMAT_VERSION = "1"
 ONNX_HINT = "pip install 'leansam[onnx]'"
@@ -294,6 +295,7 @@ def export_onnx(
     checkpoint: str | Path | None = None,
     config: OnnxExportConfig | None = None,
     trust_pickle: bool = False,
+    overwrite: bool = False,
 ) -> OnnxExport:
     """Exports a model's image encoder and prompt-encoder + mask-decoder as ONNX files.
 
@@ -305,6 +307,8 @@ def export_onnx(
         checkpoint: checkpoint file for a registry name (official format or .safetensors).
         config: :class:`OnnxExportConfig` (opset, dynamic batch, in-graph upscaling, ...).
         trust_pickle: allow checkpoints that are pickled Python objects.
+        overwrite: replace files of the output names in ``out_dir`` that leansam did not write
+            (:class:`leansam.outputs.OutputDir`).
 
     Returns:
         :class:`OnnxExport` with the paths and the metadata written into both files.
@@ -333,7 +337,9 @@ def export_onnx(
     was_training = model.training
     model.eval()
     meta = model_metadata(model, name, ckpt, config)
-    out = OutputDir(out_dir, owned_patterns=(config.encoder_file + ".data", config.decoder_file + ".data"))
+    out = OutputDir(
+        out_dir, overwrite=overwrite, owned_patterns=(config.encoder_file + "*", config.decoder_file + "*")
+    )
     written: list[str] = []
     try:
         with torch.no_grad():
