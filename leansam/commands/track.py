@@ -8,15 +8,15 @@ anything is written, so bad input leaves no output behind.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..io import InputError, open_image
-from .common import log, parse_box, parse_point, positive_int
+from ..outputs import OutputDir
+from .common import add_overwrite_arg, log, parse_box, parse_point, positive_int, preflight_output
+
+_OWNED = ("masks.jsonl", "overlay.mp4")
 
 
 def _split(text: str, flag: str) -> tuple[int, str, int]:
@@ -57,6 +57,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--point", type=_point, action="append", default=[], metavar="F:X,Y[,LABEL][:OBJ]")
     p.add_argument("--mask", type=_mask, action="append", default=[], metavar="F:PNG[:OBJ]")
     p.add_argument("--out", required=True, help="output folder")
+    add_overwrite_arg(p)
     p.add_argument("--reverse", action="store_true", help="track backwards from the last prompted frame")
     p.add_argument(
         "--stream", action="store_true", help="stream the frames (flat memory; prompts take effect forward)"
@@ -144,28 +145,27 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(
             f"model {args.model!r} cannot track; models that can: {', '.join(tracking_models())}"
         )
+    preflight_output(args, _OWNED)  # before the slow tracking
     try:
         _av()
         frames = open_video(args.video)
         tracks = _track(args, frames)
     except (VideoError, ImportError, NotTrackableError, ValueError) as e:
         raise InputError(str(e)) from None
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".track-", dir=out.parent))
+    out = OutputDir(args.out, args.overwrite, _OWNED, command="leansam track")
     try:
         by_frame = {f: (ids, m) for f, ids, m in tracks}
-        with open(tmp / "masks.jsonl", "w") as f:
+        with open(out.path("masks.jsonl"), "w") as f:
             for frame_idx, ids, masks in sorted(tracks, key=lambda r: r[0]):
                 write_track_line(f, frame_idx, ids, masks)
-        with OverlayWriter(tmp / "overlay.mp4", video_fps(args.video)) as w:
+        with OverlayWriter(out.path("overlay.mp4"), video_fps(args.video)) as w:
             for i in range(len(frames)):
                 ids, masks = by_frame.get(i, ([], np.zeros((0, frames.height, frames.width), bool)))
                 w.add(frames[i], masks)
-        out.mkdir(exist_ok=True)
-        for name in ("masks.jsonl", "overlay.mp4"):
-            os.replace(tmp / name, out / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        out.discard()
+        raise
+    out.commit()
+    out = Path(args.out)
     log(f"tracked {len(tracks)} frames; wrote {out / 'masks.jsonl'} and {out / 'overlay.mp4'}")
     return 0

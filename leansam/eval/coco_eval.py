@@ -36,6 +36,7 @@ import torch
 
 from ..io import InputError, load_image, write_json
 from ..models.sam import Sam
+from ..outputs import FolderLock, check_destination
 from ..predictor import SamPredictor
 from .evaluators import COCOInstanceEvaluator, MaskIoUEvaluator
 from .gt_prompts import InstancePrompts, check_prompt_kind, make_prompts, xywh_to_xyxy
@@ -429,7 +430,11 @@ def evaluate(config: EvalConfig, model: Sam | None = None) -> EvalResult:
     rank, world, own_group = _dist_setup()
     if world > 1 and cfg.out is None:
         raise InputError("an output folder (--out) is required when running under torchrun")
+    lock = None
     try:
+        if cfg.out is not None and world == 1:  # under torchrun every rank writes the folder
+            check_destination(Path(cfg.out))
+            lock = FolderLock(Path(cfg.out))
         cache = ImageCache(cfg.out, rank) if cfg.out is not None else None
         if cache is not None:
             cache.check_run(cfg.run_identity(), fresh=cfg.fresh, write=rank == 0)
@@ -456,10 +461,13 @@ def evaluate(config: EvalConfig, model: Sam | None = None) -> EvalResult:
         result.seconds = time.perf_counter() - t_start
         result.images_per_s = len(shard) / loop_s if shard and loop_s > 0 else None
         result.machine = machine_fingerprint(cfg.device).to_dict()
-        if rank == 0 and cfg.out is not None:
+        if rank == 0 and cache is not None:
+            cache.write_run()
             _write_outputs(cfg, result, records)
         return result
     finally:
+        if lock is not None:
+            lock.release()
         if own_group:
             import torch.distributed as dist
 

@@ -3,7 +3,7 @@
 Layout in the output folder::
 
     run.json                 what was run (model, checkpoint, prompt, data files): a resumed run
-                             must match it
+                             must match it; written with the first result, not before
     per_image/rank<R>.jsonl  one line per image: {"image_id", "status": "ok" | "failed", ...}
 
 Each process (``torchrun`` rank) appends to its own file with one ``write`` of a whole line
@@ -36,6 +36,7 @@ class ImageCache:
         self.dir = self.out / "per_image"
         self.rank = rank
         self._fd: int | None = None
+        self._pending_run: dict[str, Any] | None = None
 
     @property
     def path(self) -> Path:
@@ -64,9 +65,15 @@ class ImageCache:
                     f"{self.out} holds per-image results of a different run (differs in: {', '.join(diff)}); "
                     f"use another --out, or --fresh to discard them"
                 )
-        if write:
+        # Written with the first result (or the final outputs), never before anything can fail.
+        self._pending_run = run if write else None
+
+    def write_run(self) -> None:
+        """Writes ``run.json`` (what :meth:`check_run` was given), creating the folder, once."""
+        if self._pending_run is not None:
             self.out.mkdir(parents=True, exist_ok=True)
-            write_json(meta, run)
+            write_json(self.out / "run.json", self._pending_run)
+            self._pending_run = None
 
     def clear(self) -> None:
         """Deletes the cached per-image results."""
@@ -77,6 +84,7 @@ class ImageCache:
     def append(self, record: dict[str, Any]) -> None:
         """Appends one image's record as one line (single write + fsync)."""
         if self._fd is None:
+            self.write_run()
             self.dir.mkdir(parents=True, exist_ok=True)
             _drop_partial_line(self.path)
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
