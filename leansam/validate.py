@@ -201,6 +201,9 @@ class OneOf(Schema):
         self.expected = expected or " or ".join(o.expected for o in options)
 
     def check(self, v: Any, path: str, source: str) -> Any:
+        same_kind = [o for o in self.options if _kind(o) is not None and isinstance(v, _kind(o))]
+        if len(same_kind) == 1:  # the value is clearly meant as this option: report its error
+            return same_kind[0].check(v, path, source)
         for o in self.options:
             try:
                 return o.check(v, path, source)
@@ -208,6 +211,11 @@ class OneOf(Schema):
                 if e.path != path:  # the right kind, a deeper field is wrong: report that one
                     raise
         self.fail(v, path, source)
+
+
+def _kind(schema: Schema) -> type | tuple[type, ...] | None:
+    """The Python type(s) of the JSON values a schema node is about (None: any)."""
+    return {Obj: Mapping, Arr: list, Str: str, Bool: bool}.get(type(schema))
 
 
 def _num(v: float | None) -> str:

@@ -1,0 +1,58 @@
+"""Shared helpers of the hardening tests: run the CLI in-process, check the one-line error contract."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from leansam.cli import main
+from leansam.data.synth import generate
+from tests.eval import tiny
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "leansam" / "assets" / "example.jpg"
+
+
+def cli(args, capsys) -> tuple[int, str, str]:
+    """``leansam ARGS`` in this process: (status, stdout, stderr)."""
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_error(code: int, err: str, pattern: str, status: int = 2) -> str:
+    """One ``error:`` line containing ``pattern``, exit ``status``, no traceback; returns the line."""
+    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("loaded ")]
+    assert code == status, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert pattern in lines[0], lines[0]
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.fixture(scope="session")
+def synth_set(tmp_path_factory) -> Path:
+    """A synthetic COCO set (``images/``, ``annotations.json``; 2 images)."""
+    root = tmp_path_factory.mktemp("hsynth") / "set"
+    generate(2, root, seed=0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_models():
+    """Registers the eval tests' tiny models for the module."""
+    with pytest.MonkeyPatch.context() as mp:
+        tiny.register(mp)
+        yield tiny
+
+
+def coco(synth_set: Path) -> dict:
+    """A fresh copy of the synthetic set's annotations."""
+    return json.loads((synth_set / "annotations.json").read_text())
+
+
+def write(path: Path, obj: object) -> Path:
+    path.write_text(json.dumps(obj))
+    return path
