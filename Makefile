@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PARITY_DIR ?= $(abspath ../shared/parity)
 
-.PHONY: setup browser demo test test-slow mutate lint format bench bench-docs clean
+.PHONY: setup browser demo test test-slow fuzz mutate lint format bench bench-docs clean
 
 $(VENV)/.installed: pyproject.toml requirements-oracles.txt
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ test: setup
 
 test-slow: setup
 	LEANSAM_PARITY_DIR=$(PARITY_DIR) $(PY) -m pytest -q -m slow
+
+# 10,000 generated inputs per parser (images, checkpoints, COCO / detections / boxes JSON, prompts);
+# the counts and the outcome go to docs/results/fuzz.json (docs/security.md).
+fuzz: setup
+	LEANSAM_FUZZ_EXAMPLES=10000 LEANSAM_FUZZ_RESULTS=docs/results/fuzz.json $(PY) -m pytest -q tests/hardening/test_fuzz.py
 
 # Plants known faults in a scratch copy of the tree and fails if the tests miss one (docs/testing.md).
 mutate: setup

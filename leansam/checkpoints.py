@@ -20,6 +20,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -239,9 +240,9 @@ def _unzip_single_checkpoint(path: Path) -> io.BytesIO | None:
 
     torch's own zip format (a folder with data.pkl) is left to torch.load.
     """
-    if not zipfile.is_zipfile(path):
-        return None
     try:
+        if not zipfile.is_zipfile(path):
+            return None
         z = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
         raise CheckpointError(f"checkpoint {path} is a damaged zip archive: {e}") from None
@@ -253,7 +254,10 @@ def _unzip_single_checkpoint(path: Path) -> io.BytesIO | None:
         members = [n for n in names if n.endswith((".pt", ".pth")) and not n.startswith("__MACOSX")]
         if len(members) != 1:
             return None
-        return io.BytesIO(z.read(members[0]))
+        try:
+            return io.BytesIO(z.read(members[0]))
+        except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError, NotImplementedError) as e:
+            raise CheckpointError(f"checkpoint {path}: cannot read zip member {members[0]}: {e}") from None
 
 
 def _check_zip_sizes(z: zipfile.ZipFile, path: Path) -> None:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import datetime
 import json
+import os
+import platform
+import resource
 from pathlib import Path
 
 import pytest
 
+from leansam import limits
 from leansam.cli import main
 from leansam.data.synth import generate
 from tests.eval import tiny
@@ -56,3 +61,28 @@ def coco(synth_set: Path) -> dict:
 def write(path: Path, obj: object) -> Path:
     path.write_text(json.dumps(obj))
     return path
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """With ``LEANSAM_FUZZ_RESULTS=PATH`` (``make fuzz``): the fuzz counts and outcome as JSON."""
+    target = os.environ.get("LEANSAM_FUZZ_RESULTS")
+    if not target:
+        return
+    from tests.hardening.test_fuzz import EXAMPLES, STATS
+
+    parsers: dict[str, dict[str, int]] = {}
+    for (parser, outcome), n in sorted(STATS.items()):
+        parsers.setdefault(parser, {"ok": 0, "error": 0})[outcome] = n
+    result = {
+        "command": "make fuzz",
+        "examples_per_test": EXAMPLES,
+        "parsers": parsers,
+        "inputs_per_parser": {k: v["ok"] + v["error"] for k, v in parsers.items()},
+        "pytest_exit_status": int(exitstatus),
+        "failures": session.testsfailed,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "memory_limit_bytes": limits.value(limits.MEMORY),
+        "machine": platform.platform(),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    Path(target).write_text(json.dumps(result, indent=1) + "\n")
