@@ -28,12 +28,18 @@ def draw_overlay(
     points: N x 2 (x, y) original pixels, drawn green (label 1) or red (label 0).
     boxes: M x 4 XYXY original pixels, drawn as rectangles.
     """
-    out = image.astype(np.float32).copy()
     colors = palette(len(masks))
-    for m, c in zip(masks, colors):
-        m = np.asarray(m, dtype=bool)
-        out[m] = out[m] * (1 - alpha) + c.astype(np.float32) * alpha
-    out = out.round().clip(0, 255).astype(np.uint8)
+    bools = [np.asarray(m, dtype=bool) for m in masks]
+    out = np.empty_like(image, dtype=np.uint8)
+    # Blended in float32 by bands of rows: the same arithmetic as one full-size float copy,
+    # in bounded memory for large images.
+    band = max(1, (1 << 20) // max(1, image.shape[1]))
+    for y0 in range(0, image.shape[0], band):
+        block = image[y0 : y0 + band].astype(np.float32)
+        for m, c in zip(bools, colors):
+            mb = m[y0 : y0 + band]
+            block[mb] = block[mb] * (1 - alpha) + c.astype(np.float32) * alpha
+        out[y0 : y0 + band] = block.round().clip(0, 255).astype(np.uint8)
     thickness = max(1, round(max(image.shape[:2]) / 400))
     for m, c in zip(masks, colors):
         contours, _ = cv2.findContours(

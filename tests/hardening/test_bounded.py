@@ -176,3 +176,20 @@ def test_rgb_conversion_in_bands_is_exact(tmp_path):
     np.testing.assert_array_equal(out, array)
     with Image.open(tmp_path / "a.png") as img:
         np.testing.assert_array_equal(_rgb_array(img.convert("RGB"), band_pixels=5000), array)  # 6-row bands
+
+
+@pytest.mark.slow
+def test_a_108_megapixel_jpeg_segments_with_max_pixels(tmp_path, capsys):
+    """Pillow alone refuses this image as a decompression bomb; --max-pixels is the only limit."""
+    from benchmarks.segment_memory import write_image
+
+    image = tmp_path / "big.jpg"
+    h, w = write_image(image, 108.0)
+    assert h * w > Image.MAX_IMAGE_PIXELS
+    box = f"{w // 4},{h // 4},{3 * w // 4},{3 * h // 4}"
+    args = ["segment", image, "--box", box, "--out", tmp_path / "o", "--max-pixels", "200000000"]
+    code, _, err = cli(args, capsys)
+    assert code == 0, err
+    assert Image.open(tmp_path / "o" / "mask_000.png").size == (w, h)
+    code, _, err = cli([*args[:-1], "100000000"], capsys)
+    assert_error(code, err, "above the limit of 100000000")
