@@ -42,7 +42,7 @@ test-slow: setup
 # 10,000 generated inputs per parser (images, checkpoints, COCO / detections / boxes JSON, prompts);
 # the counts and the outcome go to docs/results/fuzz.json (docs/security.md).
 fuzz: setup
-	LEANSAM_FUZZ_EXAMPLES=10000 LEANSAM_FUZZ_RESULTS=docs/results/fuzz.json $(PY) -m pytest -q tests/hardening/test_fuzz.py
+	$(PY) -m benchmarks.fuzz --examples 10000
 
 # Plants known faults in a scratch copy of the tree and fails if the tests miss one (docs/testing.md).
 mutate: setup

@@ -395,6 +395,14 @@ def load_checkpoint(
         for k in own
         if k in mapped and mapped[k].shape != own[k].shape
     ]
+    # Float weights stored as integers (or the reverse) would be cast silently: a broken file.
+    wrong += [
+        f"{k} (file {str(mapped[k].dtype).removeprefix('torch.')}, model {str(own[k].dtype).removeprefix('torch.')})"
+        for k in own
+        if k in mapped
+        and mapped[k].shape == own[k].shape
+        and mapped[k].is_floating_point() != own[k].is_floating_point()
+    ]
     if missing or unexpected or wrong:
         lines = [f"checkpoint {path} does not fit model {info.name!r}:"]
         if missing:
@@ -402,7 +410,7 @@ def load_checkpoint(
         if unexpected:
             lines.append(f"  unexpected keys ({len(unexpected)}): {_fmt_keys(unexpected)}")
         if wrong:
-            lines.append(f"  wrong shapes ({len(wrong)}): {_fmt_keys(wrong)}")
+            lines.append(f"  wrong shapes or dtypes ({len(wrong)}): {_fmt_keys(wrong)}")
         fits = best_fitting_models(state, exclude=info.name)
         if fits:
             name, score = fits[0]

@@ -14,6 +14,7 @@ import pytest
 from leansam import limits
 from leansam.cli import main
 from leansam.data.synth import generate
+from leansam.io import DEFAULT_MAX_PIXELS
 from tests.eval import tiny
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,7 +75,7 @@ def pytest_sessionfinish(session, exitstatus) -> None:
     for (parser, outcome), n in sorted(STATS.items()):
         parsers.setdefault(parser, {"ok": 0, "error": 0})[outcome] = n
     result = {
-        "command": "make fuzz",
+        "command": "python -m benchmarks.fuzz (make fuzz)",
         "examples_per_test": EXAMPLES,
         "parsers": parsers,
         "inputs_per_parser": {k: v["ok"] + v["error"] for k, v in parsers.items()},
@@ -82,6 +83,10 @@ def pytest_sessionfinish(session, exitstatus) -> None:
         "failures": session.testsfailed,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "memory_limit_bytes": limits.value(limits.MEMORY),
+        "limits": {
+            lim.env: {"default": lim.default, "unit": lim.unit, "what": lim.what} for lim in limits.ALL
+        },
+        "max_pixels_default": DEFAULT_MAX_PIXELS,
         "machine": platform.platform(),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }

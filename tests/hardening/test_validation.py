@@ -7,11 +7,12 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from leansam.data.coco import encode_mask
 from leansam.validate import Arr, Num, Obj, ValidationError, check, dataclass_from_dict
 
-from .conftest import EXAMPLE, assert_error, cli, coco, write
+from .conftest import EXAMPLE, REPO, assert_error, cli, coco, write
 
 
 def _eval(synth_set, annotations, *extra):
@@ -242,3 +243,20 @@ def test_dataclass_configs_keep_tuples():
         TinyFPNConfig, json.loads('{"widths": [8, 16, 32, 64]}'), "s", {"out_chans": 8, "grid": 4}
     )
     assert cfg.widths == (8, 16, 32, 64) and cfg.out_chans == 8
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool])
+def test_float_weights_stored_as_integers_are_refused(tmp_path, capsys, dtype):
+    from safetensors.torch import save_file
+
+    state = torch.load(REPO / "leansam" / "assets" / "leansam_tiny.pt", weights_only=True)
+    state = state.get("model", state)
+    key = next(k for k, v in state.items() if v.is_floating_point() and v.ndim == 4)
+    state = {k: v.contiguous() for k, v in state.items()}
+    state[key] = state[key].to(dtype)
+    path = tmp_path / "ints.safetensors"
+    save_file(state, path)
+    args = ["segment", EXAMPLE, "--point", "5,5", "--checkpoint", path, "--out", tmp_path / "o"]
+    code, _, err = cli(args, capsys)
+    line = assert_error(code, err, "wrong shapes or dtypes (1)")
+    assert key in line and f"file {str(dtype).removeprefix('torch.')}, model float32" in line
