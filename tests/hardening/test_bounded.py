@@ -193,3 +193,28 @@ def test_a_108_megapixel_jpeg_segments_with_max_pixels(tmp_path, capsys):
     assert Image.open(tmp_path / "o" / "mask_000.png").size == (w, h)
     code, _, err = cli([*args[:-1], "100000000"], capsys)
     assert_error(code, err, "above the limit of 100000000")
+
+
+def test_overlay_in_bands_equals_one_full_size_blend():
+    import cv2
+
+    from leansam.visualize import draw_overlay, palette
+
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, (400, 30_000, 3), dtype=np.uint8)  # 34-row bands: 12 of them
+    y, x = np.mgrid[:400, :30_000]
+    masks = [x < 12_000, (y > 200) & (x > 5_000), x > 25_000]  # overlapping blocks
+    expected = image.astype(np.float32)
+    for m, c in zip(masks, palette(3)):
+        expected[m] = expected[m] * 0.5 + c.astype(np.float32) * 0.5
+    expected = expected.round().clip(0, 255).astype(np.uint8)
+    got = draw_overlay(image, masks, alpha=0.5)
+    # Outlines are drawn on top (75 px thick here): compare everywhere else.
+    outline = np.zeros(image.shape[:2], np.uint8)
+    for m in masks:
+        padded = np.pad(m, 1).astype(np.uint8)
+        border = (padded != cv2.erode(padded, np.ones((3, 3), np.uint8)))[1:-1, 1:-1]
+        outline |= border.astype(np.uint8)
+    outline = cv2.dilate(outline, np.ones((155, 155), np.uint8)).astype(bool)
+    assert (~outline).sum() > 100_000
+    np.testing.assert_array_equal(got[~outline], expected[~outline])
