@@ -31,15 +31,18 @@ def _bytes(n: int) -> str:
 
 
 def limits_table(result: dict[str, Any]) -> str:
-    """The limits, their defaults and how to change them."""
+    """The limits, their defaults (from the code: ``leansam.limits``, ``--max-pixels``) and how to set them."""
+    from leansam import limits
+    from leansam.io import DEFAULT_MAX_PIXELS
+
     rows = [
         "| limit | default | set with |",
         "|---|---:|---|",
-        f"| pixels of an image | {result['max_pixels_default']:,} | `--max-pixels N` |",
+        f"| pixels of an image | {DEFAULT_MAX_PIXELS:,} | `--max-pixels N` |",
     ]
-    for env, lim in result["limits"].items():
-        default = _bytes(lim["default"]) if lim["unit"] == "bytes" else f"{lim['default']:g}"
-        rows.append(f"| {lim['what']} | {default} | `{env}=VALUE` |")
+    for lim in limits.ALL:
+        default = _bytes(lim.default) if lim.unit == "bytes" else f"{lim.default:g}"
+        rows.append(f"| {lim.what} | {default} | `{lim.env}=VALUE` |")
     return "\n".join(rows) + "\n"
 
 

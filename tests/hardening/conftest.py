@@ -14,7 +14,6 @@ import pytest
 from leansam import limits
 from leansam.cli import main
 from leansam.data.synth import generate
-from leansam.io import DEFAULT_MAX_PIXELS
 from tests.eval import tiny
 
 REPO = Path(__file__).resolve().parents[2]
