@@ -82,10 +82,6 @@ def pytest_sessionfinish(session, exitstatus) -> None:
         "failures": session.testsfailed,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "memory_limit_bytes": limits.value(limits.MEMORY),
-        "limits": {
-            lim.env: {"default": lim.default, "unit": lim.unit, "what": lim.what} for lim in limits.ALL
-        },
-        "max_pixels_default": DEFAULT_MAX_PIXELS,
         "machine": platform.platform(),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
