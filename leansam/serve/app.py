@@ -42,6 +42,7 @@ from .schemas import (
     PromptResponse,
     PromptResult,
 )
+from .timing import ServerTiming
 
 
 @dataclass
@@ -190,6 +191,7 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
     app.state.pool, app.state.cache, app.state.store = pool, cache, store
     _install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=config.max_upload_bytes)
+    app.add_middleware(ServerTiming)  # outermost: the time includes the body limit check
 
     static = resources.files("leansam") / "serve" / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
