@@ -186,3 +186,13 @@ def write_png(dest: str | Path, array: np.ndarray) -> None:
         array = array.astype(np.uint8) * 255
     with atomic_path(dest) as tmp:
         Image.fromarray(array).save(tmp, format="PNG")
+
+
+def __getattr__(name: str) -> object:
+    """``leansam.io.OutputDir`` still names :class:`leansam.outputs.OutputDir` (imported lazily:
+    that module needs :class:`InputError` from this one)."""
+    if name == "OutputDir":
+        from .outputs import OutputDir
+
+        return OutputDir
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

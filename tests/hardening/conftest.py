@@ -14,7 +14,7 @@ import pytest
 from leansam import limits
 from leansam.cli import main
 from leansam.data.synth import generate
-from tests.eval import tiny
+from tests.eval.conftest import tiny_models  # noqa: F401 (the fixture, shared)
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "leansam" / "assets" / "example.jpg"
@@ -43,14 +43,6 @@ def synth_set(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("hsynth") / "set"
     generate(2, root, seed=0)
     return root
-
-
-@pytest.fixture(scope="module")
-def tiny_models():
-    """Registers the eval tests' tiny models for the module."""
-    with pytest.MonkeyPatch.context() as mp:
-        tiny.register(mp)
-        yield tiny
 
 
 def coco(synth_set: Path) -> dict:
