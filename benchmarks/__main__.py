@@ -42,7 +42,10 @@ TOPICS: tuple[tuple[str, str], ...] = (
 RESULTS = Path("docs/results")
 PAGE = Path("docs/benchmarks.md")
 #: Other pages with generated blocks.
-BLOCK_PAGES = (Path("docs/compression.md"),)
+BLOCK_PAGES = (
+    Path("docs/compression.md"),
+    Path("docs/security.md"),
+)
 _BLOCK = re.compile(r"(<!-- generated: (\w+)\.(\w+) -->\n)(.*?)(<!-- end generated -->)", re.S)
 
 INTRO = """\

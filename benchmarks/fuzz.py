@@ -27,7 +27,7 @@ def run(examples: int, out: Path = RESULT) -> int:
 
 
 def _bytes(n: int) -> str:
-    return f"{n / 2**30:g} GiB" if n >= 2**30 else f"{n / 2**20:g} MiB"
+    return f"{n / 2**30:g} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
 def limits_table(result: dict[str, Any]) -> str:

@@ -36,7 +36,7 @@ def assert_clean_error(code, err, out_dir, pattern):
     assert pattern in lines[0], lines[0]
     assert "Traceback" not in err
     assert not out_dir.exists()
-    assert not [p for p in out_dir.parent.iterdir() if p.name.startswith(f".{out_dir.name}")]
+    assert not [p for p in out_dir.parent.iterdir() if p.name.startswith(".leansam-stage")]
 
 
 def test_segment_writes_masks_json_pngs_and_overlay(tmp_path, mobile_sam_ckpt, mobile_sam_image_file, capsys):

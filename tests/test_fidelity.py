@@ -194,7 +194,7 @@ def test_cli_quantize_bad_input(args, pattern, images, tmp_path, capsys):
     code, _, err = run(["quantize", "--method", "tinysam", "--out", out, *args], capsys)
     assert_clean_error(code, err, pattern)
     assert not out.exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".leansam-stage")]
 
 
 def test_images_can_be_arrays(images):

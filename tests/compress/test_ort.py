@@ -46,7 +46,12 @@ def _cos(a, b) -> float:
 
 def test_static_qdq_folder(static_dir, held_out_image):
     out, res = static_dir
-    assert sorted(p.name for p in out.iterdir()) == ["decoder.onnx", "encoder.int8.onnx", "quantization.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".leansam-outputs.json",
+        "decoder.onnx",
+        "encoder.int8.onnx",
+        "quantization.json",
+    ]
     manifest = json.loads((out / "quantization.json").read_text())
     assert manifest["model"] == "leansam_tiny" and manifest["config"]["method"] == "ort-static"
     assert len(manifest["calibration"]) == 4

@@ -40,7 +40,7 @@ def test_export_writes_both_files_with_metadata(tmp_path, capsys):
     out = tmp_path / "onnx"
     code, _, err = run(["export", "onnx", "--model", TINY, "--out", out, "--upscale"], capsys)
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["decoder.onnx", "encoder.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == [".leansam-outputs.json", "decoder.onnx", "encoder.onnx"]
     enc, dec = read_metadata(out / "encoder.onnx"), read_metadata(out / "decoder.onnx")
     assert enc["leansam.role"] == "encoder" and dec["leansam.role"] == "decoder"
     assert enc["leansam.model"] == dec["leansam.model"] == TINY
