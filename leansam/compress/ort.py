@@ -188,6 +188,10 @@ def quantize_encoder_file(
     return dict(Counter(n.op_type for n in onnx.load(str(dst), load_external_data=False).graph.node))
 
 
+#: The files of an ONNX Runtime quantized folder (see leansam.outputs.OutputDir).
+_OWNED = (ENCODER_FILE, DECODER_FILE, MANIFEST)
+
+
 def quantize_onnx(
     model_or_name: Any,
     config: QuantConfig,
@@ -231,12 +235,7 @@ def quantize_onnx(
     else:
         model = model_or_name
     name = str(getattr(model, "name", "") or "custom")
-    out = OutputDir(
-        out_dir,
-        overwrite=overwrite,
-        owned_patterns=(ENCODER_FILE, DECODER_FILE, MANIFEST),
-        command="leansam quantize",
-    )
+    out = OutputDir(out_dir, overwrite, _OWNED, command="leansam quantize")
     try:
         with tempfile.TemporaryDirectory() as d:
             say(f"exporting {name} to ONNX")
