@@ -73,8 +73,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
 
 
-def add_image_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("image", help="image file (any format PIL reads; EXIF orientation is applied)")
+def add_image_args(p: argparse.ArgumentParser, help: str | None = None) -> None:
+    p.add_argument("image", help=help or "image file (any format PIL reads; EXIF orientation is applied)")
     p.add_argument(
         "--max-pixels",
         type=positive_int,
