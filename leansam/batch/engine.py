@@ -7,11 +7,12 @@ on the same plan, so they write the same shard files.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,6 @@ class RunConfig:
     workers: int | None = None
     shard_size: int = 16
     progress: bool = True
-    extra_identity: dict[str, Any] = field(default_factory=dict)
 
     def identity(self) -> dict[str, Any]:
         """What makes the shards in ``out`` reusable (not the engine, workers or shard size)."""
@@ -67,7 +67,8 @@ class RunConfig:
             spec.pop(k)
         for k in ("checkpoint", "prompts"):
             spec[k] = _file_identity(spec[k])
-        return {"version": 1, "source": _source_identity(self.source), **spec, **self.extra_identity}
+        ident = {"version": 1, "source": _source_identity(self.source), **spec}
+        return json.loads(json.dumps(ident))  # as run.json reads back (tuples become lists)
 
 
 def _file_identity(p: str | None) -> dict[str, Any] | None:

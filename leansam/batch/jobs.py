@@ -7,7 +7,8 @@
     {"file": KEY, "status": "failed", "error": "REASON"}
 
 Each ``MASK`` has ``segmentation`` (COCO compressed RLE ``{"size": [H, W], "counts": str}``),
-``area`` (pixels), ``bbox`` (XYWH pixels of the original image) and ``score`` (the model's
+``area`` (pixels), ``bbox`` (COCO XYWH of the mask, in pixels of the original image: width
+``x_max - x_min + 1``, as pycocotools) and ``score`` (the model's
 predicted IoU), plus per task: everything: ``stability_score``, ``point_coords`` ([[x, y]])
 or ``prompt_box`` (XYWH); segment: ``prompt_index`` and the prompt (``box`` XYXY, ``points``
 [[x, y, label]]), ``det_score`` / ``category_id`` when the prompts file gives them.
@@ -155,15 +156,18 @@ class Labeler:
 
 
 def _everything_mask(r: dict[str, Any]) -> dict[str, Any]:
+    from ..data.coco import rle_bbox
+
     seg = r["segmentation"]
     counts = seg["counts"]
+    rle = {
+        "size": [int(s) for s in seg["size"]],
+        "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts,
+    }
     rec: dict[str, Any] = {
-        "segmentation": {
-            "size": [int(s) for s in seg["size"]],
-            "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts,
-        },
+        "segmentation": rle,
         "area": int(r["area"]),
-        "bbox": [float(v) for v in r["bbox"]],
+        "bbox": rle_bbox(rle),  # COCO's box (pycocotools), not segment_anything's inclusive one
         "score": float(r["predicted_iou"]),
         "stability_score": float(r["stability_score"]),
     }
