@@ -16,9 +16,9 @@ IMAGE_HELP = (
 )
 
 
-def add_engine_args(p: argparse.ArgumentParser) -> None:
-    """``--engine``, ``--address``, ``--workers``, ``--shard-size`` (used with dataset inputs)."""
-    g = p.add_argument_group("datasets (folder, glob or list file inputs)")
+def add_engine_args(p: argparse.ArgumentParser, shards: bool = True) -> None:
+    """``--engine``, ``--address``, ``--workers`` and (with ``shards``) ``--shard-size``."""
+    g = p.add_argument_group("engine" if not shards else "datasets (folder, glob or list file inputs)")
     g.add_argument(
         "--engine",
         choices=("local", "ray"),

@@ -63,6 +63,9 @@ class EvalConfig:
         progress: tqdm progress bar on stderr.
         fresh: discard cached per-image results in ``out`` instead of resuming.
         trust_pickle: allow pickled-object checkpoints.
+        engine: ``local`` (this process; ``torchrun`` splits the images) or ``ray`` (an actor pool
+            on the Ray cluster at ``address``, None: a new local one; ``workers`` actors, None:
+            one per CPU, or per GPU on cuda).
     """
 
     model: str
@@ -79,6 +82,9 @@ class EvalConfig:
     progress: bool = False
     fresh: bool = False
     trust_pickle: bool = False
+    engine: str = "local"
+    address: str | None = None
+    workers: int | None = None
 
     def run_identity(self) -> dict[str, Any]:
         """What makes cached per-image results reusable (not limit, device or batch size)."""
@@ -426,6 +432,7 @@ def evaluate(config: EvalConfig, model: Sam | None = None) -> EvalResult:
     rank, world, own_group = _dist_setup()
     if world > 1 and cfg.out is None:
         raise InputError("an output folder (--out) is required when running under torchrun")
+    disconnect = _connect_engine(cfg, world, model)
     try:
         cache = ImageCache(cfg.out, rank) if cfg.out is not None else None
         if cache is not None:
@@ -434,12 +441,17 @@ def evaluate(config: EvalConfig, model: Sam | None = None) -> EvalResult:
         done = cache.done() if cache is not None else {}
         shard = [i for i in ids[rank::world] if i not in pre_failed and i not in done]
         weights = "given model"
-        if model is None:
-            model, weights = _load_model(cfg)
-        desc = f"eval {cfg.model}" + (f" [{rank}/{world}]" if world > 1 else "")
-        new, failures, loop_s = _run_shard(
-            _Worker(cfg, data, model.eval()), shard, cache, desc, rank, cfg.progress
-        )
+        if cfg.engine == "ray":
+            from .ray_eval import run_ray_shard
+
+            new, failures, loop_s, weights = run_ray_shard(cfg, shard, cache, cfg.progress)
+        else:
+            if model is None:
+                model, weights = _load_model(cfg)
+            desc = f"eval {cfg.model}" + (f" [{rank}/{world}]" if world > 1 else "")
+            new, failures, loop_s = _run_shard(
+                _Worker(cfg, data, model.eval()), shard, cache, desc, rank, cfg.progress
+            )
         records = {**done, **new}
         for i, f in pre_failed.items():
             if rank == 0:
@@ -457,10 +469,33 @@ def evaluate(config: EvalConfig, model: Sam | None = None) -> EvalResult:
             _write_outputs(cfg, result, records)
         return result
     finally:
+        if disconnect is not None:
+            disconnect()
         if own_group:
             import torch.distributed as dist
 
             dist.destroy_process_group()
+
+
+def _connect_engine(cfg: EvalConfig, world: int, model: Sam | None) -> Any:
+    """Joins the Ray cluster for ``engine="ray"`` (before anything is written); the disconnect function or None.
+
+    Raises:
+        InputError: unknown engine, Ray under torchrun or with a model object, Ray missing or unreachable.
+    """
+    if cfg.engine not in ("local", "ray"):
+        raise InputError(f"unknown engine {cfg.engine!r}; choose local or ray")
+    if cfg.engine != "ray":
+        if cfg.address or cfg.workers:
+            raise InputError("--address and --workers need --engine ray")
+        return None
+    if world > 1:
+        raise InputError("--engine ray replaces torchrun: run one process")
+    if model is not None:
+        raise InputError("the ray engine builds its models on the workers: pass a registry name, not a model")
+    from ..batch.ray_engine import connect
+
+    return connect(cfg.address)
 
 
 def _merge(

@@ -172,3 +172,18 @@ def test_an_output_folder_of_another_run_is_refused_untouched(dataset, tmp_path,
     assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: ")
     assert "holds results of a different run (differs in: generator)" in err
     assert folder_bytes(out) == before
+
+
+@pytest.mark.parametrize(
+    "extra, pattern",
+    [
+        (["--engine", "ray", "--address", "127.0.0.1:1"], "cannot reach the Ray cluster at 127.0.0.1:1"),
+        (["--workers", "2"], "--address and --workers need --engine ray"),
+    ],
+)
+def test_eval_engine_options_bad_input(extra, pattern, synth_images, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["eval", "--model", "leansam_tiny", "--images", synth_images / "images"]
+    args += ["--annotations", synth_images / "annotations.json", "--out", out, *extra]
+    code, _, err = run(args, capsys)
+    assert_clean_error(code, err, out, pattern)

@@ -70,3 +70,25 @@ def test_a_worker_killed_mid_run_is_replaced_and_every_image_labelled_once(
     code, _, err = _run(dataset, out, capsys, "--engine", "ray", "--workers", "2")
     assert code == 0 and "labelling 0 in 0 shard(s)" in err
     assert folder_bytes(out) == folder_bytes(tmp_path / "local")
+
+
+@pytest.mark.slow  # `make test-ray`
+def test_eval_on_ray_gives_the_local_results(cluster, synth_images, tmp_path, capsys):
+    gt = json.loads((synth_images / "annotations.json").read_text())
+    dets = [
+        {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.9}
+        for a in gt["annotations"]
+    ]
+    (tmp_path / "dets.json").write_text(json.dumps(dets))
+    base = ["eval", "--model", "leansam_tiny", "--images", synth_images / "images"]
+    base += ["--annotations", synth_images / "annotations.json", "--detections", tmp_path / "dets.json"]
+    base += ["--threads", "1", "--no-progress"]
+    code, _, err = run([*base, "--out", tmp_path / "local"], capsys)
+    assert code == 0, err
+    code, _, err = run([*base, "--out", tmp_path / "ray", "--engine", "ray", "--workers", "2"], capsys)
+    assert code == 0, err
+    local, on_ray = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("local", "ray"))
+    assert on_ray["metrics"] == local["metrics"] and on_ray["n_images"] == local["n_images"] == N_IMAGES
+    assert on_ray["weights"] == local["weights"]
+    segm = [(tmp_path / d / "segm_results.json").read_bytes() for d in ("local", "ray")]
+    assert segm[0] == segm[1] and len(json.loads(segm[0])) == len(dets)
