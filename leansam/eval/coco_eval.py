@@ -27,6 +27,7 @@ import datetime
 import os
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -370,9 +371,15 @@ def _load_model(cfg: EvalConfig) -> tuple[Sam, str]:
 
 
 def _run_shard(
-    worker: _Worker, shard: list[int], cache: ImageCache | None, desc: str, position: int, progress: bool
+    computed: Iterable[dict[str, Any]],
+    shard: list[int],
+    cache: ImageCache | None,
+    desc: str,
+    position: int,
+    progress: bool,
 ) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, Any]], float]:
-    """Evaluates the images of ``shard``: (ok records, failed records, seconds in the loop)."""
+    """Collects the records of the images of ``shard`` as ``computed`` yields them (any order),
+    caching each: (ok records, failed records, seconds in the loop)."""
     records: dict[int, dict[str, Any]] = {}
     failures: dict[int, dict[str, Any]] = {}
     bar = None
@@ -382,8 +389,8 @@ def _run_shard(
         bar = tqdm(total=len(shard), desc=desc, unit="img", file=sys.stderr, position=position)
     t_loop = time.perf_counter()
     try:
-        for image_id in shard:
-            rec = worker(image_id)
+        for rec in computed:
+            image_id = int(rec["image_id"])
             if cache is not None:
                 cache.append(rec)
             if rec["status"] == "ok":
@@ -441,17 +448,18 @@ def evaluate(config: EvalConfig, model: Sam | None = None) -> EvalResult:
         done = cache.done() if cache is not None else {}
         shard = [i for i in ids[rank::world] if i not in pre_failed and i not in done]
         weights = "given model"
+        desc = f"eval {cfg.model}" + (f" [{rank}/{world}]" if world > 1 else "")
         if cfg.engine == "ray":
-            from .ray_eval import run_ray_shard
+            from .ray_eval import ray_records
 
-            new, failures, loop_s, weights = run_ray_shard(cfg, shard, cache, cfg.progress)
+            computed, ray_info = ray_records(cfg, shard)
+            new, failures, loop_s = _run_shard(computed, shard, cache, desc + " [ray]", 0, cfg.progress)
+            weights = ray_info["weights"]
         else:
             if model is None:
                 model, weights = _load_model(cfg)
-            desc = f"eval {cfg.model}" + (f" [{rank}/{world}]" if world > 1 else "")
-            new, failures, loop_s = _run_shard(
-                _Worker(cfg, data, model.eval()), shard, cache, desc, rank, cfg.progress
-            )
+            worker = _Worker(cfg, data, model.eval())
+            new, failures, loop_s = _run_shard(map(worker, shard), shard, cache, desc, rank, cfg.progress)
         records = {**done, **new}
         for i, f in pre_failed.items():
             if rank == 0:
