@@ -187,3 +187,15 @@ def test_eval_engine_options_bad_input(extra, pattern, synth_images, tmp_path, c
     args += ["--annotations", synth_images / "annotations.json", "--out", out, *extra]
     code, _, err = run(args, capsys)
     assert_clean_error(code, err, out, pattern)
+
+
+def test_images_added_to_the_source_are_the_only_ones_labelled_on_the_next_run(dataset, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _everything(dataset, out, capsys)[0] == 0
+    first = (out / "shards" / "shard-000000.jsonl").read_bytes()
+    (dataset / "new.jpg").write_bytes((dataset / "000001.jpg").read_bytes())
+    code, _, err = _everything(dataset, out, capsys)
+    assert code == 0 and "7 image(s) already done" in err and "labelling 1 in 1 shard(s)" in err
+    assert [ln["file"] for ln in shard_lines(out)][-1] == "new.jpg"
+    assert (out / "shards" / "shard-000000.jsonl").read_bytes() == first
+    assert len(json.loads((out / "coco.json").read_text())["images"]) == N_IMAGES + 1
