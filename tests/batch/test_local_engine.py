@@ -199,3 +199,10 @@ def test_images_added_to_the_source_are_the_only_ones_labelled_on_the_next_run(d
     assert [ln["file"] for ln in shard_lines(out)][-1] == "new.jpg"
     assert (out / "shards" / "shard-000000.jsonl").read_bytes() == first
     assert len(json.loads((out / "coco.json").read_text())["images"]) == N_IMAGES + 1
+
+
+def test_ray_engine_without_ray_installed_names_the_extra(dataset, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    out = tmp_path / "out"
+    code, _, err = run(["everything", dataset, *EVERYTHING_OPTS, "--engine", "ray", "--out", out], capsys)
+    assert_clean_error(code, err, out, "--engine ray needs Ray Data: pip install 'leansam[ray]'")
