@@ -6,6 +6,7 @@
 * :class:`JobSpec` / :class:`Labeler` — what each image gets, and one model applying it.
 * :mod:`leansam.batch.shards` — the output folder: shards, resume, the merged COCO file.
 * :mod:`leansam.batch.sources` — folders, globs and list files, read lazily.
+* :mod:`leansam.batch.cli` — the commands' engine options and their dispatch to a dataset run.
 
 docs/datasets.md describes the commands, the output and the scaling plan.
 """

@@ -17,8 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..batch.cli import add_engine_args
 from ..eval.gt_prompts import PROMPT_KINDS
-from .batch import add_engine_args
 from .common import log, positive_int
 
 

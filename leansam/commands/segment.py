@@ -8,12 +8,12 @@ import time
 import numpy as np
 import torch
 
+from ..batch.cli import IMAGE_HELP, add_engine_args, check_engine_args_unused, run_batch
 from ..batch.sources import is_dataset_input
 from ..data.coco import encode_mask, mask_bbox
 from ..io import InputError, OutputDir, load_image, write_json, write_png
 from ..predictor import SamPredictor
 from ..visualize import draw_overlay
-from .batch import IMAGE_HELP, add_engine_args, check_engine_args_unused, run_batch
 from .common import (
     add_image_args,
     add_model_args,

@@ -7,8 +7,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..commands.common import positive_int, resolve_model_name
 from ..io import InputError
-from .common import positive_int, resolve_model_name
 
 IMAGE_HELP = (
     "image file, or a dataset: a folder (recursive), a quoted glob ('imgs/**/*.jpg') or a list file "
@@ -41,7 +41,7 @@ def add_engine_args(p: argparse.ArgumentParser, shards: bool = True) -> None:
 
 def run_batch(args: argparse.Namespace, task: str, **spec: Any) -> int:
     """Runs ``task`` over the dataset ``args.image`` into ``args.out`` (see :mod:`leansam.batch`)."""
-    from ..batch import JobSpec, RunConfig, run_dataset
+    from . import JobSpec, RunConfig, run_dataset
 
     if args.backend != "torch":
         raise InputError("dataset inputs run on --backend torch (ONNX Runtime takes one image at a time)")
