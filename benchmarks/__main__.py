@@ -36,6 +36,8 @@ TOPICS: tuple[tuple[str, str], ...] = (
     ("everything", "segment-everything: grid vs the official generator, hierarchical, memory"),
     ("onnx_runtime", "ONNX Runtime vs PyTorch eager"),
     ("quantization", "int8 post-training quantization and its fidelity gate"),
+    ("video_speed", "video tracking time per frame: leansam vs the official SAM2VideoPredictor"),
+    ("video_memory", "video tracking peak memory at 32 and 256 frames: stream vs the official predictor"),
 )
 RESULTS = Path("docs/results")
 PAGE = Path("docs/benchmarks.md")
