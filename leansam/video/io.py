@@ -57,6 +57,17 @@ def video_fps(path: str | os.PathLike, default: float = 25.0) -> float:
     return float(rate) if rate else default
 
 
+def video_frame_count(path: str | os.PathLike) -> int | None:
+    """Number of frames a video file's header announces (None when it does not say)."""
+    av = _av()
+    try:
+        with av.open(str(path)) as container:
+            n = container.streams.video[0].frames
+    except (av.FFmpegError, IndexError):
+        return None
+    return int(n) if n else None
+
+
 class OverlayWriter:
     """Writes frames with coloured masks blended in as an H.264 (yuv420p) mp4.
 
