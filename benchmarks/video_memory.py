@@ -4,11 +4,11 @@
         [--json docs/results/video_memory.json]
 
 Each measurement runs in a fresh process (``--child``) and reports its resident-set high-water mark
-(``VmHWM``) after tracking one box from frame 0 through the generated clip of
-:mod:`benchmarks.video_speed` (480 x 640): leansam's :class:`~leansam.video.stream.StreamTracker`
-over frames generated one at a time (nothing is read ahead), and the official ``SAM2VideoPredictor``
-(``init_state`` on a folder of JPEG frames, then ``propagate_in_video``; it has no streaming mode).
-Random weights, the same on both sides.
+(``VmHWM``) after tracking one box from frame 0 through a folder of JPEG frames of the generated clip
+of :mod:`benchmarks.video_speed` (480 x 640): leansam through its CLI, ``leansam track FOLDER --stream``
+(frames read one at a time, masks.jsonl and overlay.mp4 written as frames are tracked), and the official
+``SAM2VideoPredictor`` (``init_state`` on the folder, then ``propagate_in_video``; it has no streaming
+mode). Seeded random weights of the official model, written as an official checkpoint for leansam.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from leansam.bench.memory import _status_kib
@@ -32,8 +31,6 @@ from leansam.io import write_json
 from .video_speed import (
     BOX,
     OFFICIAL_CONFIGS,
-    clip_frame,
-    leansam_predictor,
     official_predictor,
     track,
     write_clip,
@@ -44,23 +41,28 @@ COMMAND = "python -m benchmarks.video_memory --model {model} --frames {frames} -
 TARGET = 1.1  # issue #15: the longest streaming run's peak <= 1.1 x the shortest one's
 
 
-def child(side: str, model: str, frames: int, folder: str) -> dict:
+def child(side: str, model: str, frames: int, folder: str, checkpoint: str) -> dict:
     """Tracks in this process; returns the peak resident memory in bytes."""
     if side == "leansam":
-        from leansam.video.stream import Prompt, StreamTracker
+        from leansam.cli import main as cli
 
-        tracker = StreamTracker(leansam_predictor(model, None))
-        prompts = {0: [Prompt(1, box=np.array(BOX, dtype=np.float32))]}
-        n = sum(1 for _ in tracker.track((clip_frame(t) for t in range(frames)), prompts))
+        with tempfile.TemporaryDirectory() as tmp:
+            box = ",".join(str(v) for v in BOX)
+            args = ["track", folder, "--model", model, "--checkpoint", checkpoint, "--box", f"0:{box}"]
+            if cli([*args, "--out", str(Path(tmp) / "out"), "--stream"]) != 0:
+                raise RuntimeError("leansam track failed")
+            n = len((Path(tmp) / "out" / "masks.jsonl").read_text().splitlines())
     else:
         n = track(official_predictor(model), Path(folder))
-    assert n == frames
+    if n != frames:
+        raise RuntimeError(f"{side} tracked {n} frames, not {frames}")
     return {"peak_bytes": (_status_kib("VmHWM") or 0) * 1024, "frames": n}
 
 
-def _measure(side: str, model: str, frames: int, folder: Path, threads: int) -> dict:
+def _measure(side: str, model: str, frames: int, folder: Path, checkpoint: Path, threads: int) -> dict:
     cmd = [sys.executable, "-m", "benchmarks.video_memory", "--child", side, "--model", model]
-    cmd += ["--frames", str(frames), "--folder", str(folder), "--threads", str(threads)]
+    cmd += ["--frames", str(frames), "--folder", str(folder), "--checkpoint", str(checkpoint)]
+    cmd += ["--threads", str(threads)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{side} {frames} frames failed: {(proc.stderr.strip().splitlines() or [''])[-1]}")
@@ -68,10 +70,14 @@ def _measure(side: str, model: str, frames: int, folder: Path, threads: int) -> 
 
 
 def run(model: str, lengths: tuple[int, ...], threads: int, out: Path | None = RESULT) -> dict:
+    if model not in OFFICIAL_CONFIGS:
+        raise SystemExit(f"error: {model}: no official checkpoint can be built here (SAM 2 models only)")
     load_before = os.getloadavg()
-    sides = ["leansam"] + (["official"] if model in OFFICIAL_CONFIGS else [])
+    sides = ["leansam", "official"]
     rows: dict[str, dict[str, dict]] = {s: {} for s in sides}
     with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = Path(tmp) / f"{model}.pt"
+        torch.save({"model": official_predictor(model).state_dict()}, checkpoint)
         folder = write_clip(Path(tmp) / "clip", max(lengths))
         for n in lengths:
             sub = Path(tmp) / f"clip{n}"
@@ -79,7 +85,7 @@ def run(model: str, lengths: tuple[int, ...], threads: int, out: Path | None = R
             for t in range(n):
                 os.link(folder / f"{t:05d}.jpg", sub / f"{t:05d}.jpg")
             for side in sides:  # alternated per length
-                rows[side][str(n)] = _measure(side, model, n, sub, threads)
+                rows[side][str(n)] = _measure(side, model, n, sub, checkpoint, threads)
     res = {
         "command": COMMAND.format(model=model, frames=",".join(map(str, lengths)), threads=threads),
         "machine": machine_fingerprint().__dict__,
@@ -139,10 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=RESULT)
     p.add_argument("--child", choices=("leansam", "official"), help=argparse.SUPPRESS)
     p.add_argument("--folder", default="", help=argparse.SUPPRESS)
+    p.add_argument("--checkpoint", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.child:
-        print(json.dumps(child(args.child, args.model, int(args.frames), args.folder)))
+        print(json.dumps(child(args.child, args.model, int(args.frames), args.folder, args.checkpoint)))
         return 0
     lengths = tuple(int(n) for n in args.frames.split(",") if n)
     print(render(run(args.model, lengths, args.threads, out=args.json)))
