@@ -36,6 +36,7 @@ TOPICS: tuple[tuple[str, str], ...] = (
     ("everything", "segment-everything: grid vs the official generator, hierarchical, memory"),
     ("onnx_runtime", "ONNX Runtime vs PyTorch eager"),
     ("quantization", "int8 post-training quantization and its fidelity gate"),
+    ("serve_latency", "web app latency: cached click, first prompt, concurrent clients"),
     ("video_speed", "video tracking time per frame: leansam vs the official SAM2VideoPredictor"),
     ("video_memory", "video tracking peak memory at 32 and 256 frames: stream vs the official predictor"),
 )
