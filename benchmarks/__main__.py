@@ -38,6 +38,8 @@ TOPICS: tuple[tuple[str, str], ...] = (
     ("quantization", "int8 post-training quantization and its fidelity gate"),
     ("serve_latency", "web app latency: cached click, first prompt, concurrent clients"),
     ("dataset_engine", "dataset engine: local vs Ray, and the stage costs of the scaling plan"),
+    ("video_speed", "video tracking time per frame: leansam vs the official SAM2VideoPredictor"),
+    ("video_memory", "video tracking peak memory at 32 and 256 frames: stream vs the official predictor"),
 )
 RESULTS = Path("docs/results")
 PAGE = Path("docs/benchmarks.md")
