@@ -408,10 +408,32 @@ def load_model(
         checkpoint, verified = resolve_checkpoint(info, allow_download=allow_download, progress=progress)
     if checkpoint is None:
         return info.build(), None
+    from .prune.arch import read_arch
+
+    arch = read_arch(checkpoint)
+    if arch is not None:
+        return _load_pruned(info, arch, checkpoint)
+    if Path(checkpoint).is_dir():
+        raise CheckpointError(f"checkpoint {checkpoint} is a folder, not a checkpoint file or pruned model")
     state = read_state_dict(checkpoint, info, trust_pickle=trust_pickle)
     model = info.build(state)
     report = load_checkpoint(model, info, state, checkpoint)
     report.sha256_verified = verified
+    return model.eval(), report
+
+
+def _load_pruned(info: ModelInfo, arch: dict, path: str | Path) -> tuple[torch.nn.Module, LoadReport]:
+    """A pruned model (``leansam prune``): the architecture its metadata describes, loaded strictly."""
+    from .prune.arch import build_from_arch, load_state, weights_file
+
+    if arch["base"] != info.name:
+        raise CheckpointError(
+            f"{path} is a pruned {arch['base']!r} model, not {info.name!r}: use --model {arch['base']} "
+            f"or give the path as the model (--model {path})"
+        )
+    model = build_from_arch(arch)
+    model.name = info.name
+    report = load_checkpoint(model, info, load_state(path), weights_file(path))
     return model.eval(), report
 
 

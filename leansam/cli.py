@@ -38,6 +38,7 @@ COMMANDS: tuple[str, ...] = (
     "distill",
     "export",
     "quantize",
+    "prune",
     "compare",
     "track",
     "serve",
