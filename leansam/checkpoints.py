@@ -423,17 +423,27 @@ def load_model(
 
 
 def _load_pruned(info: ModelInfo, arch: dict, path: str | Path) -> tuple[torch.nn.Module, LoadReport]:
-    """A pruned model (``leansam prune``): the architecture its metadata describes, loaded strictly."""
+    """A pruned model (``leansam prune``): the architecture its metadata describes, loaded strictly.
+
+    Under another registry name the weights are loaded like any checkpoint of that model (a pruned
+    ``sam_vit_b`` with SlimSAM-50's widths loads as ``slimsam_50``).
+    """
     from .prune.arch import build_from_arch, load_state, weights_file
 
+    state = load_state(path)
     if arch["base"] != info.name:
-        raise CheckpointError(
-            f"{path} is a pruned {arch['base']!r} model, not {info.name!r}: use --model {arch['base']} "
-            f"or give the path as the model (--model {path})"
-        )
+        model = info.build(state)
+        try:
+            report = load_checkpoint(model, info, state, weights_file(path))
+        except CheckpointError as e:
+            raise CheckpointError(
+                f"{path} is a pruned {arch['base']!r} model and does not fit {info.name!r}: use "
+                f"--model {arch['base']} or give the path as the model (--model {path}). {e}"
+            ) from None
+        return model.eval(), report
     model = build_from_arch(arch)
     model.name = info.name
-    report = load_checkpoint(model, info, load_state(path), weights_file(path))
+    report = load_checkpoint(model, info, state, weights_file(path))
     return model.eval(), report
 
 

@@ -39,6 +39,7 @@ COMMANDS: tuple[str, ...] = (
     "export",
     "quantize",
     "prune",
+    "compress",
     "compare",
     "track",
     "serve",

@@ -50,12 +50,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--reference", required=True, help="registry name of the reference model (or a pruned model's folder)")
+    p.add_argument(
+        "--reference", required=True, help="registry name of the reference model (or a pruned model's folder)"
+    )
     p.add_argument(
         "--reference-checkpoint", default=None, help="weights of the reference (default: official)"
     )
     p.add_argument(
-        "--candidate", required=True, help="quantized-model folder, ONNX export folder, pruned-model folder or checkpoint file"
+        "--candidate",
+        required=True,
+        help="quantized-model folder, ONNX export folder, pruned-model folder or checkpoint file",
     )
     p.add_argument("--images", required=True, help="folder of images to compare on")
     p.add_argument("--max-images", type=positive_int, default=None, help="only the first N images (sorted)")
@@ -141,9 +145,8 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoints import load_model
     from ..compress.calib import find_images
     from ..fidelity import CompareConfig, compare_models
-    from ..registry import get_model_info
-
     from ..prune.arch import resolve_spec
+    from ..registry import get_model_info
 
     args.reference, args.reference_checkpoint = resolve_spec(args.reference, args.reference_checkpoint)
     get_model_info(args.reference)

@@ -74,30 +74,14 @@ def config_from_args(args: argparse.Namespace):
         raise InputError(f"--{str(e).replace('_', '-')}") from None
 
 
-def load_teacher(spec: str | None, trust_pickle: bool = False):
-    """(model, spec that loads it again) from ``NAME``, ``NAME:CKPT`` or a pruned model's path."""
-    from ..checkpoints import load_model
-    from ..prune.arch import resolve_spec
-    from ..registry import default_model_name
-
-    spec = spec or default_model_name()
-    name, ckpt = spec, None
-    if not Path(spec).exists():
-        name, _, ckpt = spec.partition(":")
-        ckpt = ckpt or None
-    name, ckpt = resolve_spec(name, ckpt)
-    model, _ = load_model(name, ckpt, trust_pickle=trust_pickle)
-    return model, spec
-
-
 def run(args: argparse.Namespace) -> int:
     from ..prune.arch import save_pruned
-    from ..prune.pruner import prune_model
+    from ..prune.pruner import load_model_spec, prune_model
 
     cfg = config_from_args(args)
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise InputError(f"output path {args.out} exists and is not a folder")
-    teacher, spec = load_teacher(args.model, args.trust_pickle)
+    teacher, spec = load_model_spec(args.model, args.trust_pickle, prunable=True)
     model, report = prune_model(teacher, spec, cfg, log=log)
     save_pruned(model, args.out, report)
     before, after = report["encoder_params_before"], report["encoder_params_after"]

@@ -79,7 +79,7 @@ def scorer(importance: str) -> Scorer:
 def accumulate_grads(
     model: Sam,
     teacher: Sam,
-    calib: Calibration,
+    calib: Calibration | None,
     importance: str,
     noise: float = 0.2,
     seed: int = 0,

@@ -74,6 +74,33 @@ class PruneConfig:
             raise ValueError("lr must be > 0 and noise >= 0")
 
 
+def load_model_spec(spec: str | None, trust_pickle: bool = False, prunable: bool = False):
+    """(model, spec that loads it again) from ``NAME``, ``NAME:CKPT`` or a pruned model's path.
+
+    ``prunable``: refuse (InputError) an encoder :func:`prune_model` cannot prune, before any
+    weights are read.
+    """
+    from ..checkpoints import load_model
+    from ..registry import default_model_name
+    from .arch import read_arch, resolve_spec
+
+    spec = spec or default_model_name()
+    name, ckpt = spec, None
+    if not Path(spec).exists():
+        name, _, ckpt = spec.partition(":")
+        ckpt = ckpt or None
+    name, ckpt = resolve_spec(name, ckpt)
+    if prunable and (ckpt is None or read_arch(ckpt) is None):
+        import torch
+
+        from ..registry import get_model_info
+
+        with torch.device("meta"):
+            encoder_kind(get_model_info(name).build())
+    model, _ = load_model(name, ckpt, trust_pickle=trust_pickle)
+    return model, spec
+
+
 def encoder_kind(model: Sam) -> str:
     """``vit`` or ``tiny_fpn``; InputError naming the encoder for anything leansam cannot prune."""
     from ..models.tiny_fpn import TinyFPNEncoder
@@ -143,7 +170,8 @@ def prune_model(
     arch = describe(teacher)
     base = arch["base"] if arch else base
     base_cfg = teacher.image_encoder.cfg if kind == "vit" else teacher.image_encoder.config
-    calib = load_calibration_data(cfg.calib, teacher, cfg.num_calib)
+    needs_data = cfg.importance != "magnitude" or cfg.recovery_steps > 0
+    calib = load_calibration_data(cfg.calib, teacher, cfg.num_calib) if needs_data else None
     student = copy.deepcopy(teacher).float()
     stages = ((True, False), (False, True)) if cfg.alternate else ((True, True),)
     report: dict[str, Any] = {
@@ -157,19 +185,18 @@ def prune_model(
         t0 = time.perf_counter()
         accumulate_grads(student, teacher, calib, cfg.importance, cfg.noise, cfg.seed + i)
         _prune_stage(student, base_cfg, cfg, kinds)
-        stage = {
-            "pruned": ["bottleneck", "embedding"]
-            if kinds == (True, True)
-            else ["bottleneck" if kinds[0] else "embedding"],
+        names = ("bottleneck", "embedding")
+        stage: dict[str, Any] = {
+            "pruned": [n for n, k in zip(names, kinds) if k],
             "widths": widths_of(student),
         }
         log(f"stage {i + 1}/{len(stages)}: pruned {'+'.join(stage['pruned'])} -> {stage['widths']}")
         if cfg.recovery_steps:
+            stage["embed_mse"] = embed_mse(student, teacher, calib.inputs)
             set_arch(student, base)
             stage["recovery"] = recover(student, teacher_spec, cfg, seed=cfg.seed + i)
-            log(
-                f"  recovery: {cfg.recovery_steps} steps, last loss {stage['recovery'].get('loss', float('nan')):.4g}"
-            )
+            stage["embed_mse_recovered"] = embed_mse(student, teacher, calib.inputs)
+            log(f"  recovery: embedding MSE {stage['embed_mse']:.4g} -> {stage['embed_mse_recovered']:.4g}")
         stage["seconds"] = round(time.perf_counter() - t0, 2)
         report["stages"].append(stage)
     for p in student.parameters():
@@ -178,6 +205,14 @@ def prune_model(
     report["widths_after"] = widths_of(student)
     report["encoder_params_after"] = encoder_params(student)
     return student.eval(), report
+
+
+@torch.no_grad()
+def embed_mse(model: Sam, teacher: Sam, inputs: list[torch.Tensor]) -> float:
+    """Mean squared difference of the image embeddings of ``model`` and ``teacher`` over ``inputs``."""
+    model.eval()
+    errs = [torch.mean((model.encode_image(x).embed - teacher.encode_image(x).embed) ** 2) for x in inputs]
+    return float(torch.stack(errs).mean())
 
 
 def recover(student: Sam, teacher_spec: str, cfg: PruneConfig, seed: int) -> dict[str, float]:

@@ -49,7 +49,9 @@ def current_widths(cfg: ViTConfig) -> list[tuple[int, int, int]]:
     return [(cfg.embed_dim, cfg.embed_dim, cfg.mlp_dim)] * cfg.depth
 
 
-def target_widths(base: ViTConfig, now: ViTConfig, ratio: float, bottleneck: bool, embedding: bool) -> ViTWidths:
+def target_widths(
+    base: ViTConfig, now: ViTConfig, ratio: float, bottleneck: bool, embedding: bool
+) -> ViTWidths:
     """Widths after removing ``ratio`` of the chosen dimension kinds of ``base`` (the unpruned model);
     the other kinds keep their widths in ``now`` (the model being pruned).
 
