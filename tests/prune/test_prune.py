@@ -36,8 +36,7 @@ def test_sam_vit_b_pruned_to_slimsam_shapes(ratio, official, sam_vit_b_ckpt, tmp
     shapes, key for key, and the official registry entry loads the pruned weights strictly."""
     out = tmp_path / "pruned"
     rc = main(
-        ["prune", "--model", f"sam_vit_b:{sam_vit_b_ckpt}", "--ratio", str(ratio)]
-        + ["--importance", "magnitude", "--out", str(out)]
+        ["prune", "--model", f"sam_vit_b:{sam_vit_b_ckpt}", "--ratio", str(ratio), "--importance", "magnitude", "--out", str(out)]
     )
     assert rc == 0
     state = leansam.prune.arch.load_state(out)
@@ -137,7 +136,7 @@ def tiny_pruned(tmp_path_factory):
 
 
 def test_pruned_model_round_trips_and_predicts_identically(tiny_pruned):
-    teacher, model, report, out = tiny_pruned
+    _teacher, model, report, out = tiny_pruned
     assert report["encoder_params_after"] < 0.5 * report["encoder_params_before"]
     arch = read_arch(out)
     assert arch["base"] == "leansam_tiny" and arch["encoder"]["kind"] == "tiny_fpn"
@@ -192,17 +191,19 @@ def test_pruned_model_on_the_command_line(tiny_pruned, tmp_path, capsys):
                 "sam_vit_b",
                 "--checkpoint",
                 str(out),
+                "--box",
+                "10,10,120,120",
                 "--out",
                 str(tmp_path / "c"),
             ]
         )
         == 2
     )
-    assert "pruned 'leansam_tiny' model" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "pruned 'leansam_tiny' model and does not fit 'sam_vit_b'" in err[-1]
     assert not (tmp_path / "c").exists()
     rc = main(
-        ["compare", "--reference", "leansam_tiny", "--candidate", str(out), "--images", str(images)]
-        + ["--no-everything", "--prompts-per-image", "2"]
+        ["compare", "--reference", "leansam_tiny", "--candidate", str(out), "--images", str(images), "--no-everything", "--prompts-per-image", "2"]
     )
     assert rc == 0
 
@@ -228,12 +229,11 @@ def test_pruned_model_exports_to_onnx(tiny_pruned, tmp_path):
 
     _, model, _, out = tiny_pruned
     exp = export_onnx(leansam.build_model(str(out)), tmp_path / "onnx")
-    onnx_model = load_onnx_model(exp.directory, "cpu")
+    onnx_model = load_onnx_model(exp.directory)
     x = torch.randn(1, 3, 256, 256)
     with torch.no_grad():
         want = model.encode_image(x).embed
-    got = onnx_model.encode_image(x).embed
-    torch.testing.assert_close(torch.as_tensor(np.asarray(got)), want, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(onnx_model.encode_image(x).embed, want, rtol=1e-3, atol=1e-3)
 
 
 def test_recovery_distillation_reduces_the_embedding_error():
