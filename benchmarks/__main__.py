@@ -36,6 +36,7 @@ TOPICS: tuple[tuple[str, str], ...] = (
     ("everything", "segment-everything: grid vs the official generator, hierarchical, memory"),
     ("onnx_runtime", "ONNX Runtime vs PyTorch eager"),
     ("quantization", "int8 post-training quantization and its fidelity gate"),
+    ("serve_latency", "web app latency: cached click, first prompt, concurrent clients"),
     ("pruning", "structural pruning: encoder latency vs mIoU (Pareto)"),
 )
 RESULTS = Path("docs/results")

@@ -134,9 +134,25 @@ class SamPredictor:
         self.is_image_set = True
 
     def get_image_embedding(self) -> torch.Tensor:
-        """The image embedding, 1 x 256 x 64 x 64."""
+        """The image embedding, 1 x C x h x w (1 x 256 x 64 x 64 for SAM)."""
         self._check_image()
         return self.features.embed
+
+    def low_res_size(self) -> tuple[int, int]:
+        """(h, w) of the low-res logits and of ``mask_input``: 4x the embedding grid."""
+        self._check_image()
+        h, w = self.features.embed.shape[-2:]
+        return 4 * int(h), 4 * int(w)
+
+    def _mask_input(self, mask_input: np.ndarray) -> torch.Tensor:
+        h, w = self.low_res_size()
+        arr = np.asarray(mask_input, dtype=np.float32)
+        if arr.size != h * w:
+            raise ValueError(
+                f"mask_input of shape {tuple(arr.shape)} does not fit this model: it takes 1 x {h} x {w} "
+                "low-res logits (the third output of a previous predict call)"
+            )
+        return torch.as_tensor(arr, device=self.device).reshape(1, 1, h, w)
 
     def reset_image(self) -> None:
         self.is_image_set = False
@@ -164,12 +180,13 @@ class SamPredictor:
             point_coords: N x 2 (x, y), or None.
             point_labels: N (1 foreground, 0 background), or None.
             box: 4 (or 1 x 4) XYXY, or None.
-            mask_input: 1 x 256 x 256 low-res logits from a previous call (the model's low-res size), or None.
+            mask_input: 1 x h x w low-res logits from a previous call, or None; h x w is 4x the
+                embedding grid (:meth:`low_res_size`: 256 x 256 for SAM).
             multimask_output: 3 candidate masks (True) or 1.
             return_logits: return logits instead of binary masks.
 
         Returns:
-            masks C x H x W (bool, or float32 logits), scores C, low-res logits C x 256 x 256.
+            masks C x H x W (bool, or float32 logits), scores C, low-res logits C x h x w.
         """
         self._check_image()
         dev = self.device
@@ -184,9 +201,7 @@ class SamPredictor:
         if box is not None:
             boxes = torch.as_tensor(np.asarray(box, dtype=np.float32), device=dev).reshape(1, 4)
         if mask_input is not None:
-            masks = torch.as_tensor(np.asarray(mask_input, dtype=np.float32), device=dev).reshape(
-                1, 1, 256, 256
-            )
+            masks = self._mask_input(mask_input)
         out_masks, iou, low = self.predict_torch(
             coords, labels, boxes, masks, multimask_output, return_logits, original_coords=True
         )

@@ -63,3 +63,19 @@ def test_one_point_set_shared_by_many_boxes(predictor):
 def test_prompt_block_must_be_positive(block):
     with pytest.raises(ValueError, match="prompt_block"):
         leansam.SamPredictor(leansam.build_model("leansam_tiny"), prompt_block=block)
+
+
+def test_mask_input_takes_the_models_low_res_size(predictor):
+    """leansam_tiny's embedding grid is 16 x 16: its low-res logits (and mask_input) are 64 x 64."""
+    import numpy as np
+
+    h, w = predictor.low_res_size()
+    assert (h, w) == tuple(4 * s for s in predictor.get_image_embedding().shape[-2:])
+    _, scores, low = predictor.predict(box=np.array([20, 20, 140, 100]), multimask_output=False)
+    assert low.shape == (1, h, w)
+    masks, _, low2 = predictor.predict(
+        box=np.array([20, 20, 140, 100]), mask_input=low, multimask_output=False
+    )
+    assert low2.shape == (1, h, w) and masks.shape[0] == 1
+    with pytest.raises(ValueError, match=f"1 x {h} x {w}"):
+        predictor.predict(box=np.array([20, 20, 140, 100]), mask_input=np.zeros((1, 256, 256)))

@@ -42,6 +42,7 @@ from .schemas import (
     PromptResponse,
     PromptResult,
 )
+from .timing import ServerTiming
 
 
 @dataclass
@@ -130,8 +131,7 @@ def predict(pred: leansam.SamPredictor, req: PromptRequest) -> list[PromptResult
     if req.boxes:
         boxes = torch.tensor(req.boxes, dtype=torch.float32).to(dev)
     if req.mask_input is not None:
-        eh, ew = pred.get_image_embedding().shape[-2:]
-        mask_in = _decode_mask_input(req.mask_input, (4 * eh, 4 * ew)).expand(n, -1, -1, -1).to(dev)
+        mask_in = _decode_mask_input(req.mask_input, pred.low_res_size()).expand(n, -1, -1, -1).to(dev)
     multimask = req.multimask
     if multimask is None:
         multimask = len(req.points) == 1 and not req.boxes and req.mask_input is None
@@ -190,6 +190,7 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
     app.state.pool, app.state.cache, app.state.store = pool, cache, store
     _install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=config.max_upload_bytes)
+    app.add_middleware(ServerTiming)  # outermost: the time includes the body limit check
 
     static = resources.files("leansam") / "serve" / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")

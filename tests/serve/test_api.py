@@ -376,3 +376,22 @@ def test_wrong_content_type_and_unknown_ids(client, example_id):
     assert client.get("/docs").status_code == 200
     assert "/api/images/{image_id}/predict" in client.get("/openapi.json").json()["paths"]
     still_serving(client, example_id)
+
+
+def _server_ms(response) -> float:
+    name, dur = response.headers["server-timing"].split(";")
+    assert name == "app" and dur.startswith("dur=")
+    return float(dur[4:])
+
+
+def test_server_timing_header(client, example_id):
+    import time
+
+    t = time.perf_counter()
+    r = client.post(f"/api/images/{example_id}/predict", json={"points": [POINT]})
+    elapsed_ms = (time.perf_counter() - t) * 1000
+    assert r.status_code == 200
+    assert 0 < _server_ms(r) <= elapsed_ms
+    # Refused requests are timed too (the middleware sits outside the body limit).
+    bad = client.post("/api/images", files={"file": ("big.jpg", b"\xff" * (2 << 20), "image/jpeg")})
+    assert bad.status_code == 413 and _server_ms(bad) >= 0
