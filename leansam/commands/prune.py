@@ -47,6 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, default=4, help="recovery batch size")
     p.add_argument("--lr", type=float, default=1e-4, help="recovery learning rate")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu", help="where recovery runs")
     p.add_argument(
         "--trust-pickle", action="store_true", help="allow pickled checkpoints (trusted files only)"
     )
@@ -69,6 +70,7 @@ def config_from_args(args: argparse.Namespace):
             batch_size=args.batch_size,
             lr=args.lr,
             seed=args.seed,
+            device=args.device,
         )
     except ValueError as e:
         raise InputError(f"--{str(e).replace('_', '-')}") from None

@@ -45,6 +45,7 @@ class PruneConfig:
         batch_size, lr: of the recovery runs.
         noise: ``disturbed-taylor``'s noise, as a fraction of the embedding's std.
         seed: seed of calibration noise and recovery.
+        device: where the recovery runs (``cpu``, ``cuda``, ``auto``; ``leansam distill --device``).
     """
 
     ratio: float
@@ -59,6 +60,7 @@ class PruneConfig:
     lr: float = 1e-4
     noise: float = 0.2
     seed: int = 0
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         ok_ratio = isinstance(self.ratio, int | float) and not isinstance(self.ratio, bool)
@@ -72,6 +74,8 @@ class PruneConfig:
             raise ValueError("num_calib and batch_size must be >= 1, recovery_steps >= 0")
         if not (self.lr > 0 and self.noise >= 0):
             raise ValueError("lr must be > 0 and noise >= 0")
+        if self.device not in ("cpu", "cuda", "auto"):
+            raise ValueError(f"device must be cpu, cuda or auto, not {self.device!r}")
 
 
 def load_model_spec(spec: str | None, trust_pickle: bool = False, prunable: bool = False):
@@ -229,7 +233,7 @@ def recover(student: Sam, teacher_spec: str, cfg: PruneConfig, seed: int) -> dic
             lr=cfg.lr,
             warmup=min(20, cfg.recovery_steps // 10),
             seed=seed,
-            device="cpu",
+            device=cfg.device,
             bf16=False,
             resume=False,
             progress=False,

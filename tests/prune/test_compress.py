@@ -68,7 +68,18 @@ def test_recipe_chains_distil_prune_int8_onnx(tmp_path, capsys):
     assert p[1] < p[0] / 2
     # the pruned step's folder is a model: compare it against the start model with the CLI
     rc = main(
-        ["compare", "--reference", "leansam_tiny", "--candidate", str(out / "02_prune"), "--images", str(_images(tmp_path)), "--no-everything", "--prompts-per-image", "2"]
+        [
+            "compare",
+            "--reference",
+            "leansam_tiny",
+            "--candidate",
+            str(out / "02_prune"),
+            "--images",
+            str(_images(tmp_path)),
+            "--no-everything",
+            "--prompts-per-image",
+            "2",
+        ]
     )
     assert rc == 0
     assert "all gates passed" in capsys.readouterr().out
@@ -158,3 +169,22 @@ def test_pareto_front():
         {"label": "d", "latency_ms": None, "box_miou": 0.9},
     ]
     assert pareto_front(rows) == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("sweep", "words"),
+    [
+        ({"model": "leansam_tiny"}, "missing field 'ratios'"),
+        ({"model": "leansam_tiny", "ratios": [0.5, 1.5]}, "ratio must be a number in (0, 1)"),
+        ({"model": "leansam_tiny", "ratios": [0.5], "colour": "red"}, "unknown field(s) ['colour']"),
+        ({"model": "leansam_tiny", "ratios": [0.5], "importances": ["random"]}, "importance must be one of"),
+    ],
+)
+def test_bad_sweep(sweep, words, tmp_path, capsys):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    out = tmp_path / "res"
+    assert main(["compress", "--sweep", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and words in err[0], err
+    assert not out.exists()

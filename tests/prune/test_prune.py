@@ -36,7 +36,17 @@ def test_sam_vit_b_pruned_to_slimsam_shapes(ratio, official, sam_vit_b_ckpt, tmp
     shapes, key for key, and the official registry entry loads the pruned weights strictly."""
     out = tmp_path / "pruned"
     rc = main(
-        ["prune", "--model", f"sam_vit_b:{sam_vit_b_ckpt}", "--ratio", str(ratio), "--importance", "magnitude", "--out", str(out)]
+        [
+            "prune",
+            "--model",
+            f"sam_vit_b:{sam_vit_b_ckpt}",
+            "--ratio",
+            str(ratio),
+            "--importance",
+            "magnitude",
+            "--out",
+            str(out),
+        ]
     )
     assert rc == 0
     state = leansam.prune.arch.load_state(out)
@@ -203,7 +213,18 @@ def test_pruned_model_on_the_command_line(tiny_pruned, tmp_path, capsys):
     assert "pruned 'leansam_tiny' model and does not fit 'sam_vit_b'" in err[-1]
     assert not (tmp_path / "c").exists()
     rc = main(
-        ["compare", "--reference", "leansam_tiny", "--candidate", str(out), "--images", str(images), "--no-everything", "--prompts-per-image", "2"]
+        [
+            "compare",
+            "--reference",
+            "leansam_tiny",
+            "--candidate",
+            str(out),
+            "--images",
+            str(images),
+            "--no-everything",
+            "--prompts-per-image",
+            "2",
+        ]
     )
     assert rc == 0
 
@@ -236,8 +257,10 @@ def test_pruned_model_exports_to_onnx(tiny_pruned, tmp_path):
     torch.testing.assert_close(onnx_model.encode_image(x).embed, want, rtol=1e-3, atol=1e-3)
 
 
-def test_recovery_distillation_reduces_the_embedding_error():
-    """Each stage's recovery (leansam distill, embedding MSE) brings the pruned model closer to its teacher."""
+@pytest.mark.parametrize("mode", ["encoder", "full"])
+def test_recovery_distillation_reduces_the_embedding_error(mode):
+    """Each stage's recovery (leansam distill: embedding MSE, or with ``full`` also the decoder's
+    tokens and masks) brings the pruned model closer to its teacher."""
     teacher = leansam.build_model("leansam_tiny")
     cfg = PruneConfig(
         ratio=0.5,
@@ -248,6 +271,7 @@ def test_recovery_distillation_reduces_the_embedding_error():
         recovery_data="synth:8:5",
         batch_size=2,
         lr=1e-3,
+        recovery_mode=mode,
     )
     _, report = prune_model(teacher, "leansam_tiny", cfg)
     assert [s["pruned"] for s in report["stages"]] == [["bottleneck"], ["embedding"]]
