@@ -5,8 +5,8 @@
         --calib synth:64:7 --recovery-steps 2000 --out teacher_p50
 
 Writes ``OUT/model.safetensors`` (weights + architecture in its metadata) and ``OUT/prune.json``;
-use the folder wherever a model goes: ``--model OUT``, ``leansam.build_model("OUT")``,
-``leansam compare --candidate OUT``. docs/pruning.md describes the method.
+the folder is a model: ``--model OUT`` (segment, everything, export, quantize),
+``leansam.build_model("OUT")``, ``leansam compare --candidate OUT``. docs/pruning.md describes the method.
 """
 
 from __future__ import annotations
