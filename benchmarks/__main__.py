@@ -40,6 +40,7 @@ TOPICS: tuple[tuple[str, str], ...] = (
     ("dataset_engine", "dataset engine: local vs Ray, and the stage costs of the scaling plan"),
     ("video_speed", "video tracking time per frame: leansam vs the official SAM2VideoPredictor"),
     ("video_memory", "video tracking peak memory at 32 and 256 frames: stream vs the official predictor"),
+    ("pruning", "structural pruning: encoder latency vs mIoU (Pareto)"),
 )
 RESULTS = Path("docs/results")
 PAGE = Path("docs/benchmarks.md")
