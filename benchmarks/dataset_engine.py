@@ -259,7 +259,8 @@ def scaling_table(res: dict[str, Any]) -> str:
     lines.append(
         f"Measured on {m['cpu']} ({m['cores']} cores), {res['n_images']} synthetic images, load average "
         f"{res['load_before'][0]} before / {res['load_after'][0]} after; Ray cluster start-up "
-        f"{res['ray_startup_s']:.1f} s. Stage times: one thread, this process."
+        f"{res['ray_startup_s']:.1f} s. Stage times: one thread, this process. Stand-in weights give "
+        "fragmented masks (many RLE runs), so their KB out is larger than trained weights' would be."
     )
     return "\n".join(lines)
 
