@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PARITY_DIR ?= $(abspath ../shared/parity)
 
-.PHONY: setup browser demo test test-slow fuzz mutate lint format bench bench-docs clean
+.PHONY: setup browser demo test test-slow test-ray fuzz mutate lint format bench bench-docs clean
 
 $(VENV)/.installed: pyproject.toml requirements-oracles.txt
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ test: setup
 
 test-slow: setup
 	LEANSAM_PARITY_DIR=$(PARITY_DIR) $(PY) -m pytest -q -m slow
+
+# The dataset engine on a local Ray cluster (slow tests included).
+test-ray: setup
+	LEANSAM_PARITY_DIR=$(PARITY_DIR) $(PY) -m pytest -q -m '' tests/batch/test_ray_engine.py
 
 # 10,000 generated inputs per parser (images, checkpoints, COCO / detections / boxes JSON, prompts);
 # the counts and the outcome go to docs/results/fuzz.json (docs/security.md).

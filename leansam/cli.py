@@ -42,6 +42,8 @@ COMMANDS: tuple[str, ...] = (
     "distill",
     "export",
     "quantize",
+    "prune",
+    "compress",
     "compare",
     "track",
     "serve",

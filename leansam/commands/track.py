@@ -1,8 +1,10 @@
 """``leansam track``: track prompted objects through a video; writes DIR/masks.jsonl and DIR/overlay.mp4.
 
 Prompts name their frame and object: ``--box F:X0,Y0,X1,Y1[:OBJ]``, ``--point F:X,Y[,LABEL][:OBJ]``,
-``--mask F:PNG[:OBJ]`` (video pixels; object id 1 when omitted). Everything is computed before
-anything is written, so bad input leaves no output behind.
+``--mask F:PNG[:OBJ]`` (video pixels; object id 1 when omitted). Outputs are staged in a hidden folder
+next to DIR and moved into it only when every frame is done, so bad input leaves no output behind.
+``--stream`` reads frames one at a time and writes each frame's line and overlay frame as soon as it
+is tracked: memory stays flat however long the video.
 """
 
 from __future__ import annotations
@@ -113,30 +115,90 @@ def _offline(pred, frames, prompts: dict[int, list], reverse: bool):
     yield from pred.propagate_in_video(state, start_frame_idx=start, reverse=reverse)
 
 
-def _track(args: argparse.Namespace, frames) -> list[tuple[int, list, np.ndarray]]:
+def _predictor(args: argparse.Namespace):
+    from ..video import VideoPredictor, load_video_model
+
+    return VideoPredictor(load_video_model(args.model, args.checkpoint), device=args.device)
+
+
+def _progress(results, total: int | None):
     from tqdm import tqdm
 
-    from ..video import VideoPredictor, load_video_model
+    return tqdm(results, total=total, unit="frame", desc="tracking")
+
+
+def _track(args: argparse.Namespace, frames) -> list[tuple[int, list, np.ndarray]]:
+    """Offline tracking: every frame's masks (frame_idx, obj_ids, n x H x W bool), in yield order."""
+    prompts = _prompts(args, frames.height, frames.width, len(frames))
+    results = _offline(_predictor(args), frames, prompts, args.reverse)
+    return [
+        (f, list(ids), (logits[:, 0] > 0).cpu().numpy()) for f, ids, logits in _progress(results, len(frames))
+    ]
+
+
+def _write_offline(args: argparse.Namespace, frames, tracks, out) -> None:
+    from ..video.io import OverlayWriter, video_fps, write_track_line
+
+    by_frame = {f: (ids, m) for f, ids, m in tracks}
+    with open(out.path("masks.jsonl"), "w") as f:
+        for frame_idx, ids, masks in sorted(tracks, key=lambda r: r[0]):
+            write_track_line(f, frame_idx, ids, masks)
+    with OverlayWriter(out.path("overlay.mp4"), video_fps(args.video)) as w:
+        for i in range(len(frames)):
+            _, masks = by_frame.get(i, ([], np.zeros((0, frames.height, frames.width), bool)))
+            w.add(frames[i], masks)
+
+
+def _stream_frames(video: str):
+    """(frames read one at a time, H, W, frame count or None when the file does not say): a folder's
+    files in order, or a video file decoded lazily."""
+    import itertools
+
+    from ..video import VideoError
+    from ..video.frames import open_video
+    from ..video.io import iter_video, video_frame_count
+
+    if Path(video).is_dir():
+        source = open_video(video)
+        return (source[i] for i in range(len(source))), source.height, source.width, len(source)
+    if not Path(video).is_file():
+        raise VideoError(f"no such video file or folder: {video}")
+    frames = iter_video(video)
+    first = next(frames, None)
+    if first is None:
+        raise VideoError(f"no frames could be decoded from {video}")
+    return itertools.chain([first], frames), first.shape[0], first.shape[1], video_frame_count(video)
+
+
+def _stream(args: argparse.Namespace, out) -> int:
+    """Streaming: frames read lazily, each frame's masks and overlay written as soon as it is tracked."""
+    from ..video.io import OverlayWriter, video_fps, write_track_line
     from ..video.stream import StreamTracker
 
-    prompts = _prompts(args, frames.height, frames.width, len(frames))
-    pred = VideoPredictor(load_video_model(args.model, args.checkpoint), device=args.device)
-    if args.stream:
-        if args.reverse:
-            raise InputError("--reverse needs the whole video: it cannot be combined with --stream")
-        results = StreamTracker(pred).track((frames[i] for i in range(len(frames))), prompts)
-    else:
-        results = _offline(pred, frames, prompts, args.reverse)
-    tracks = []
-    for frame_idx, obj_ids, logits in tqdm(results, total=len(frames), unit="frame", desc="tracking"):
-        tracks.append((frame_idx, list(obj_ids), (logits[:, 0] > 0).cpu().numpy()))
-    return tracks
+    if args.reverse:
+        raise InputError("--reverse needs the whole video: it cannot be combined with --stream")
+    frames, h, w, count = _stream_frames(args.video)
+    prompts = _prompts(args, h, w, count)
+    tracker = StreamTracker(_predictor(args))
+    n = 0
+    with (
+        open(out.path("masks.jsonl"), "w") as f,
+        OverlayWriter(out.path("overlay.mp4"), video_fps(args.video)) as ov,
+    ):
+        for frame_idx, ids, logits in _progress(tracker.track(frames, prompts), None):
+            masks = (logits[:, 0] > 0).cpu().numpy()
+            write_track_line(f, frame_idx, ids, masks)
+            ov.add(tracker.state.frames[frame_idx], masks)
+            n += 1
+    if max(prompts) >= n:  # the file did not say how many frames it has
+        raise InputError(f"a prompt is on frame {max(prompts)}, the video has {n} frames (0..{n - 1})")
+    return n
 
 
 def run(args: argparse.Namespace) -> int:
     from ..video import NotTrackableError, VideoError, can_track, tracking_models
     from ..video.frames import open_video
-    from ..video.io import OverlayWriter, _av, video_fps, write_track_line
+    from ..video.io import _av
 
     if not can_track(args.model):
         from ..registry import get_model_info
@@ -146,26 +208,26 @@ def run(args: argparse.Namespace) -> int:
             f"model {args.model!r} cannot track; models that can: {', '.join(tracking_models())}"
         )
     preflight_output(args, _OWNED)  # before the slow tracking
+    out = None
     try:
         _av()
-        frames = open_video(args.video)
-        tracks = _track(args, frames)
-    except (VideoError, ImportError, NotTrackableError, ValueError) as e:
-        raise InputError(str(e)) from None
-    out = OutputDir(args.out, args.overwrite, _OWNED, command="leansam track")
-    try:
-        by_frame = {f: (ids, m) for f, ids, m in tracks}
-        with open(out.path("masks.jsonl"), "w") as f:
-            for frame_idx, ids, masks in sorted(tracks, key=lambda r: r[0]):
-                write_track_line(f, frame_idx, ids, masks)
-        with OverlayWriter(out.path("overlay.mp4"), video_fps(args.video)) as w:
-            for i in range(len(frames)):
-                ids, masks = by_frame.get(i, ([], np.zeros((0, frames.height, frames.width), bool)))
-                w.add(frames[i], masks)
-    except BaseException:
-        out.discard()
+        if args.stream:
+            out = OutputDir(args.out, args.overwrite, _OWNED, command="leansam track")
+            n = _stream(args, out)
+        else:
+            frames = open_video(args.video)
+            tracks = _track(args, frames)
+            out = OutputDir(args.out, args.overwrite, _OWNED, command="leansam track")
+            _write_offline(args, frames, tracks, out)
+            n = len(tracks)
+    except BaseException as e:
+        if out is not None:
+            out.discard()
+        if isinstance(e, (VideoError, ImportError, NotTrackableError, ValueError)) and not isinstance(
+            e, InputError
+        ):
+            raise InputError(str(e)) from None
         raise
     out.commit()
-    out = Path(args.out)
-    log(f"tracked {len(tracks)} frames; wrote {out / 'masks.jsonl'} and {out / 'overlay.mp4'}")
+    log(f"tracked {n} frames; wrote {out.dest / 'masks.jsonl'} and {out.dest / 'overlay.mp4'}")
     return 0

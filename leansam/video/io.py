@@ -44,17 +44,26 @@ def decode_video(path: str | os.PathLike) -> list[np.ndarray]:
     return frames
 
 
-def video_fps(path: str | os.PathLike, default: float = 25.0) -> float:
-    """Average frame rate of a video file (``default`` for folders and unknown rates)."""
-    if Path(path).is_dir():
-        return default
+def _stream_header(path: str | os.PathLike, field: str) -> Any:
+    """A field of a video file's first video stream (``average_rate``, ``frames``), None if unreadable."""
     av = _av()
     try:
         with av.open(str(path)) as container:
-            rate = container.streams.video[0].average_rate
+            return getattr(container.streams.video[0], field)
     except (av.FFmpegError, IndexError):
-        return default
+        return None
+
+
+def video_fps(path: str | os.PathLike, default: float = 25.0) -> float:
+    """Average frame rate of a video file (``default`` for folders and unknown rates)."""
+    rate = None if Path(path).is_dir() else _stream_header(path, "average_rate")
     return float(rate) if rate else default
+
+
+def video_frame_count(path: str | os.PathLike) -> int | None:
+    """Number of frames a video file's header announces (None when it does not say)."""
+    n = _stream_header(path, "frames")
+    return int(n) if n else None
 
 
 class OverlayWriter:

@@ -116,9 +116,19 @@ class RoPEAttention(nn.Module):
         return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
 
     def forward(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_k_exclude_rope: int = 0
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        num_k_exclude_rope: int = 0,
+        key_bias: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """q: B x N x C (a square grid, row-major); k, v: B x (F*N + P) x Ck -> B x N x C."""
+        """q: B x N x C (a square grid, row-major); k, v: B x (F*N + P) x Ck -> B x N x C.
+
+        ``key_bias``: (per memory frame B x F, per pointer token B x P) added to the attention logits
+        (0 keeps a key, a large negative value drops it: fixed-size memory banks with empty slots);
+        plain (``rope``) attention only.
+        """
         q, k, v = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
         n = q.shape[-2]
         cos, sin = self._cos_sin(n, q.device)
@@ -126,8 +136,16 @@ class RoPEAttention(nn.Module):
         q = _rotate(q, cos, sin)
         reps = n_rope // n
         k_rope = _rotate(k[:, :, :n_rope], cos.repeat(reps, 1), sin.repeat(reps, 1))
+        bias = None
+        if key_bias is not None:
+            if self.kind != "rope":
+                raise ValueError(f"key_bias needs plain attention, not {self.kind!r}")
+            frames, ptrs = key_bias
+            bias = torch.cat([frames.repeat_interleave(n, dim=1), ptrs], dim=1)[:, None, None]
         if self.kind == "rope" or n_rope <= n:
-            out = F.scaled_dot_product_attention(q, torch.cat([k_rope, k[:, :, n_rope:]], dim=-2), v)
+            out = F.scaled_dot_product_attention(
+                q, torch.cat([k_rope, k[:, :, n_rope:]], dim=-2), v, attn_mask=bias
+            )
         else:
             out = self._pooled(q, k_rope, k[:, :, n_rope:], v[:, :, :n_rope], v[:, :, n_rope:])
         b, h, _, d = out.shape
@@ -182,12 +200,17 @@ class MemoryAttentionLayer(nn.Module):
         self.norm3 = nn.LayerNorm(dim)
 
     def forward(
-        self, x: torch.Tensor, memory: torch.Tensor, memory_pos: torch.Tensor, num_ptr_tokens: int
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor,
+        memory_pos: torch.Tensor,
+        num_ptr_tokens: int,
+        key_bias: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         y = self.norm1(x)
         x = x + self.self_attn(y, y, y)
         y = self.norm2(x)
-        x = x + self.cross_attn_image(y, memory + memory_pos, memory, num_k_exclude_rope=num_ptr_tokens)
+        x = x + self.cross_attn_image(y, memory + memory_pos, memory, num_ptr_tokens, key_bias)
         return x + self.linear2(F.relu(self.linear1(self.norm3(x))))
 
 
@@ -215,11 +238,15 @@ class MemoryAttention(nn.Module):
         memory: torch.Tensor,
         memory_pos: torch.Tensor,
         num_ptr_tokens: int,
+        key_bias: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """curr, curr_pos: B x N x C; memory, memory_pos: B x M x mem_dim (pointer tokens last) -> B x N x C."""
+        """curr, curr_pos: B x N x C; memory, memory_pos: B x M x mem_dim (pointer tokens last) -> B x N x C.
+
+        ``key_bias``: see :meth:`RoPEAttention.forward`.
+        """
         x = curr + 0.1 * curr_pos
         for layer in self.layers:
-            x = layer(x, memory, memory_pos, num_ptr_tokens)
+            x = layer(x, memory, memory_pos, num_ptr_tokens, key_bias)
         return self.norm(x)
 
 

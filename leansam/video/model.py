@@ -15,6 +15,7 @@ memory modules are added here, under their official top-level names.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -122,36 +123,55 @@ class VideoModel(nn.Module):
             mask_input: B x 1 x 256 x 256 logits (or any size, resized with antialiasing) or None.
             multimask: 3 candidate masks, keep the best by predicted IoU (pointer from its token).
         """
-        b = feats.shape[0]
-        if points is None:  # no clicks: one empty point (label -1), as the official heads
-            points = (
-                feats.new_zeros(b, 1, 2),
-                torch.full((b, 1), -1, dtype=torch.int64, device=feats.device),
-            )
-        coords, labels = points
-        # The official prompt encoder receives boxes=None and appends one more padding point.
-        coords = torch.cat([coords.float(), feats.new_zeros(b, 1, 2)], dim=1)
-        labels = torch.cat([labels.to(torch.int64), labels.new_full((b, 1), -1).to(torch.int64)], dim=1)
+        size = self.sam.prompt_encoder.mask_input_size
+        coords, labels, mask_input = head_inputs(feats, points, mask_input, size)
+        masks, iou, score, tokens = self.decode_all(feats, high_res, coords, labels, mask_input)
+        rows = torch.arange(feats.shape[0], device=feats.device)
+        return self.finish_heads(
+            masks, iou, score, lambda token: self.obj_ptr_proj(tokens[rows, token]), multimask
+        )
+
+    def decode_all(
+        self,
+        feats: torch.Tensor,
+        high_res: list[torch.Tensor] | None,
+        coords: torch.Tensor,
+        labels: torch.Tensor,
+        mask_input: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Prompt encoder + mask decoder, every mask token: masks B x (M+1) x 256 x 256, iou B x (M+1),
+        object score B x 1 and the mask tokens' outputs B x (M+1) x C (from which pointers are made)."""
         pe, dec = self.sam.prompt_encoder, self.sam.mask_decoder
-        if mask_input is not None and mask_input.shape[-2:] != pe.mask_input_size:
-            mask_input = F.interpolate(
-                mask_input.float(),
-                size=pe.mask_input_size,
-                mode="bilinear",
-                align_corners=False,
-                antialias=True,
-            )
-        sparse, dense = pe((coords, labels), mask_input, batch_size=b)
-        masks, iou, score, tokens = _decode(dec, feats, pe.get_dense_pe(), sparse, dense, multimask, high_res)
-        tokens = tokens[:, 1:] if multimask else tokens[:, :1]
+        sparse, dense = pe((coords, labels), mask_input, batch_size=feats.shape[0])
+        return _decode(dec, feats, pe.get_dense_pe(), sparse, dense, high_res)
+
+    def select_masks(
+        self, masks: torch.Tensor, iou: torch.Tensor, multimask: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """All mask tokens' outputs -> the returned ones (the decoder's rule)."""
+        return self.sam.mask_decoder.select_masks(masks, iou, multimask)
+
+    def finish_heads(
+        self,
+        masks: torch.Tensor,
+        iou: torch.Tensor,
+        score: torch.Tensor,
+        pointer_of: Callable[[torch.Tensor], torch.Tensor],
+        multimask: bool,
+    ) -> HeadOutput:
+        """Selects the mask the official heads keep (best of 3 by IoU, or the single mask with SAM 2's
+        stability fallback) from :meth:`decode_all`'s outputs; ``pointer_of(token index B)`` gives the
+        B x C object pointers of those mask tokens. Absent objects get -1024 logits and ``no_obj_ptr``."""
+        b = masks.shape[0]
+        rows = torch.arange(b, device=masks.device)
+        masks, iou = self.select_masks(masks, iou, multimask)
+        best = iou.argmax(dim=-1) if multimask else torch.zeros(b, dtype=torch.long, device=masks.device)
         present = score > 0
         masks = torch.where(present[:, :, None, None], masks, NO_OBJ_SCORE).float()
-        rows = torch.arange(b, device=masks.device)
-        best = iou.argmax(dim=-1) if multimask else torch.zeros(b, dtype=torch.long, device=masks.device)
         low = masks[rows, best][:, None]
         size_hw = (self.cfg.image_size, self.cfg.image_size)
         high = F.interpolate(low, size=size_hw, mode="bilinear", align_corners=False)
-        ptr = self.obj_ptr_proj(tokens[rows, best])
+        ptr = pointer_of(best + 1 if multimask else best)
         lam = present.float()
         ptr = lam * ptr + (1 - lam) * self.no_obj_ptr
         return HeadOutput(low, high, ptr, score)
@@ -184,7 +204,12 @@ class VideoModel(nn.Module):
         ``binarize``: prompted frames are encoded from the hard mask, tracked ones from its sigmoid.
         """
         m = (high_res_mask > 0).float() if binarize else torch.sigmoid(high_res_mask)
-        mem = self.memory_encoder(vision, m * 20.0 - 10.0)
+        return self.memory_of(vision, m, score)
+
+    def memory_of(self, vision: torch.Tensor, mask01: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+        """Memory encoder on a mask in [0, 1] (B x 1 x S x S), plus SAM 2.1's no-object vector where
+        the object score is <= 0: B x 64 x h x w."""
+        mem = self.memory_encoder(vision, mask01 * 20.0 - 10.0)
         if self.no_obj_embed_spatial is not None:
             absent = 1.0 - (score > 0).float()
             mem = mem + absent[..., None, None] * self.no_obj_embed_spatial[..., None, None]
@@ -235,21 +260,46 @@ class VideoModel(nn.Module):
         return out.transpose(1, 2).reshape(b, c, h, w)
 
 
+def head_inputs(
+    feats: torch.Tensor,
+    points: tuple[torch.Tensor, torch.Tensor] | None,
+    mask_input: torch.Tensor | None,
+    mask_size: tuple[int, int],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The decoder's prompt inputs as the official heads build them for B = ``feats.shape[0]`` objects:
+    coords B x (P+1) x 2 and labels B x (P+1) int64 with one padding point (label -1) appended (one
+    empty point when there are no clicks), the mask input resized (antialiased) to ``mask_size``."""
+    b = feats.shape[0]
+    if points is None:
+        points = (
+            feats.new_zeros(b, 1, 2),
+            torch.full((b, 1), -1, dtype=torch.int64, device=feats.device),
+        )
+    coords, labels = points
+    coords = torch.cat([coords.float(), feats.new_zeros(b, 1, 2)], dim=1)
+    labels = torch.cat([labels.to(torch.int64), labels.new_full((b, 1), -1).to(torch.int64)], dim=1)
+    if mask_input is not None and mask_input.shape[-2:] != mask_size:
+        mask_input = F.interpolate(
+            mask_input.float(), size=mask_size, mode="bilinear", align_corners=False, antialias=True
+        )
+    return coords, labels, mask_input
+
+
 def _decode(
     dec: MaskDecoder,
     image: torch.Tensor,
     image_pe: torch.Tensor,
     sparse: torch.Tensor,
     dense: torch.Tensor,
-    multimask: bool,
     high_res: list[torch.Tensor] | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The decoder's public forward (masks B x M x h x w, iou B x M, scores B x 1), plus the outputs of its
-    mask tokens (B x (M+1) x C, read from its two-way transformer), which SAM 2 turns into object pointers."""
+    """The decoder's outputs for all mask tokens (masks B x (M+1) x h x w, iou B x (M+1), scores B x 1),
+    plus the outputs of its mask tokens (B x (M+1) x C, read from its two-way transformer), which SAM 2
+    turns into object pointers."""
     captured: list[torch.Tensor] = []
     handle = dec.transformer.register_forward_hook(lambda _m, _args, out: captured.append(out[0]))
     try:
-        masks, iou, score = dec(image, image_pe, sparse, dense, multimask, high_res)
+        masks, iou, score = dec.predict_masks(image, image_pe, sparse, dense, high_res)
     finally:
         handle.remove()
     if len(captured) != 1:

@@ -188,9 +188,15 @@ class VideoPredictor:
     def add_new_mask(
         self, inference_state: VideoState, frame_idx: int, obj_id, mask
     ) -> tuple[int, list, torch.Tensor]:
-        """A mask prompt (H' x W' bool; resized to the model input when not S x S). Same returns."""
+        """A mask prompt: H x W bool at the video size (or S x S, the model input). Same returns."""
         state = inference_state
         self._check_frame(state, frame_idx)
+        shape, s = np.shape(mask), self.image_size
+        if shape not in ((state.video_height, state.video_width), (s, s)):
+            raise ValueError(
+                f"the mask is {'x'.join(map(str, shape[::-1]))}; it must have the video's size "
+                f"{state.video_width}x{state.video_height} (or the model's input size {s}x{s})"
+            )
         m = self.mask_to_model(mask)
         idx = state.obj_idx(obj_id)
         state.tracks[idx].masks[frame_idx] = m
@@ -349,7 +355,7 @@ class VideoPredictor:
     ):
         """Removes an object's prompts on a frame (its output there becomes a tracked one)."""
         state = inference_state
-        track = state.tracks[state.obj_idx(obj_id)]
+        track = state.tracks[_prompted_idx(state, obj_id)]
         for d in (track.points, track.masks, track.temp_cond, track.temp_non_cond):
             d.pop(frame_idx, None)
         out = track.cond.pop(frame_idx, None)
@@ -370,9 +376,7 @@ class VideoPredictor:
         idx = state.obj_idx(obj_id, create=False)
         if idx is None:
             if strict:
-                raise RuntimeError(
-                    f"Cannot remove object id {obj_id} as it doesn't exist. All existing object ids: {state.obj_ids}."
-                )
+                _prompted_idx(state, obj_id)
             return list(state.obj_ids), []
         if len(state.obj_ids) == 1:
             self.reset_state(state)
@@ -388,6 +392,20 @@ class VideoPredictor:
                 is_cond = any(frame_idx in t.temp_cond for t in state.tracks)
                 updated.append((frame_idx, self._consolidate(state, frame_idx, is_cond)))
         return list(state.obj_ids), updated
+
+
+class UnknownObjectError(ValueError, RuntimeError):
+    """An object id that was never prompted (a ``RuntimeError`` as the official predictor's)."""
+
+
+def _prompted_idx(state: VideoState, obj_id) -> int:
+    """Index of an object that has been prompted; :class:`UnknownObjectError` naming the known ids otherwise."""
+    idx = state.obj_idx(obj_id, create=False)
+    if idx is None:
+        raise UnknownObjectError(
+            f"object id {obj_id} was never prompted; prompted object ids: {state.obj_ids}"
+        )
+    return idx
 
 
 def _resize(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

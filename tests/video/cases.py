@@ -13,6 +13,7 @@ import torch
 
 from leansam.video import VideoModel, VideoPredictor, load_video_model
 from tests import parity as P
+from tests import tolerances as T
 
 # Every recorded case; tests/video/test_parity.py checks that this is the fixture folder's content.
 CASES = (
@@ -101,9 +102,14 @@ def unpack_masks(z: dict[str, np.ndarray], key: str) -> np.ndarray:
 
 
 def mismatches(outs: list[Output], z: dict[str, np.ndarray]) -> list[str]:
-    """Every violation of the README's tolerances (empty when the replay matches the official run)."""
+    """Every violation of the README's tolerances (empty when the replay matches the official run).
+
+    The logit tolerance is not applied at video pixels fed by a hole-filling decision that a near-zero
+    pixel flipped (:func:`hole_decisions`); masks are compared there too.
+    """
     bad: list[str] = []
     masks: dict[int, np.ndarray] = {}
+    pivots = 0.0
     for o in outs:
         p = f"c{o.call}_"
         if o.step is None:
@@ -132,7 +138,9 @@ def mismatches(outs: list[Output], z: dict[str, np.ndarray]) -> list[str]:
             continue
         ref = ref.astype(np.float32)
         excess = np.abs(o.logits - ref) - (5e-3 + 1e-3 * np.abs(ref))
-        excess[hole_flips(o.low_res, ref_low.astype(np.float32), ref.shape[-2:])] = 0
+        waived, pivot = hole_decisions(o.low_res, ref_low.astype(np.float32))
+        pivots = max(pivots, pivot)
+        excess[video_footprint(waived, ref.shape[-2:])] = 0
         if excess.max() > 0:
             bad.append(f"{where}: logits off by up to {np.abs(o.logits - ref).max():.3g}")
         flipped = ((o.logits > 0) != ref_masks).reshape(len(o.obj_ids), -1).mean(axis=1)
@@ -142,18 +150,57 @@ def mismatches(outs: list[Output], z: dict[str, np.ndarray]) -> list[str]:
             bad.append(f"{where}: object scores {o.scores}, official {ref_scores}")
         if ref_cond is not None and not np.array_equal(o.is_cond, ref_cond):
             bad.append(f"{where}: conditioning flags {o.is_cond}, official {ref_cond}")
+    # The waiver above holds only for pivots as close to 0 as measured (tests/tolerances.py margin).
+    T.check(PIVOT_KEY, pivots, T.float_floor(np.zeros(1)))
     return bad
 
 
-def hole_flips(mine_low: np.ndarray, ref_low: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Video pixels (n x H x W) fed by a low-res pixel that one side filled as a hole (0.1) while the other
-    has it at |logit| <= 1e-3: a float-rounding sign flip at 0 that decides whether a small background
-    component exists. Measured on e_two_objects (frame 1: one pixel at +8e-5 here, filled by the
-    official run). Masks are still compared there; only the logit tolerance is waived on these pixels."""
-    fill = np.float32(np.float16(0.1))
-    low = ((np.abs(ref_low - fill) < 1e-6) & (np.abs(mine_low) <= 1e-3)) | (
-        (np.abs(mine_low - 0.1) < 1e-6) & (np.abs(ref_low) <= 1e-3)
+#: Logit of a filled hole (the official ``fill_holes_in_mask_scores``), as the fixtures store it (float16).
+_FILL = np.float16(0.1)
+#: Measured key (tests/tolerances.py): the largest |low-res logit| at a pixel whose sign, flipped by float
+#: rounding between leansam and the official run, decided a hole-filling differently.
+PIVOT_KEY = "fixture/video/hole_fill_pivot"
+
+
+def hole_decisions(mine_low: np.ndarray, ref_low: np.ndarray) -> tuple[np.ndarray, float]:
+    """Low-res pixels (n x 256 x 256) where the two runs took a hole-filling decision differently
+    because of one near-zero pixel, and the largest |logit| of such a pivot pixel.
+
+    Hole filling is discontinuous: a background component of at most 8 pixels becomes 0.1, so one
+    pixel at +3e-5 on one side and -3e-5 on the other (a float-rounding difference) can fill a pixel
+    or a whole component on one side only. Pivot: a pixel above 0 and unfilled on one side, at or below
+    0 (or filled) on the other. Decided differently: filled on one side, at or below 0 and unfilled on
+    the other. Returned: the 8-connected groups of pivots and differently decided pixels that contain
+    a pivot and involve a filled pixel; the pivot size is the largest |unfilled logit| at their pivots.
+    """
+    import cv2
+
+    # Filled: 0.1 after float16 rounding on both sides (a logit that close to 0.1 is taken as filled).
+    ref_f = ref_low.astype(np.float16) == _FILL
+    mine_f = mine_low.astype(np.float16) == _FILL
+    # Filled on one side and close to 0.1 on the other is no flip (the other logit is simply ~0.1).
+    far = np.abs(mine_low - ref_low) > 5e-3
+    pivot = ((mine_low > 0) & ~mine_f & (((ref_low <= 0) & ~ref_f) | (ref_f & far))) | (
+        (ref_low > 0) & ~ref_f & (((mine_low <= 0) & ~mine_f) | (mine_f & far))
     )
+    decided = (mine_f & ~ref_f & (ref_low <= 0)) | (ref_f & ~mine_f & (mine_low <= 0))
+    waived = np.zeros(mine_low.shape, dtype=bool)
+    size = 0.0
+    for i in range(mine_low.shape[0]):
+        n, labels = cv2.connectedComponents((pivot[i] | decided[i]).astype(np.uint8), connectivity=8)
+        for label in range(1, n):
+            group = labels == label
+            piv = group & pivot[i]
+            if not piv.any() or not (group & (ref_f[i] | mine_f[i])).any():
+                continue
+            waived[i] |= group
+            values = np.concatenate([mine_low[i][piv & ~mine_f[i]], ref_low[i][piv & ~ref_f[i]]])
+            size = max(size, float(np.abs(values).max()))
+    return waived, size
+
+
+def video_footprint(low: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Video pixels (n x H x W) whose bilinear resize (align_corners=False) reads a marked low-res pixel."""
     s = low.shape[-1]
     h, w = size
     r0 = np.clip(np.floor((np.arange(h) + 0.5) * s / h - 0.5), 0, s - 1).astype(int)

@@ -63,18 +63,44 @@ def test_track_writes_rle_per_frame_and_a_playable_overlay(clip, tmp_path: Path,
         assert np.array_equal(
             decode_mask(obj["segmentation"], *frames.shape[1:3]), (logits[0, 0] > 0).numpy()
         )
-    with _av().open(str(out / "overlay.mp4")) as container:
-        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    decoded = _decode(out / "overlay.mp4")
     assert len(decoded) == 3 and decoded[0].shape == frames[0].shape
+
+
+def _decode(path: Path) -> list[np.ndarray]:
+    with _av().open(str(path)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+def test_stream_reads_a_video_file_and_tracks_as_the_offline_run(clip, tmp_path: Path, capsys) -> None:
+    """EfficientTAM's tracks do not depend on the clip length, so streaming equals offline tracking."""
+    from leansam.video.io import OverlayWriter
+
+    _, frames, ckpt, box = clip
+    video = tmp_path / "clip.mp4"
+    with OverlayWriter(video, 10.0) as w:
+        for f in frames:
+            w.add(f, np.zeros((0, *f.shape[:2]), bool))
+    spec = f"0:{','.join(str(float(v)) for v in box)}"
+    lines = {}
+    for mode in ("offline", "stream"):
+        args = ["track", video, "--model", "efficienttam_ti", "--checkpoint", ckpt, "--box", spec]
+        args += ["--out", tmp_path / mode] + (["--stream"] if mode == "stream" else [])
+        code, err = _run(args, capsys)
+        assert code == 0, err
+        lines[mode] = (tmp_path / mode / "masks.jsonl").read_text().splitlines()
+        assert len(_decode(tmp_path / mode / "overlay.mp4")) == len(frames)
+    assert len(lines["stream"]) == len(frames) and lines["stream"] == lines["offline"]
 
 
 def _assert_clean_error(code: int, err: str, out: Path, words: str) -> None:
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
     assert words in lines[0]
-    assert not out.exists() and not list(out.parent.glob(".track-*"))
+    assert not out.exists() and not [q for q in out.parent.iterdir() if q.name.startswith(".")]
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["offline", "stream"])
 @pytest.mark.parametrize(
     ("case", "words"),
     [
@@ -86,7 +112,7 @@ def _assert_clean_error(code: int, err: str, out: Path, words: str) -> None:
     ],
 )
 def test_bad_input_is_one_error_line_and_nothing_written(
-    clip, tmp_path: Path, capsys, case: str, words: str
+    clip, tmp_path: Path, capsys, case: str, words: str, stream: bool
 ) -> None:
     folder, _, ckpt, _ = clip
     out = tmp_path / "out"
@@ -105,6 +131,7 @@ def test_bad_input_is_one_error_line_and_nothing_written(
         video = tmp_path / "broken.mp4"
         video.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 4)
     args = ["track", video, "--model", model, "--checkpoint", ckpt, *prompt, "--out", out]
+    args += ["--stream"] if stream else []
     _assert_clean_error(*_run(args, capsys), out, words)
 
 

@@ -1,0 +1,160 @@
+"""Peak memory of tracking a video as it grows: 32 against 256 frames, leansam's stream vs the official predictor.
+
+    python -m benchmarks.video_memory [--model sam2.1_hiera_tiny] [--frames 32,256] [--threads 2]
+        [--json docs/results/video_memory.json]
+
+Each measurement runs in a fresh process (``--child``) and reports its resident-set high-water mark
+(``VmHWM``) after tracking one box from frame 0 through a folder of JPEG frames of the generated clip
+of :mod:`benchmarks.video_speed` (480 x 640): leansam through its CLI, ``leansam track FOLDER --stream``
+(frames read one at a time, masks.jsonl and overlay.mp4 written as frames are tracked), and the official
+``SAM2VideoPredictor`` (``init_state`` on the folder, then ``propagate_in_video``; it has no streaming
+mode). Seeded random weights of the official model, written as an official checkpoint for leansam.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from leansam.bench.memory import _status_kib
+from leansam.bench.timing import machine_fingerprint
+from leansam.io import write_json
+
+from .video_speed import (
+    BOX,
+    OFFICIAL_CONFIGS,
+    official_predictor,
+    track,
+    write_clip,
+)
+
+RESULT = Path("docs/results/video_memory.json")
+COMMAND = "python -m benchmarks.video_memory --model {model} --frames {frames} --threads {threads}"
+TARGET = 1.1  # issue #15: the longest streaming run's peak <= 1.1 x the shortest one's
+
+
+def child(side: str, model: str, frames: int, folder: str, checkpoint: str) -> dict:
+    """Tracks in this process; returns the peak resident memory in bytes."""
+    if side == "leansam":
+        from leansam.cli import main as cli
+
+        with tempfile.TemporaryDirectory() as tmp:
+            box = ",".join(str(v) for v in BOX)
+            args = ["track", folder, "--model", model, "--checkpoint", checkpoint, "--box", f"0:{box}"]
+            if cli([*args, "--out", str(Path(tmp) / "out"), "--stream"]) != 0:
+                raise RuntimeError("leansam track failed")
+            n = len((Path(tmp) / "out" / "masks.jsonl").read_text().splitlines())
+    else:
+        n = track(official_predictor(model), Path(folder))
+    if n != frames:
+        raise RuntimeError(f"{side} tracked {n} frames, not {frames}")
+    return {"peak_bytes": (_status_kib("VmHWM") or 0) * 1024, "frames": n}
+
+
+def _measure(side: str, model: str, frames: int, folder: Path, checkpoint: Path, threads: int) -> dict:
+    cmd = [sys.executable, "-m", "benchmarks.video_memory", "--child", side, "--model", model]
+    cmd += ["--frames", str(frames), "--folder", str(folder), "--checkpoint", str(checkpoint)]
+    cmd += ["--threads", str(threads)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{side} {frames} frames failed: {(proc.stderr.strip().splitlines() or [''])[-1]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run(model: str, lengths: tuple[int, ...], threads: int, out: Path | None = RESULT) -> dict:
+    if model not in OFFICIAL_CONFIGS:
+        raise SystemExit(f"error: {model}: no official checkpoint can be built here (SAM 2 models only)")
+    load_before = os.getloadavg()
+    sides = ["leansam", "official"]
+    rows: dict[str, dict[str, dict]] = {s: {} for s in sides}
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = Path(tmp) / f"{model}.pt"
+        torch.save({"model": official_predictor(model).state_dict()}, checkpoint)
+        folder = write_clip(Path(tmp) / "clip", max(lengths))
+        for n in lengths:
+            sub = Path(tmp) / f"clip{n}"
+            sub.mkdir()
+            for t in range(n):
+                os.link(folder / f"{t:05d}.jpg", sub / f"{t:05d}.jpg")
+            for side in sides:  # alternated per length
+                rows[side][str(n)] = _measure(side, model, n, sub, checkpoint, threads)
+    res = {
+        "command": COMMAND.format(model=model, frames=",".join(map(str, lengths)), threads=threads),
+        "machine": machine_fingerprint().__dict__,
+        "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
+        "model": model,
+        "lengths": list(lengths),
+        "measured_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "sides": rows,
+    }
+    if out is not None:
+        write_json(out, res)
+    return res
+
+
+def _growth(res: dict, side: str) -> float:
+    lo, hi = (str(n) for n in (min(res["lengths"]), max(res["lengths"])))
+    return res["sides"][side][hi]["peak_bytes"] / res["sides"][side][lo]["peak_bytes"]
+
+
+def targets(res: dict) -> list[dict]:
+    g = _growth(res, "leansam")
+    lo, hi = min(res["lengths"]), max(res["lengths"])
+    return [
+        {
+            "target": f"streaming peak memory at {hi} frames <= {TARGET}x at {lo} frames ({res['model']})",
+            "measured": f"{g:.2f}x",
+            "met": g <= TARGET,
+        }
+    ]
+
+
+def render(res: dict) -> str:
+    m = res["machine"]
+    lines = [
+        "## Video tracking memory",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores. Command: `{res['command']}`. Peak resident memory "
+        "(VmHWM) of a fresh process per run.",
+        "",
+        "| side | " + " | ".join(f"{n} frames (MiB)" for n in res["lengths"]) + " | longest / shortest |",
+        "|---|" + "---|" * (len(res["lengths"]) + 1),
+    ]
+    for side, row in res["sides"].items():
+        cells = [f"{row[str(n)]['peak_bytes'] / 2**20:.0f}" for n in res["lengths"]]
+        lines.append(f"| {side} | " + " | ".join(cells) + f" | {_growth(res, side):.2f}x |")
+    lines += ["", "Targets:", ""]
+    for tg in targets(res):
+        lines.append(f"* {tg['target']}: {tg['measured']} — {'met' if tg['met'] else '**not met**'}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.video_memory", description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="sam2.1_hiera_tiny")
+    p.add_argument("--frames", default="32,256", help="comma-separated clip lengths")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", type=Path, default=RESULT)
+    p.add_argument("--child", choices=("leansam", "official"), help=argparse.SUPPRESS)
+    p.add_argument("--folder", default="", help=argparse.SUPPRESS)
+    p.add_argument("--checkpoint", default="", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.child:
+        print(json.dumps(child(args.child, args.model, int(args.frames), args.folder, args.checkpoint)))
+        return 0
+    lengths = tuple(int(n) for n in args.frames.split(",") if n)
+    print(render(run(args.model, lengths, args.threads, out=args.json)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

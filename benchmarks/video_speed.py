@@ -1,0 +1,187 @@
+"""Per-frame tracking time: leansam's VideoPredictor against the official SAM2VideoPredictor.
+
+    python -m benchmarks.video_speed [--models sam2.1_hiera_tiny,efficienttam_ti] [--frames 32]
+        [--runs 3] [--threads 2] [--json docs/results/video_speed.json]
+
+One run = ``init_state`` on a folder of JPEG frames (480 x 640, a generated clip of moving textured
+objects), a box on frame 0, ``propagate_in_video`` over the whole clip; per-frame time = run time /
+frames. Both sides are timed in alternation (A B A B ...) in one process. Weights: seeded random
+initialisation of the official model, loaded strictly into leansam's (same numbers on both sides;
+speed does not depend on weight values). The official side exists for SAM 2 / SAM 2.1 (PyPI ``sam2``);
+EfficientTAM's official code is not on PyPI, so its rows are leansam only. The official predictor runs
+with its defaults (hole filling is skipped without its CUDA extension; leansam fills holes on CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from leansam.bench.timing import machine_fingerprint, measure_interleaved
+from leansam.io import write_json
+
+RESULT = Path("docs/results/video_speed.json")
+MODELS = ("sam2.1_hiera_tiny", "efficienttam_ti")
+COMMAND = (
+    "python -m benchmarks.video_speed --models {models} --frames {frames} --runs {runs} --threads {threads}"
+)
+TARGET = 0.6  # issue #15: leansam per-frame tracking time <= 0.6 x the official predictor
+OFFICIAL_CONFIGS = {
+    "sam2.1_hiera_tiny": "configs/sam2.1/sam2.1_hiera_t.yaml",
+    "sam2_hiera_tiny": "configs/sam2/sam2_hiera_t.yaml",
+}
+SIZE = (480, 640)
+
+
+def clip_frame(t: int, size: tuple[int, int] = SIZE) -> np.ndarray:
+    """Frame ``t`` of the generated clip (H x W x 3 uint8): a fixed textured background and two
+    rectangles moving across it. The object of the box prompt starts at :data:`BOX`."""
+    h, w = size
+    g = np.random.default_rng(0)
+    frame = (g.integers(0, 4, (h // 16, w // 16, 3)) * 50 + 30).astype(np.uint8).repeat(16, 0).repeat(16, 1)
+    for k, colour in enumerate(((220, 60, 40), (40, 200, 90))):
+        y = (h // 4 + k * h // 3 + 3 * t) % (h - 100)
+        x = (w // 5 + k * w // 3 + 5 * t) % (w - 140)
+        frame[y : y + 100, x : x + 140] = colour
+        frame[y + 40 : y + 60, x : x + 140] //= 2  # a stripe, so the object has texture
+    return frame
+
+
+BOX = (SIZE[1] // 5, SIZE[0] // 4, SIZE[1] // 5 + 140, SIZE[0] // 4 + 100)
+
+
+def write_clip(folder: Path, frames: int) -> Path:
+    """Writes ``frames`` JPEG frames ``00000.jpg``... (the official loader's input) into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for t in range(frames):
+        Image.fromarray(clip_frame(t)).save(folder / f"{t:05d}.jpg", quality=95)
+    return folder
+
+
+def official_predictor(name: str) -> Any:
+    """The official SAM2VideoPredictor with seeded random weights (needs PyPI ``sam2``)."""
+    from tests import oracles
+
+    torch.manual_seed(0)
+    sam2 = oracles.sam2()
+    return sam2.build_sam.build_sam2_video_predictor(OFFICIAL_CONFIGS[name], None, device="cpu")
+
+
+def leansam_predictor(name: str, official: Any | None) -> Any:
+    """leansam's VideoPredictor with the official model's weights (or seeded random ones)."""
+    from leansam.video import VideoPredictor, build_video_model
+    from leansam.video.build import load_video_state_dict
+
+    torch.manual_seed(0)
+    model = build_video_model(name)
+    if official is not None:
+        load_video_state_dict(model, name, official.state_dict())
+    return VideoPredictor(model)
+
+
+def track(pred: Any, folder: Path) -> int:
+    """One run: init, box on frame 0, propagate; returns the number of frames yielded."""
+    with torch.inference_mode():
+        state = pred.init_state(str(folder))
+        pred.add_new_points_or_box(state, frame_idx=0, obj_id=1, box=np.array(BOX, dtype=np.float32))
+        return sum(1 for _ in pred.propagate_in_video(state))
+
+
+def run(models: tuple[str, ...], frames: int, runs: int, threads: int, out: Path | None = RESULT) -> dict:
+    torch.set_num_threads(threads)
+    load_before = os.getloadavg()
+    rows: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = write_clip(Path(tmp) / "clip", frames)
+        for name in models:
+            official = official_predictor(name) if name in OFFICIAL_CONFIGS else None
+            preds = {"leansam": leansam_predictor(name, official)}
+            if official is not None:
+                preds["official"] = official
+            fns = {side: (lambda p=p: track(p, folder)) for side, p in preds.items()}
+            assert all(fn() == frames for fn in fns.values())  # also the warm-up
+            timings = measure_interleaved(fns, runs=runs, warmup=0)
+            rows[name] = {
+                side: {"median_s": t.median, "per_frame_s": t.median / frames, "runs_s": list(t.runs)}
+                for side, t in timings.items()
+            }
+    res = {
+        "command": COMMAND.format(models=",".join(models), frames=frames, runs=runs, threads=threads),
+        "machine": machine_fingerprint().__dict__,
+        "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
+        "frames": frames,
+        "size": list(SIZE),
+        "runs": runs,
+        "threads": threads,
+        "measured_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "models": rows,
+    }
+    if out is not None:
+        write_json(out, res)
+    return res
+
+
+def targets(res: dict) -> list[dict]:
+    """Per model with an official side: leansam per-frame time <= TARGET x the official one."""
+    out = []
+    for name, row in res["models"].items():
+        if "official" in row:
+            r = row["leansam"]["per_frame_s"] / row["official"]["per_frame_s"]
+            out.append(
+                {
+                    "target": f"tracking time per frame <= {TARGET}x the official predictor ({name})",
+                    "measured": f"{r:.2f}x",
+                    "met": r <= TARGET,
+                }
+            )
+    return out
+
+
+def render(res: dict) -> str:
+    m, lb, la = res["machine"], res["load_average"]["before"], res["load_average"]["after"]
+    lines = [
+        "## Video tracking time per frame",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, {res['threads']} threads. Load average "
+        f"{lb[0]:.2f} before, {la[0]:.2f} after. Command: `{res['command']}`: {res['frames']} frames of "
+        f"{res['size'][0]} x {res['size'][1]}, one box on frame 0, median of {res['runs']} runs, both sides "
+        "alternated; random weights, the same on both sides.",
+        "",
+        "| model | leansam ms/frame | official ms/frame | leansam / official |",
+        "|---|---|---|---|",
+    ]
+    for name, row in res["models"].items():
+        mine = row["leansam"]["per_frame_s"] * 1000
+        off = row.get("official")
+        ref = f"{off['per_frame_s'] * 1000:.0f}" if off else "- (no official code on PyPI)"
+        ratio = f"{row['leansam']['per_frame_s'] / off['per_frame_s']:.2f}x" if off else "-"
+        lines.append(f"| {name} | {mine:.0f} | {ref} | {ratio} |")
+    lines += ["", "Targets:", ""]
+    for tg in targets(res):
+        lines.append(f"* {tg['target']}: {tg['measured']} — {'met' if tg['met'] else '**not met**'}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.video_speed", description=__doc__.splitlines()[0])
+    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--frames", type=int, default=32)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", type=Path, default=RESULT)
+    args = p.parse_args(argv)
+    models = tuple(m for m in args.models.split(",") if m)
+    print(render(run(models, args.frames, args.runs, args.threads, out=args.json)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,58 @@
+"""The video ONNX export on ONNX Runtime tracks as PyTorch does, and as the official predictor did.
+
+The four graphs of ``leansam.video.onnx`` (fixed memory banks) are exported from the stand-in
+efficienttam_ti weights; ``VideoPredictor`` on :class:`OnnxVideoModel` replays the recorded case
+``efficienttam_ti/a_box_click`` (two prompted frames, a click on an untracked frame, propagation).
+Tolerances against PyTorch: ``tests/parity_tolerances.json`` (``onnx/video/...``, measured).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from leansam.video import VideoPredictor
+from leansam.video.onnx import FILES, export_video_onnx
+from leansam.video.onnx_runtime import OnnxModelError, load_onnx_video_model
+from tests import tolerances as T
+from tests.video import cases as C
+
+CASE = "efficienttam_ti/a_box_click"
+
+
+pytestmark = pytest.mark.slow  # export + two 6-frame replays at 1024 x 1024
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> Path:
+    _, spec = C.load(CASE)
+    out = tmp_path_factory.mktemp("onnx") / "efficienttam_ti"
+    export_video_onnx(C.model_for(spec), out, name=spec["model"])
+    return out
+
+
+def test_onnx_runtime_tracks_as_pytorch_and_the_official_predictor(exported: Path) -> None:
+    z, spec = C.load(CASE)
+    opts = spec["constructor"]["then_set_attributes"]
+    ort_outs = C.replay(VideoPredictor(load_onnx_video_model(exported, threads=1), **opts), z, spec)
+    torch_outs = C.replay(VideoPredictor(C.model_for(spec), **opts), z, spec)
+    assert [(o.call, o.step, o.frame_idx, o.obj_ids) for o in ort_outs] == [
+        (o.call, o.step, o.frame_idx, o.obj_ids) for o in torch_outs
+    ]
+    assert C.mismatches(ort_outs, z) == []
+    logits = max(float(np.abs(a.logits - b.logits).max()) for a, b in zip(ort_outs, torch_outs))
+    T.check(f"onnx/video/{CASE}/video_logits", logits, T.float_floor(torch_outs[0].logits))
+    flipped = max(float(((a.logits > 0) != (b.logits > 0)).mean()) for a, b in zip(ort_outs, torch_outs))
+    T.check(f"onnx/video/{CASE}/masks", flipped, 1 / torch_outs[0].logits[0].size)
+    scores = max(float(np.abs(a.scores - b.scores).max()) for a, b in zip(ort_outs, torch_outs))
+    T.check(f"onnx/video/{CASE}/object_scores", scores, T.float_floor(np.ones(1) * 10))
+
+
+def test_the_driver_refuses_a_folder_with_a_graph_missing(exported: Path, tmp_path: Path) -> None:
+    for f in FILES.values():
+        if f != FILES["heads"]:
+            (tmp_path / f).write_bytes((exported / f).read_bytes())
+    with pytest.raises(OnnxModelError, match=r"heads\.onnx: missing"):
+        load_onnx_video_model(tmp_path)
