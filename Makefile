@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PARITY_DIR ?= $(abspath ../shared/parity)
 
-.PHONY: setup browser demo test test-slow mutate lint format bench bench-docs clean
+.PHONY: setup browser demo test test-slow test-ray mutate lint format bench bench-docs clean
 
 $(VENV)/.installed: pyproject.toml requirements-oracles.txt
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ test: setup
 
 test-slow: setup
 	LEANSAM_PARITY_DIR=$(PARITY_DIR) $(PY) -m pytest -q -m slow
+
+# The dataset engine on a local Ray cluster (slow tests included).
+test-ray: setup
+	LEANSAM_PARITY_DIR=$(PARITY_DIR) $(PY) -m pytest -q -m '' tests/batch/test_ray_engine.py
 
 # Plants known faults in a scratch copy of the tree and fails if the tests miss one (docs/testing.md).
 mutate: setup

@@ -23,7 +23,8 @@ def build_model(
     """Builds a registered model in eval mode.
 
     Args:
-        name: registry name (see :func:`leansam.list_models`); None: the bundled default model
+        name: registry name (see :func:`leansam.list_models`), or the folder / ``.safetensors`` file
+            of a pruned model (``leansam prune``); None: the bundled default model
             (``leansam.DEFAULT_MODEL``, weights inside the package, no download).
         checkpoint: a checkpoint file in the official format (or .safetensors). When None and
             ``pretrained``, the official checkpoint is taken from the cache
@@ -34,6 +35,9 @@ def build_model(
         allow_download: False raises instead of downloading a missing official checkpoint.
         progress: show a download progress bar.
     """
+    from .prune.arch import resolve_spec
+
+    name, checkpoint = resolve_spec(name, checkpoint)
     if name is None:
         from .registry import default_model_name
 

@@ -408,10 +408,42 @@ def load_model(
         checkpoint, verified = resolve_checkpoint(info, allow_download=allow_download, progress=progress)
     if checkpoint is None:
         return info.build(), None
+    from .prune.arch import read_arch
+
+    arch = read_arch(checkpoint)
+    if arch is not None:
+        return _load_pruned(info, arch, checkpoint)
+    if Path(checkpoint).is_dir():
+        raise CheckpointError(f"checkpoint {checkpoint} is a folder, not a checkpoint file or pruned model")
     state = read_state_dict(checkpoint, info, trust_pickle=trust_pickle)
     model = info.build(state)
     report = load_checkpoint(model, info, state, checkpoint)
     report.sha256_verified = verified
+    return model.eval(), report
+
+
+def _load_pruned(info: ModelInfo, arch: dict, path: str | Path) -> tuple[torch.nn.Module, LoadReport]:
+    """A pruned model (``leansam prune``): the architecture its metadata describes, loaded strictly.
+
+    Under another registry name the weights are loaded like any checkpoint of that model (a pruned
+    ``sam_vit_b`` with SlimSAM-50's widths loads as ``slimsam_50``).
+    """
+    from .prune.arch import build_from_arch, load_state, weights_file
+
+    state = load_state(path)
+    if arch["base"] != info.name:
+        model = info.build(state)
+        try:
+            report = load_checkpoint(model, info, state, weights_file(path))
+        except CheckpointError as e:
+            raise CheckpointError(
+                f"{path} is a pruned {arch['base']!r} model and does not fit {info.name!r}: use "
+                f"--model {arch['base']} or give the path as the model (--model {path}). {e}"
+            ) from None
+        return model.eval(), report
+    model = build_from_arch(arch)
+    model.name = info.name
+    report = load_checkpoint(model, info, state, weights_file(path))
     return model.eval(), report
 
 

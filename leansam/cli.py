@@ -38,6 +38,8 @@ COMMANDS: tuple[str, ...] = (
     "distill",
     "export",
     "quantize",
+    "prune",
+    "compress",
     "compare",
     "track",
     "serve",

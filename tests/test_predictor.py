@@ -71,7 +71,7 @@ def test_mask_input_takes_the_models_low_res_size(predictor):
 
     h, w = predictor.low_res_size()
     assert (h, w) == tuple(4 * s for s in predictor.get_image_embedding().shape[-2:])
-    _, scores, low = predictor.predict(box=np.array([20, 20, 140, 100]), multimask_output=False)
+    _, _, low = predictor.predict(box=np.array([20, 20, 140, 100]), multimask_output=False)
     assert low.shape == (1, h, w)
     masks, _, low2 = predictor.predict(
         box=np.array([20, 20, 140, 100]), mask_input=low, multimask_output=False

@@ -59,7 +59,9 @@ def positive_int(text: str) -> int:
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--model", default=None, help="registry name (`leansam models`); default: the bundled model"
+        "--model",
+        default=None,
+        help="registry name (`leansam models`) or a pruned model's folder; default: the bundled model",
     )
     p.add_argument(
         "--checkpoint", default=None, help="checkpoint file in the official format or .safetensors"
@@ -73,8 +75,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
 
 
-def add_image_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("image", help="image file (any format PIL reads; EXIF orientation is applied)")
+def add_image_args(p: argparse.ArgumentParser, help: str | None = None) -> None:
+    p.add_argument("image", help=help or "image file (any format PIL reads; EXIF orientation is applied)")
     p.add_argument(
         "--max-pixels",
         type=positive_int,
@@ -90,7 +92,11 @@ def log(msg: str) -> None:
 
 
 def resolve_model_name(args: argparse.Namespace) -> str:
-    name = args.model or default_model_name()
+    """The registry name of ``--model`` (a pruned model's path sets ``args.checkpoint`` to it)."""
+    from ..prune.arch import resolve_spec
+
+    name, args.checkpoint = resolve_spec(args.model, getattr(args, "checkpoint", None))
+    name = name or default_model_name()
     get_model_info(name)  # raises UnknownModelError with suggestions
     return name
 

@@ -50,12 +50,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--reference", required=True, help="registry name of the reference model")
+    p.add_argument(
+        "--reference", required=True, help="registry name of the reference model (or a pruned model's folder)"
+    )
     p.add_argument(
         "--reference-checkpoint", default=None, help="weights of the reference (default: official)"
     )
     p.add_argument(
-        "--candidate", required=True, help="quantized-model folder, ONNX export folder or checkpoint file"
+        "--candidate",
+        required=True,
+        help="quantized-model folder, ONNX export folder, pruned-model folder or checkpoint file",
     )
     p.add_argument("--images", required=True, help="folder of images to compare on")
     p.add_argument("--max-images", type=positive_int, default=None, help="only the first N images (sorted)")
@@ -125,6 +129,11 @@ def load_candidate(path: str | Path, reference: str, trust_pickle: bool = False)
                 return load_onnx_model(p, expect_model=reference)
             except (ValueError, OSError, RuntimeError) as e:
                 raise InputError(f"cannot load the ONNX candidate {p}: {e}") from None
+        from ..prune.arch import read_arch
+
+        if read_arch(p) is not None:  # leansam prune
+            model, _ = load_model(reference, p, trust_pickle=trust_pickle)
+            return model
         raise InputError(
             f"candidate folder {p} is neither a quantized model (quantization.json) nor an ONNX export (*.onnx)"
         )
@@ -136,8 +145,10 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoints import load_model
     from ..compress.calib import find_images
     from ..fidelity import CompareConfig, compare_models
+    from ..prune.arch import resolve_spec
     from ..registry import get_model_info
 
+    args.reference, args.reference_checkpoint = resolve_spec(args.reference, args.reference_checkpoint)
     get_model_info(args.reference)
     find_images(args.images, what="image")  # fail early on an empty or missing folder
     if args.json and Path(args.json).is_dir():

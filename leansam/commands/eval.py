@@ -4,6 +4,7 @@
     leansam eval --model mobile_sam --images val2017 --annotations instances_val2017.json \\
         --detections vitdet_results.json --out eval_out
     torchrun --nproc_per_node 2 -m leansam.cli eval ... --out eval_out     # images split across processes
+    leansam eval ... --out eval_out --engine ray --address auto --workers 8  # on a Ray cluster
 
 Per-image results are cached in ``--out`` as they are computed: run the same command again to
 resume an interrupted run (``--fresh`` starts over). The summary goes to stderr, the full
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..batch.cli import add_engine_args
 from ..eval.gt_prompts import PROMPT_KINDS
 from .common import log, positive_int
 
@@ -55,6 +57,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--trust-pickle", action="store_true", help="allow checkpoints that are pickled Python objects"
     )
+    add_engine_args(p, shards=False)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,6 +80,9 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         fresh=args.fresh,
         trust_pickle=args.trust_pickle,
+        engine=args.engine,
+        address=args.address,
+        workers=args.workers,
     )
     result = evaluate(cfg)
     import os

@@ -8,6 +8,8 @@ import time
 import numpy as np
 import torch
 
+from ..batch.cli import IMAGE_HELP, add_engine_args, check_engine_args_unused, run_batch
+from ..batch.sources import is_dataset_input
 from ..data.coco import decode_mask
 from ..io import InputError, OutputDir, load_image, write_json, write_png
 from ..visualize import draw_overlay
@@ -22,16 +24,21 @@ from .export import add_backend_args, describe_backend, model_for_backend
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "everything", help="segment everything in one image (grid, hierarchical or box prompts)"
+        "everything",
+        help="segment everything in one image or a dataset (grid, hierarchical or box prompts)",
     )
-    add_image_args(p)
+    add_image_args(p, IMAGE_HELP)
     p.add_argument(
         "--strategy",
         choices=("grid", "hierarchical", "boxes"),
         default="grid",
         help="grid: SAM's point grid; hierarchical: TinySAM's sparse-then-dense grid; boxes: detector boxes",
     )
-    p.add_argument("--boxes", default=None, help="boxes strategy: COCO-style detections JSON (bbox XYWH)")
+    p.add_argument(
+        "--boxes",
+        default=None,
+        help="boxes strategy: COCO-style detections JSON (bbox XYWH); for datasets a COCO dict with images",
+    )
     p.add_argument("--image-id", default=None, help="with --boxes files holding several images: the image_id")
     p.add_argument("--points-per-side", type=int, default=32)
     p.add_argument("--points-per-batch", type=int, default=64)
@@ -46,6 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="out", help="output folder (default ./out)")
     add_model_args(p)
     add_backend_args(p)
+    add_engine_args(p)
 
 
 def _image_id(text: str | None) -> object:
@@ -54,25 +62,8 @@ def _image_id(text: str | None) -> object:
     return int(text) if text.lstrip("-").isdigit() else text
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..everything import AutomaticMaskGenerator, load_boxes
-
-    if args.strategy == "boxes" and not args.boxes:
-        raise InputError("--strategy boxes needs --boxes FILE (COCO-style detections with bbox XYWH)")
-    if args.boxes and args.strategy != "boxes":
-        raise InputError("--boxes is only used with --strategy boxes")
-    if args.points_per_side <= 0:
-        raise InputError(f"--points-per-side must be positive, not {args.points_per_side}")
-    name = resolve_model_name(args)
-    image = load_image(args.image, max_pixels=args.max_pixels)
-    h, w = image.shape[:2]
-    boxes = None
-    if args.boxes:
-        try:
-            boxes = load_boxes(args.boxes, (h, w), image_id=_image_id(args.image_id))
-        except (ValueError, OSError) as e:
-            raise InputError(f"bad boxes file {args.boxes}: {e}") from None
-    options = {
+def _generator_options(args: argparse.Namespace) -> dict:
+    return {
         "points_per_side": None if args.strategy == "boxes" else args.points_per_side,
         "points_per_batch": args.points_per_batch,
         "pred_iou_thresh": args.pred_iou_thresh,
@@ -84,10 +75,37 @@ def run(args: argparse.Namespace) -> int:
         "output_mode": "coco_rle",
         "progress": True,
     }
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..everything import AutomaticMaskGenerator, load_boxes
+
+    if args.strategy == "boxes" and not args.boxes:
+        raise InputError("--strategy boxes needs --boxes FILE (COCO-style detections with bbox XYWH)")
+    if args.boxes and args.strategy != "boxes":
+        raise InputError("--boxes is only used with --strategy boxes")
+    if args.points_per_side <= 0:
+        raise InputError(f"--points-per-side must be positive, not {args.points_per_side}")
+    options = _generator_options(args)
     try:  # before loading the model: bad options are one error line, nothing else
         AutomaticMaskGenerator.check_options(args.strategy, **options)
     except ValueError as e:
         raise InputError(str(e)) from None
+    if is_dataset_input(args.image):
+        if args.image_id is not None:
+            raise InputError("--image-id is for one image; datasets match boxes to images by file_name")
+        del options["output_mode"], options["progress"]
+        return run_batch(args, "everything", strategy=args.strategy, generator=options, prompts=args.boxes)
+    check_engine_args_unused(args)
+    name = resolve_model_name(args)
+    image = load_image(args.image, max_pixels=args.max_pixels)
+    h, w = image.shape[:2]
+    boxes = None
+    if args.boxes:
+        try:
+            boxes = load_boxes(args.boxes, (h, w), image_id=_image_id(args.image_id))
+        except (ValueError, OSError) as e:
+            raise InputError(f"bad boxes file {args.boxes}: {e}") from None
     out = OutputDir(args.out)
     try:
         model = model_for_backend(args, name)

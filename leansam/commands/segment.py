@@ -8,6 +8,8 @@ import time
 import numpy as np
 import torch
 
+from ..batch.cli import IMAGE_HELP, add_engine_args, check_engine_args_unused, run_batch
+from ..batch.sources import is_dataset_input
 from ..data.coco import encode_mask, mask_bbox
 from ..io import InputError, OutputDir, load_image, write_json, write_png
 from ..predictor import SamPredictor
@@ -25,8 +27,10 @@ from .export import add_backend_args, describe_backend, model_for_backend
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("segment", help="promptable segmentation of one image (points and/or boxes)")
-    add_image_args(p)
+    p = sub.add_parser(
+        "segment", help="promptable segmentation of one image or a dataset (points and/or boxes)"
+    )
+    add_image_args(p, IMAGE_HELP)
     p.add_argument("--point", type=parse_point, action="append", default=[], metavar="X,Y[,LABEL]")
     p.add_argument(
         "--box",
@@ -36,10 +40,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="X0,Y0,X1,Y1",
         help="one prompt per box (the points, if any, are added to each box)",
     )
-    p.add_argument("--multimask", action="store_true", help="3 candidate masks per prompt instead of 1")
+    p.add_argument(
+        "--prompts",
+        default=None,
+        metavar="FILE",
+        help="datasets: boxes per image from a COCO-style JSON (images + annotations with bbox XYWH)",
+    )
+    p.add_argument(
+        "--multimask",
+        action="store_true",
+        help="3 candidate masks per prompt instead of 1 (datasets: keep the best-scored one)",
+    )
     p.add_argument("--out", default="out", help="output folder (default ./out)")
     add_model_args(p)
     add_backend_args(p)
+    add_engine_args(p)
 
 
 def _check_prompts_inside(points: list, boxes: list, h: int, w: int) -> None:
@@ -107,6 +122,11 @@ def _write_masks(
 
 
 def run(args: argparse.Namespace) -> int:
+    if is_dataset_input(args.image):
+        return _run_dataset(args)
+    check_engine_args_unused(args)
+    if args.prompts:
+        raise InputError("--prompts is for datasets (a folder, glob or list file); give --box / --point")
     if not args.point and not args.box:
         raise InputError("no prompt given: add --point X,Y[,LABEL] and/or --box X0,Y0,X1,Y1")
     name = resolve_model_name(args)
@@ -159,3 +179,18 @@ def run(args: argparse.Namespace) -> int:
     out.commit()
     log(f"wrote {len(records)} mask(s), masks.json and overlay.png to {args.out}")
     return 0
+
+
+def _run_dataset(args: argparse.Namespace) -> int:
+    if args.prompts and (args.point or args.box):
+        raise InputError("give either --prompts FILE (boxes per image) or --box / --point (every image)")
+    if not args.prompts and not args.point and not args.box:
+        raise InputError("no prompt given: add --prompts FILE, or --point X,Y[,LABEL] / --box X0,Y0,X1,Y1")
+    return run_batch(
+        args,
+        "segment",
+        points=tuple(args.point),
+        boxes=tuple(args.box),
+        prompts=args.prompts,
+        multimask=args.multimask,
+    )

@@ -5,7 +5,8 @@
 
 ``model.pt`` is the whole model's state dict (int8 weights, their scales and the input quantizers
 of the int8 layers; fp32 for everything else), saved with ``torch.save`` and read back with
-``torch.load(weights_only=True)``. ``quantization.json`` names the registry model, the preparation
+``torch.load(weights_only=True)``. ``quantization.json`` names the registry model (and, for a pruned
+model, its architecture: :mod:`leansam.prune.arch`), the preparation
 steps (BatchNorm folding), every int8 layer and fused activation, the config and the calibration
 images, and the sha256 of ``model.pt``. Loading rebuilds the registry architecture, replays the
 preparation, swaps in empty int8 layers and loads the state dict strictly.
@@ -62,6 +63,7 @@ def save_quantized(model: nn.Module, out_dir: str | Path) -> Path:
             "leansam_version": __version__,
             "torch_version": torch.__version__,
             "model": name,
+            "architecture": getattr(model, "leansam_arch", None),
             "weights": WEIGHTS,
             "weights_sha256": sha256_file(tmp / WEIGHTS),
             "layers": {r["name"]: {"kind": r["kind"], "post_op": r["post_op"]} for r in report["layers"]},
@@ -124,7 +126,13 @@ def load_quantized(path: str | Path, verify: bool = True) -> nn.Module:
     if verify and manifest.get("weights_sha256") and sha256_file(weights) != manifest["weights_sha256"]:
         raise CheckpointError(f"{weights} does not match the sha256 in {MANIFEST}: corrupt or changed file")
     info = get_model_info(manifest["model"])
-    model = info.build()
+    if manifest.get("architecture") is not None:  # a pruned model (leansam prune)
+        from ..prune.arch import build_from_arch
+
+        model = build_from_arch(manifest["architecture"])
+        model.name = info.name
+    else:
+        model = info.build()
     try:
         prepare_float(model, manifest["prepare"])
         wrappers: dict[str, FusedActivation] = {}

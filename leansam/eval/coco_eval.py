@@ -27,6 +27,7 @@ import datetime
 import os
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,9 @@ class EvalConfig:
         progress: tqdm progress bar on stderr.
         fresh: discard cached per-image results in ``out`` instead of resuming.
         trust_pickle: allow pickled-object checkpoints.
+        engine: ``local`` (this process; ``torchrun`` splits the images) or ``ray`` (an actor pool
+            on the Ray cluster at ``address``, None: a new local one; ``workers`` actors, None:
+            one per CPU, or per GPU on cuda).
     """
 
     model: str
@@ -79,6 +83,9 @@ class EvalConfig:
     progress: bool = False
     fresh: bool = False
     trust_pickle: bool = False
+    engine: str = "local"
+    address: str | None = None
+    workers: int | None = None
 
     def run_identity(self) -> dict[str, Any]:
         """What makes cached per-image results reusable (not limit, device or batch size)."""
@@ -364,9 +371,15 @@ def _load_model(cfg: EvalConfig) -> tuple[Sam, str]:
 
 
 def _run_shard(
-    worker: _Worker, shard: list[int], cache: ImageCache | None, desc: str, position: int, progress: bool
+    computed: Iterable[dict[str, Any]],
+    shard: list[int],
+    cache: ImageCache | None,
+    desc: str,
+    position: int,
+    progress: bool,
 ) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, Any]], float]:
-    """Evaluates the images of ``shard``: (ok records, failed records, seconds in the loop)."""
+    """Collects the records of the images of ``shard`` as ``computed`` yields them (any order),
+    caching each: (ok records, failed records, seconds in the loop)."""
     records: dict[int, dict[str, Any]] = {}
     failures: dict[int, dict[str, Any]] = {}
     bar = None
@@ -376,8 +389,8 @@ def _run_shard(
         bar = tqdm(total=len(shard), desc=desc, unit="img", file=sys.stderr, position=position)
     t_loop = time.perf_counter()
     try:
-        for image_id in shard:
-            rec = worker(image_id)
+        for rec in computed:
+            image_id = int(rec["image_id"])
             if cache is not None:
                 cache.append(rec)
             if rec["status"] == "ok":
@@ -426,6 +439,7 @@ def evaluate(config: EvalConfig, model: Sam | None = None) -> EvalResult:
     rank, world, own_group = _dist_setup()
     if world > 1 and cfg.out is None:
         raise InputError("an output folder (--out) is required when running under torchrun")
+    disconnect = _connect_engine(cfg, world, model)
     try:
         cache = ImageCache(cfg.out, rank) if cfg.out is not None else None
         if cache is not None:
@@ -434,12 +448,18 @@ def evaluate(config: EvalConfig, model: Sam | None = None) -> EvalResult:
         done = cache.done() if cache is not None else {}
         shard = [i for i in ids[rank::world] if i not in pre_failed and i not in done]
         weights = "given model"
-        if model is None:
-            model, weights = _load_model(cfg)
         desc = f"eval {cfg.model}" + (f" [{rank}/{world}]" if world > 1 else "")
-        new, failures, loop_s = _run_shard(
-            _Worker(cfg, data, model.eval()), shard, cache, desc, rank, cfg.progress
-        )
+        if cfg.engine == "ray":
+            from .ray_eval import ray_records
+
+            computed, ray_info = ray_records(cfg, shard)
+            new, failures, loop_s = _run_shard(computed, shard, cache, desc + " [ray]", 0, cfg.progress)
+            weights = ray_info["weights"]
+        else:
+            if model is None:
+                model, weights = _load_model(cfg)
+            worker = _Worker(cfg, data, model.eval())
+            new, failures, loop_s = _run_shard(map(worker, shard), shard, cache, desc, rank, cfg.progress)
         records = {**done, **new}
         for i, f in pre_failed.items():
             if rank == 0:
@@ -457,10 +477,33 @@ def evaluate(config: EvalConfig, model: Sam | None = None) -> EvalResult:
             _write_outputs(cfg, result, records)
         return result
     finally:
+        if disconnect is not None:
+            disconnect()
         if own_group:
             import torch.distributed as dist
 
             dist.destroy_process_group()
+
+
+def _connect_engine(cfg: EvalConfig, world: int, model: Sam | None) -> Any:
+    """Joins the Ray cluster for ``engine="ray"`` (before anything is written); the disconnect function or None.
+
+    Raises:
+        InputError: unknown engine, Ray under torchrun or with a model object, Ray missing or unreachable.
+    """
+    if cfg.engine not in ("local", "ray"):
+        raise InputError(f"unknown engine {cfg.engine!r}; choose local or ray")
+    if cfg.engine != "ray":
+        if cfg.address or cfg.workers:
+            raise InputError("--address and --workers need --engine ray")
+        return None
+    if world > 1:
+        raise InputError("--engine ray replaces torchrun: run one process")
+    if model is not None:
+        raise InputError("the ray engine builds its models on the workers: pass a registry name, not a model")
+    from ..batch.ray_engine import connect
+
+    return connect(cfg.address)
 
 
 def _merge(

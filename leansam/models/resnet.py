@@ -89,12 +89,16 @@ def _conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Sequential:
 
 
 class BasicBlock(nn.Module):
-    """ResNet basic block: two 3x3 conv-BN, ReLU, identity (or 1x1 stride-s) shortcut."""
+    """ResNet basic block: two 3x3 conv-BN, ReLU, identity (or 1x1 stride-s) shortcut.
 
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
+    ``mid``: channels between the two convolutions (default ``cout``; pruned blocks narrow it).
+    """
+
+    def __init__(self, cin: int, cout: int, stride: int, mid: int | None = None) -> None:
         super().__init__()
-        self.conv1 = _conv_bn(cin, cout, 3, stride)
-        self.conv2 = _conv_bn(cout, cout, 3, 1)
+        mid = cout if mid is None else mid
+        self.conv1 = _conv_bn(cin, mid, 3, stride)
+        self.conv2 = _conv_bn(mid, cout, 3, 1)
         self.shortcut = _conv_bn(cin, cout, 1, stride) if (stride != 1 or cin != cout) else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -102,15 +106,23 @@ class BasicBlock(nn.Module):
 
 
 def resnet_trunk(
-    stem_width: int, widths: tuple[int, ...], depths: tuple[int, ...]
+    stem_width: int,
+    widths: tuple[int, ...],
+    depths: tuple[int, ...],
+    mids: tuple[tuple[int, ...], ...] | None = None,
 ) -> tuple[nn.Sequential, nn.ModuleList]:
-    """The stride-4 stem (two conv-BN-ReLU) and four stages of basic blocks (strides 4, 8, 16, 32)."""
+    """The stride-4 stem (two conv-BN-ReLU) and four stages of basic blocks (strides 4, 8, 16, 32).
+
+    ``mids[i][j]``: inner width of block j of stage i (None: every block's output width).
+    """
     stem = nn.Sequential(
         _conv_bn(3, stem_width, 3, 2), nn.ReLU(), _conv_bn(stem_width, widths[0], 3, 2), nn.ReLU()
     )
     stages, cin = [], widths[0]
     for i, (w, d) in enumerate(zip(widths, depths)):
-        blocks = [BasicBlock(cin, w, 1 if i == 0 else 2)] + [BasicBlock(w, w, 1) for _ in range(d - 1)]
+        m = mids[i] if mids is not None else (w,) * d
+        blocks = [BasicBlock(cin, w, 1 if i == 0 else 2, m[0])]
+        blocks += [BasicBlock(w, w, 1, m[j]) for j in range(1, d)]
         stages.append(nn.Sequential(*blocks))
         cin = w
     return stem, nn.ModuleList(stages)

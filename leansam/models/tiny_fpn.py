@@ -33,6 +33,8 @@ class TinyFPNConfig:
         out_chans: channels of every pyramid level (the mask decoder's width).
         grid: side of the embedding grid of the training input size (its positional embedding's
             size; other input sizes interpolate it).
+        mids: inner width of every residual block, per stage (None: the stage width; pruned
+            encoders narrow them).
     """
 
     widths: tuple[int, int, int, int] = (32, 64, 128, 256)
@@ -40,9 +42,16 @@ class TinyFPNConfig:
     stem_width: int = 24
     out_chans: int = 128
     grid: int = 16
+    mids: tuple[tuple[int, ...], ...] | None = None
 
     def __post_init__(self) -> None:
         check_stages("TinyFPNConfig", self.widths, self.depths)
+        if self.mids is not None and (
+            len(self.mids) != 4
+            or any(len(m) != d for m, d in zip(self.mids, self.depths))
+            or any(int(w) <= 0 for m in self.mids for w in m)
+        ):
+            raise ValueError("TinyFPNConfig: mids needs one positive width per block of every stage")
         if self.stem_width <= 0 or self.out_chans <= 0 or self.out_chans % 8:
             raise ValueError("TinyFPNConfig: stem_width > 0 and out_chans a positive multiple of 8")
 
@@ -57,7 +66,7 @@ class TinyFPNEncoder(nn.Module):
         super().__init__()
         c = config or TinyFPNConfig()
         self.config = c
-        self.stem, self.stages = resnet_trunk(c.stem_width, c.widths, c.depths)
+        self.stem, self.stages = resnet_trunk(c.stem_width, c.widths, c.depths, c.mids)
         self.lateral = nn.ModuleList(nn.Conv2d(w, c.out_chans, 1) for w in c.widths)
         # The skip levels are normalised like the embedding, so the decoder sees unit-scale skip
         # inputs from the first step, whatever the scale of the stages' outputs.

@@ -1,0 +1,112 @@
+"""Structural pruning (SlimSAM's method): image-encoder latency vs box / click mIoU, a Pareto report.
+
+    python -m benchmarks.pruning --model leansam_tiny_teacher:TEACHER.pt [--ratios 0.25,0.5,0.625,0.75]
+        [--importances disturbed-taylor] [--recovery-steps 2000] [--references leansam_tiny]
+        [--held-out 200] [--runs 20] [--json docs/results/pruning.json] [--plot docs/img/pruning.png]
+
+The starting model is pruned at every ratio with every criterion (``leansam.prune.prune_model``:
+alternate slimming, each stage followed by ``--recovery-steps`` of embedding distillation from the
+unpruned model on ``synth:4000:0``), then every model (the start, the references, the pruned ones)
+is scored on the held-out synthetic set (``synth:N:1000``, docs/training.md's box and centre-click
+protocol) and its image encoder timed on this machine (median of ``--runs`` calls after 3 warm-up
+calls, one thread). This is ``leansam compress --sweep`` with the sweep given on the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from leansam.io import write_json
+from leansam.prune.sweep import Sweep, plot_pareto, run_sweep, table_markdown
+
+RESULT = Path("docs/results/pruning.json")
+PLOT = Path("docs/img/pruning.png")
+
+
+def _row(res: dict, kind: str, ratio: float | None = None) -> dict | None:
+    for r in res["rows"]:
+        if r["kind"] == kind and (ratio is None or r.get("ratio") == ratio):
+            return r
+    return None
+
+
+def targets(res: dict) -> list[dict]:
+    """50% pruning + recovery: box mIoU within 2 points of the start at <= 0.6x its encoder latency."""
+    start, half = _row(res, "start"), _row(res, "pruned", 0.5)
+    if start is None or half is None or start["latency_ms"] is None:
+        return []
+    drop = 100 * (start["box_miou"] - half["box_miou"])
+    speed = half["latency_ms"] / start["latency_ms"]
+    return [
+        {
+            "target": f"{res['model']} pruned 50% + recovery: box mIoU within 2 points, encoder <= 0.6x latency",
+            "measured": f"{half['box_miou']:.3f} vs {start['box_miou']:.3f} ({-drop:+.1f} points), {speed:.2f}x",
+            "met": drop <= 2.0 and speed <= 0.6,
+        }
+    ]
+
+
+def plots(res: dict, path: Path = PLOT) -> list[Path]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plot_pareto(res["rows"], path)
+    return [path]
+
+
+def render(res: dict) -> str:
+    s = res["sweep"]
+    lines = [
+        "## Structural pruning: encoder latency vs mIoU",
+        "",
+        f"Start: `{res['model']}`; ratios {list(s['ratios'])}, importance {list(s['importances'])}, "
+        f"prune options {s['prune']}; held-out set `{res['eval_data']}`; encoder latency = median of "
+        f"{s['reps']} calls on this machine ({res.get('machine', {}).get('cpu', 'cpu')}). "
+        "Measured by `python -m benchmarks.pruning` (docs/pruning.md).",
+        "",
+        table_markdown(res["rows"]).rstrip(),
+        "",
+        f"![latency vs box mIoU]({PLOT.relative_to('docs')})",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="starting model: NAME, NAME:CKPT or a pruned folder")
+    p.add_argument("--ratios", default="0.25,0.5,0.625,0.75")
+    p.add_argument("--importances", default="disturbed-taylor")
+    p.add_argument("--recovery-steps", type=int, default=2000)
+    p.add_argument("--references", default="", help="comma-separated official variants of the family")
+    p.add_argument("--held-out", type=int, default=200)
+    p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--json", type=Path, default=RESULT)
+    p.add_argument("--plot", type=Path, default=PLOT)
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    sweep = Sweep(
+        model=args.model,
+        ratios=tuple(float(r) for r in args.ratios.split(",")),
+        importances=tuple(args.importances.split(",")),
+        prune={"recovery_steps": args.recovery_steps, "recovery_data": "synth:4000:0", "calib": "synth:16:0"},
+        eval_data=f"synth:{args.held_out}:1000",
+        references=tuple(r for r in args.references.split(",") if r),
+        reps=args.runs,
+        warmup=3,
+    )
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        res: dict[str, Any] = run_sweep(sweep, d, timing=True, log=print)
+    from leansam.bench.timing import machine_fingerprint
+
+    res["machine"] = machine_fingerprint("cpu").to_dict()
+    write_json(args.json, res)
+    plots(res, args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
