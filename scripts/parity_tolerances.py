@@ -31,6 +31,7 @@ PARITY_TESTS = (
     "tests/video/test_parity.py",
     "tests/video/test_stream.py",
     "tests/video/test_onnx.py",
+    "tests/video/test_oracle.py",
     "tests/models/test_registry_parity.py",
     "tests/models/test_mobile_sam_oracle.py",
     "tests/models/test_sam_vit.py",

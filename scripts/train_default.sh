@@ -7,7 +7,7 @@ set -euo pipefail
 ROOT=${1:-runs/tiny2}
 export OMP_WAIT_POLICY=PASSIVE   # threads sleep instead of spinning when the CPU is shared
 python -m leansam.train.recipe train --root "$ROOT" ${FROM_ASSET:+--from-asset}
-python -m leansam.train.recipe eval --root "$ROOT"
-python -m leansam.train.recipe export --root "$ROOT"
+python -m leansam.train.recipe export --root "$ROOT"   # the newest weights become the bundled ones
+python -m leansam.train.recipe eval --root "$ROOT"     # so eval measures what users get
 python -m leansam.train.recipe docs
 python -m leansam.train.recipe curves --root "$ROOT" || echo "(curves skipped: pip install matplotlib)"

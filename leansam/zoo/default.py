@@ -24,7 +24,7 @@ from ..transforms import ImageTransform
 TINY_TRANSFORM = ImageTransform(encoder_size=256, prompt_frame=256)
 
 #: sha256 of leansam/assets/leansam_tiny.pt (printed by ``python -m leansam.train.recipe export``).
-TINY_SHA256 = "4cc80254605f213bddef7dbaf998021e7effab28e8350c5f291ebe837f5f3a1d"
+TINY_SHA256 = "8094c60f78fa985a39ab091a88f234eae88bbf9981b5e3d9c9c4155000dcddb5"
 
 #: The teacher's encoder: the default model's pyramid, wider and deeper.
 TINY_FPN_TEACHER = TinyFPNConfig(widths=(48, 96, 192, 384), depths=(2, 2, 2, 2), stem_width=32)

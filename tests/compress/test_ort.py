@@ -103,9 +103,9 @@ def test_onnx_candidate_in_the_gate(static_dir, calib_dir, capsys):
 
     out, _ = static_dir
     args = ["compare", "--reference", "leansam_tiny", "--candidate", str(out), "--images", str(calib_dir)]
-    # The gate's plumbing with an ONNX candidate; the threshold sits below the bundled model's int8
-    # box IoU on this image, which its training is still changing.
-    code = main([*args, "--no-everything", "--max-images", "1", "--min-box-iou", "0.8"])
+    # The gate's plumbing with an ONNX candidate. The bundled model's int8 box IoU against fp32 on
+    # this image is 0.80 and moves as training continues; the threshold keeps a 0.1 margin.
+    code = main([*args, "--no-everything", "--max-images", "1", "--min-box-iou", "0.7"])
     assert code == 0, capsys.readouterr()
     assert torch.get_num_threads() == 1
 

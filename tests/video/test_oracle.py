@@ -69,7 +69,7 @@ def test_same_outputs_as_the_official_video_predictor(tmp_path: Path) -> None:
     expected = _calls(official, official.init_state(video_path=str(folder)), _official_low)
     mine = VideoPredictor("sam2.1_hiera_tiny", checkpoint=ckpt)
     got = _calls(mine, mine.init_state(str(folder)), lambda s, f, o: s.stored_output(f, o).pred_masks)
-    assert len(got) == len(expected) == 12
+    assert len(got) == len(expected) == 11  # 2 prompts, 4 forward, 1 correction, 3 reverse, 1 removal
     pivots = 0.0
     for k, ((f, ids, logits, low), (f_ref, ids_ref, ref, ref_low)) in enumerate(zip(got, expected)):
         assert (f, ids) == (f_ref, ids_ref), k
