@@ -37,7 +37,10 @@ from .video_speed import (
 )
 
 RESULT = Path("docs/results/video_memory.json")
-COMMAND = "python -m benchmarks.video_memory --model {model} --frames {frames} --threads {threads}"
+COMMAND = (
+    "python -m benchmarks.video_memory --model {model} --frames {frames} --threads {threads} --sides {sides}"
+)
+SIDES = ("leansam", "official")
 TARGET = 1.1  # issue #15: the longest streaming run's peak <= 1.1 x the shortest one's
 
 
@@ -69,11 +72,17 @@ def _measure(side: str, model: str, frames: int, folder: Path, checkpoint: Path,
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run(model: str, lengths: tuple[int, ...], threads: int, out: Path | None = RESULT) -> dict:
+def run(
+    model: str,
+    lengths: tuple[int, ...],
+    threads: int,
+    out: Path | None = RESULT,
+    sides: tuple[str, ...] = SIDES,
+) -> dict:
+    """Peak memory per side and clip length (``sides``: a subset of :data:`SIDES`)."""
     if model not in OFFICIAL_CONFIGS:
         raise SystemExit(f"error: {model}: no official checkpoint can be built here (SAM 2 models only)")
     load_before = os.getloadavg()
-    sides = ["leansam", "official"]
     rows: dict[str, dict[str, dict]] = {s: {} for s in sides}
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = Path(tmp) / f"{model}.pt"
@@ -87,7 +96,9 @@ def run(model: str, lengths: tuple[int, ...], threads: int, out: Path | None = R
             for side in sides:  # alternated per length
                 rows[side][str(n)] = _measure(side, model, n, sub, checkpoint, threads)
     res = {
-        "command": COMMAND.format(model=model, frames=",".join(map(str, lengths)), threads=threads),
+        "command": COMMAND.format(
+            model=model, frames=",".join(map(str, lengths)), threads=threads, sides=",".join(sides)
+        ),
         "machine": machine_fingerprint().__dict__,
         "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
         "model": model,
@@ -143,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", default="32,256", help="comma-separated clip lengths")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, default=RESULT)
+    p.add_argument("--sides", default=",".join(SIDES), help="comma-separated: leansam, official")
     p.add_argument("--child", choices=("leansam", "official"), help=argparse.SUPPRESS)
     p.add_argument("--folder", default="", help=argparse.SUPPRESS)
     p.add_argument("--checkpoint", default="", help=argparse.SUPPRESS)
@@ -152,7 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(child(args.child, args.model, int(args.frames), args.folder, args.checkpoint)))
         return 0
     lengths = tuple(int(n) for n in args.frames.split(",") if n)
-    print(render(run(args.model, lengths, args.threads, out=args.json)))
+    sides = tuple(s for s in args.sides.split(",") if s)
+    if not sides or any(s not in SIDES for s in sides):
+        p.error(f"--sides takes a comma-separated subset of {','.join(SIDES)}")
+    print(render(run(args.model, lengths, args.threads, out=args.json, sides=sides)))
     return 0
 
 
