@@ -102,7 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt as e:
         what = "terminated" if isinstance(e, Terminated) else "interrupted"
-        sys.stderr.write(f"error: {what} after {time.perf_counter() - start:.1f} s; nothing was written\n")
+        sys.stderr.write(
+            f"error: {what} after {time.perf_counter() - start:.1f} s; no output was left half-written\n"
+        )
         return 143 if isinstance(e, Terminated) else 130
     except OSError as e:  # the file system refused (full disk, read-only, permissions): no traceback
         where = f" ({e.filename})" if e.filename else ""

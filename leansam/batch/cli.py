@@ -65,6 +65,7 @@ def run_batch(args: argparse.Namespace, task: str, **spec: Any) -> int:
         address=args.address,
         workers=args.workers,
         shard_size=args.shard_size,
+        overwrite=args.overwrite,
     )
     run_dataset(cfg)
     return 0

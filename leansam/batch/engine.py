@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from ..io import InputError, write_json
+from ..outputs import RunFolder, claim
 from .jobs import JobSpec, Labeler
 from .prompts import load_prompt_table
 from .shards import (
+    SHARDS,
     ShardTask,
     check_run,
     merge,
@@ -30,6 +32,9 @@ from .shards import (
     write_shard,
 )
 from .sources import iter_images, source_kind
+
+#: The entries of a dataset run's folder (see :mod:`leansam.batch.shards`; leansam.outputs.RunFolder).
+OWNED = ("run.json", SHARDS, "coco.json", "summary.json")
 
 ENGINES = ("local", "ray")
 #: Test hook: ``N:MARKER`` makes a worker process exit abruptly after labelling N images, once
@@ -49,6 +54,7 @@ class RunConfig:
             the running one); workers: Ray actors (None: one per CPU, or per GPU on cuda).
         shard_size: images per shard (the unit of writing, of resuming and of Ray tasks).
         progress: progress lines on stderr.
+        overwrite: replace files with the output names in ``out`` that leansam did not write.
     """
 
     source: str
@@ -59,6 +65,7 @@ class RunConfig:
     workers: int | None = None
     shard_size: int = 16
     progress: bool = True
+    overwrite: bool = False
 
     def identity(self) -> dict[str, Any]:
         """What makes the shards in ``out`` reusable (not the engine, workers or shard size)."""
@@ -176,13 +183,19 @@ def run_dataset(cfg: RunConfig) -> dict[str, Any]:
 
     Raises:
         InputError: no images in the source, a list file naming missing files, an output folder of
-            another run, an unknown engine, Ray missing or its cluster unreachable. Nothing is
-            written in these cases.
+            another run (or held by a running one, or holding files with the output names that
+            leansam did not write: :class:`leansam.outputs.RunFolder`), an unknown engine, Ray
+            missing or its cluster unreachable. Nothing is written in these cases.
     """
     if cfg.engine not in ENGINES:
         raise InputError(f"unknown engine {cfg.engine!r}; choose one of {', '.join(ENGINES)}")
     if cfg.shard_size <= 0:
         raise InputError(f"shard size must be positive, not {cfg.shard_size}")
+    with RunFolder(cfg.out, OWNED, cfg.overwrite):
+        return _run(cfg)
+
+
+def _run(cfg: RunConfig) -> dict[str, Any]:
     check_run(cfg.out, cfg.identity())
     done = {line["file"] for line in read_lines(cfg.out)}
     numbers = shard_numbers(cfg.out)
@@ -202,6 +215,7 @@ def run_dataset(cfg: RunConfig) -> dict[str, Any]:
         labeler = Labeler(cfg.spec)
     try:
         Path(cfg.out).mkdir(parents=True, exist_ok=True)
+        claim(cfg.out, OWNED, "leansam dataset run")
         write_json(Path(cfg.out) / "run.json", cfg.identity())
         remove_stale_temporaries(cfg.out)
         _log(f"{len(done)} image(s) already done in {cfg.out}; labelling {total} in {len(tasks)} shard(s)")

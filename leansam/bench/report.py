@@ -371,22 +371,27 @@ def plot_throughput_vs_accuracy(result: BenchResult | dict[str, Any], path: str 
 
 
 # --- all outputs ----------------------------------------------------------------------------------
-def write_outputs(result: BenchResult | dict[str, Any], out_dir: str | Path, plots: bool = True) -> list[str]:
-    """Writes results.json / .csv / .md and the plots into ``out_dir``; returns warnings (e.g. no matplotlib)."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"output path {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+#: The files of a bench output folder (see leansam.outputs.OutputDir).
+OWNED = ("results.json", "results.csv", "results.md", "latency_vs_prompts.png", "throughput_vs_accuracy.png")
+
+
+def write_outputs(
+    result: BenchResult | dict[str, Any], out_dir: str | Path, plots: bool = True, overwrite: bool = False
+) -> list[str]:
+    """Writes results.json / .csv / .md and the plots into ``out_dir`` through
+    :class:`leansam.outputs.OutputDir`; returns warnings (e.g. no matplotlib)."""
+    from ..outputs import OutputDir
+
     d = _as_dict(result)
-    write_json(out / "results.json", d)
-    write_csv(d, out / "results.csv")
-    with atomic_path(out / "results.md") as tmp:
-        tmp.write_text(render_markdown(d))
     warnings: list[str] = []
-    if plots:
-        try:
-            plot_latency_vs_prompts(d, out / "latency_vs_prompts.png")
-            plot_throughput_vs_accuracy(d, out / "throughput_vs_accuracy.png")
-        except PlotUnavailable as e:
-            warnings.append(f"plots skipped: {e}")
+    with OutputDir(out_dir, overwrite, OWNED, command="leansam bench") as out:
+        write_json(out.path("results.json"), d)
+        write_csv(d, out.path("results.csv"))
+        out.path("results.md").write_text(render_markdown(d))
+        if plots:
+            try:
+                plot_latency_vs_prompts(d, out.path("latency_vs_prompts.png"))
+                plot_throughput_vs_accuracy(d, out.path("throughput_vs_accuracy.png"))
+            except PlotUnavailable as e:
+                warnings.append(f"plots skipped: {e}")
     return warnings

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 from ..io import InputError
-from .common import log, positive_int
+from .common import add_overwrite_arg, log, positive_int, preflight_output
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -62,6 +62,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs", type=positive_int, default=5, help="timed runs per latency (default 5)")
     p.add_argument("--warmup", type=int, default=1, help="untimed warm-up calls (default 1)")
     p.add_argument("--out", default="bench_out", help="output folder (default ./bench_out)")
+    add_overwrite_arg(p)
     p.add_argument(
         "--prompts", type=_int_list, default=(1, 10, 20, 30, 40, 50), help="box counts of the decoder curve"
     )
@@ -125,8 +126,11 @@ def _read_accuracy(paths: list[str]) -> tuple[dict[str, float], str]:
 
 def run(args: argparse.Namespace) -> int:
     from ..bench.protocol import BenchConfig, run_benchmark
-    from ..bench.report import render_markdown, write_outputs
+    from ..bench.report import OWNED, render_markdown, write_outputs
+    from ..outputs import check_output_file
 
+    if args.docs:
+        check_output_file(args.docs)
     if args.render:
         path = Path(args.render)
         try:
@@ -139,9 +143,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         if not args.models:
             raise InputError("--models is required (names, patterns or 'all'), or --render RESULTS.json")
-        out = Path(args.out)
-        if out.exists() and not out.is_dir():
-            raise InputError(f"output path {out} exists and is not a folder")
+        preflight_output(args, OWNED)
         acc, metric = _read_accuracy(args.accuracy)
         try:
             config = BenchConfig(
@@ -168,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
             result = run_benchmark(args.models, config, progress=True)
         except ValueError as e:
             raise InputError(str(e)) from None
-    for w in write_outputs(result, args.out, plots=not args.no_plots):
+    for w in write_outputs(result, args.out, plots=not args.no_plots, overwrite=args.overwrite):
         log(f"warning: {w}")
     if args.docs:
         from ..io import atomic_path

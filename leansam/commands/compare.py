@@ -145,14 +145,15 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoints import load_model
     from ..compress.calib import find_images
     from ..fidelity import CompareConfig, compare_models
+    from ..outputs import check_output_file
     from ..prune.arch import resolve_spec
     from ..registry import get_model_info
 
     args.reference, args.reference_checkpoint = resolve_spec(args.reference, args.reference_checkpoint)
     get_model_info(args.reference)
     find_images(args.images, what="image")  # fail early on an empty or missing folder
-    if args.json and Path(args.json).is_dir():
-        raise InputError(f"--json {args.json} is a folder; give a file path")
+    if args.json:
+        check_output_file(args.json)
     try:
         cfg = CompareConfig(
             max_images=args.max_images,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import log
+from .common import add_overwrite_arg, log
 
 EXIT_GATE_FAILED = 1
 
@@ -31,6 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     what.add_argument("--recipe", help="pipeline recipe (YAML)")
     what.add_argument("--sweep", help="pruning sweep (YAML): Pareto report of latency vs mIoU")
     p.add_argument("--out", required=True, help="output folder")
+    add_overwrite_arg(p)
     p.add_argument("--no-timing", action="store_true", help="sweep: skip the latency measurement")
 
 
@@ -39,13 +40,13 @@ def run(args: argparse.Namespace) -> int:
         from ..prune.sweep import load_sweep, run_sweep
 
         sweep = load_sweep(args.sweep)
-        result = run_sweep(sweep, args.out, timing=not args.no_timing, log=log)
+        result = run_sweep(sweep, args.out, timing=not args.no_timing, log=log, overwrite=args.overwrite)
         log(f"wrote {len(result['rows'])} rows to {args.out}")
         return 0
     from ..compress.pipeline import report_markdown, run_recipe
     from ..compress.recipe import load_recipe
 
     recipe = load_recipe(args.recipe)
-    report = run_recipe(recipe, args.out, log=log)
+    report = run_recipe(recipe, args.out, log=log, overwrite=args.overwrite)
     print(report_markdown(report))
     return 0 if report["passed"] else EXIT_GATE_FAILED

@@ -35,7 +35,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--out", required=True, help="output folder (images/ and annotations.json)")
     s.add_argument("--seed", type=_non_negative_int, default=0, help="seed (default 0)")
     s.add_argument("--workers", type=positive_int, default=1, help="processes rendering images (default 1)")
-    s.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    s.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an annotations.json in --out that leansam did not write (other files are never touched)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
     t = time.perf_counter()
     try:
         path = generate(args.n, args.out, seed=args.seed, overwrite=args.overwrite, workers=args.workers)
-    except FileExistsError as e:
-        raise InputError(str(e).replace("pass overwrite=True", "pass --overwrite")) from None
+    except InputError:
+        raise
     except ValueError as e:
         raise InputError(str(e)) from None
     log(

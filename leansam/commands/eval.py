@@ -19,7 +19,7 @@ import json
 
 from ..batch.cli import add_engine_args
 from ..eval.gt_prompts import PROMPT_KINDS
-from .common import log, positive_int
+from .common import add_overwrite_arg, log, positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -55,6 +55,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--batch-size", type=positive_int, default=64, help="prompts per decoder call (default 64)"
     )
     p.add_argument("--fresh", action="store_true", help="discard cached per-image results in --out")
+    add_overwrite_arg(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="also print the result as JSON on stdout")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
@@ -89,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         engine=args.engine,
         address=args.address,
         workers=args.workers,
+        overwrite=args.overwrite,
     )
     result = evaluate(cfg)
     import os

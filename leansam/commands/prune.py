@@ -12,10 +12,9 @@ the folder is a model: ``--model OUT`` (segment, everything, export, quantize),
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ..io import InputError
-from .common import log, positive_int
+from .common import add_overwrite_arg, log, positive_int, preflight_output
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,6 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ratio", type=float, required=True, help="fraction of channels removed, in (0, 1)")
     p.add_argument("--importance", choices=IMPORTANCES, default="disturbed-taylor", help="channel importance")
     p.add_argument("--out", required=True, help="output folder")
+    add_overwrite_arg(p)
     p.add_argument(
         "--calib", default="synth:16:0", help="synth:N[:SEED], annotated data folder or image folder"
     )
@@ -77,15 +77,14 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..prune.arch import save_pruned
+    from ..prune.arch import OWNED, save_pruned
     from ..prune.pruner import load_model_spec, prune_model
 
     cfg = config_from_args(args)
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise InputError(f"output path {args.out} exists and is not a folder")
+    preflight_output(args, OWNED)
     teacher, spec = load_model_spec(args.model, args.trust_pickle, prunable=True)
     model, report = prune_model(teacher, spec, cfg, log=log)
-    save_pruned(model, args.out, report)
+    save_pruned(model, args.out, report, overwrite=args.overwrite)
     before, after = report["encoder_params_before"], report["encoder_params_after"]
     log(f"encoder parameters {before:,} -> {after:,} ({after / before:.1%}); wrote {args.out}")
     log(

@@ -3,8 +3,9 @@
 Every step writes ``OUT/NN_KIND/`` and is followed by the fidelity gate
 (:func:`leansam.fidelity.compare_models`) of its model against the *starting* model on the
 recipe's gate images; the first failing gate stops the pipeline. ``OUT/report.json`` and
-``OUT/report.md`` say what each step did and measured. The whole folder is staged next to
-``OUT`` and renamed into place at the end (also when a gate fails); an error leaves nothing.
+``OUT/report.md`` say what each step did and measured. Everything is staged and committed into
+``OUT`` at the end (also when a gate fails) by :class:`leansam.outputs.OutputDir`: an error leaves
+nothing, and files in ``OUT`` that leansam did not write are never replaced or deleted.
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -48,26 +47,33 @@ def gate_images(spec: str) -> list[np.ndarray]:
     return load_calibration(spec, 10**6).images
 
 
+def step_folder(i: int, step: Step) -> str:
+    """The name of step ``i``'s folder (``01_prune``; ``i`` counts from 0)."""
+    return f"{i + 1:02d}_{step.kind}"
+
+
 def run_recipe(
-    recipe: Recipe, out: str | Path, log: Callable[[str], None] = lambda _m: None
+    recipe: Recipe,
+    out: str | Path,
+    log: Callable[[str], None] = lambda _m: None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Runs ``recipe`` into ``out``; returns the report (``passed``: every gate held)."""
+    """Runs ``recipe`` into ``out`` through :class:`leansam.outputs.OutputDir`; returns the report
+    (``passed``: every gate held). ``out`` is checked and locked before any work."""
+    from ..outputs import OutputDir
     from ..prune.pruner import load_model_spec
 
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"output path {out} exists and is not a folder")
-    images = gate_images(recipe.gate_images)
-    start, spec = load_model_spec(recipe.model)
-    arch = getattr(start, "leansam_arch", None)
-    state = _State(spec, start, start, arch["base"] if arch else start.name)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    report: dict[str, Any] = {"model": recipe.model, "gate_images": recipe.gate_images, "steps": []}
+    owned = ("report.json", "report.md", *(step_folder(i, s) for i, s in enumerate(recipe.steps)))
+    staged = OutputDir(out, overwrite, owned, command="leansam compress")
     try:
+        images = gate_images(recipe.gate_images)
+        start, spec = load_model_spec(recipe.model)
+        arch = getattr(start, "leansam_arch", None)
+        state = _State(spec, start, start, arch["base"] if arch else start.name)
+        report: dict[str, Any] = {"model": recipe.model, "gate_images": recipe.gate_images, "steps": []}
         report["passed"] = True
         for i, step in enumerate(recipe.steps):
-            folder = tmp / f"{i + 1:02d}_{step.kind}"
+            folder = staged.path(step_folder(i, step))
             t0 = time.perf_counter()
             log(f"step {i + 1}/{len(recipe.steps)}: {step.kind}")
             detail = _RUNNERS[step.kind](recipe, i, step, state, folder, log)
@@ -80,28 +86,19 @@ def run_recipe(
                 report["stopped_at"] = i + 1
                 log(f"gate of step {i + 1} ({step.kind}) failed: {gate['failures']}; stopping")
                 break
-        _write_reports(tmp, report)
-        _replace_folder(tmp, out)
+        (staged.path("report.json")).write_text(json.dumps(report, indent=1, default=str) + "\n")
+        (staged.path("report.md")).write_text(report_markdown(report))
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        staged.discard()
         raise
-    return _relocated(report, out)
+    staged.commit()
+    return _relocated(report, Path(out))
 
 
 def _relocated(report: dict[str, Any], out: Path) -> dict[str, Any]:
     for s in report["steps"]:
         s["folder"] = str(out / s["folder"])
     return report
-
-
-def _replace_folder(tmp: Path, out: Path) -> None:
-    if out.exists():
-        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-        os.replace(out, old / "d")
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
 
 
 def _gate(start, model, images: list[np.ndarray], step: Step, log) -> dict[str, Any]:
@@ -203,11 +200,6 @@ def _export(recipe: Recipe, i: int, step: Step, state: _State, folder: Path, log
 
 
 _RUNNERS = {"distil": _distil, "prune": _prune, "quantize": _quantize, "export": _export}
-
-
-def _write_reports(folder: Path, report: dict[str, Any]) -> None:
-    (folder / "report.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
-    (folder / "report.md").write_text(report_markdown(report))
 
 
 def report_markdown(report: dict[str, Any]) -> str:

@@ -37,12 +37,12 @@ import torch
 
 from ..io import InputError, load_image, write_json
 from ..models.sam import Sam
-from ..outputs import FolderLock, check_destination
+from ..outputs import RunFolder, claim
 from ..predictor import SamPredictor
 from .evaluators import COCOInstanceEvaluator, MaskIoUEvaluator
 from .gt_prompts import InstancePrompts, check_prompt_kind, make_prompts, xywh_to_xyxy
 from .inputs import EvalData, image_header_size, load_annotations, load_detections
-from .journal import ImageCache
+from .journal import OWNED, ImageCache
 from .predict import predict_instances
 
 
@@ -70,6 +70,7 @@ class EvalConfig:
         engine: ``local`` (this process; ``torchrun`` splits the images) or ``ray`` (an actor pool
             on the Ray cluster at ``address``, None: a new local one; ``workers`` actors, None:
             one per CPU, or per GPU on cuda).
+        overwrite: replace files with the output names in ``out`` that leansam did not write.
     """
 
     model: str
@@ -90,6 +91,7 @@ class EvalConfig:
     engine: str = "local"
     address: str | None = None
     workers: int | None = None
+    overwrite: bool = False
 
     def run_identity(self) -> dict[str, Any]:
         """What makes cached per-image results reusable (not limit, device or batch size)."""
@@ -447,8 +449,7 @@ def evaluate(config: EvalConfig, model: Sam | None = None) -> EvalResult:
     lock = None
     try:
         if cfg.out is not None and world == 1:  # under torchrun every rank writes the folder
-            check_destination(Path(cfg.out))
-            lock = FolderLock(Path(cfg.out))
+            lock = RunFolder(cfg.out, OWNED, cfg.overwrite)
         cache = ImageCache(cfg.out, rank) if cfg.out is not None else None
         if cache is not None:
             cache.check_run(cfg.run_identity(), fresh=cfg.fresh, write=rank == 0)
@@ -559,6 +560,7 @@ def _merge(
 def _write_outputs(cfg: EvalConfig, result: EvalResult, records: dict[int, dict]) -> None:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    claim(out, OWNED, "leansam eval")
     if cfg.detections is not None:
         segm = [r for i in sorted(records) for r in records[i]["rows"]]
         write_json(out / "segm_results.json", segm)

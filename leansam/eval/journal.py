@@ -22,8 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from ..io import InputError, write_json
+from ..outputs import claim
 
 CACHE_VERSION = 1
+#: The entries of an eval output folder: this cache and the results (leansam.outputs.RunFolder).
+OWNED = ("run.json", "per_image", "results.json", "segm_results.json")
 
 
 class ImageCache:
@@ -72,6 +75,7 @@ class ImageCache:
         """Writes ``run.json`` (what :meth:`check_run` was given), creating the folder, once."""
         if self._pending_run is not None:
             self.out.mkdir(parents=True, exist_ok=True)
+            claim(self.out, OWNED, "leansam eval")
             write_json(self.out / "run.json", self._pending_run)
             self._pending_run = None
 

@@ -28,6 +28,8 @@ from torch import nn
 FORMAT = "leansam-pruned"
 WEIGHTS = "model.safetensors"
 REPORT = "prune.json"
+#: The files of a pruned model's folder (see leansam.outputs.OutputDir).
+OWNED = (WEIGHTS, REPORT)
 _FORMAT_KEY = "leansam.format"
 _ARCH_KEY = "leansam.architecture"
 ENCODER_KINDS = ("vit", "tiny_fpn")
@@ -141,8 +143,12 @@ def set_arch(model: nn.Module, base: str) -> dict[str, Any]:
     return arch
 
 
-def save_pruned(model: nn.Module, out_dir: str | Path, report: dict[str, Any]) -> Path:
-    """Writes ``model`` (with :func:`set_arch` done) and ``report`` to ``out_dir``, atomically."""
+def save_pruned(
+    model: nn.Module, out_dir: str | Path, report: dict[str, Any], overwrite: bool = False
+) -> Path:
+    """Writes ``model`` (with :func:`set_arch` done) and ``report`` to ``out_dir`` through
+    :class:`leansam.outputs.OutputDir` (``overwrite``: replace files of the same names that leansam
+    did not write)."""
     from safetensors.torch import save_file
 
     from ..io import OutputDir, write_json
@@ -152,7 +158,7 @@ def save_pruned(model: nn.Module, out_dir: str | Path, report: dict[str, Any]) -
         raise ValueError("the model carries no pruned architecture (call set_arch first)")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {_FORMAT_KEY: FORMAT, _ARCH_KEY: json.dumps(arch)}
-    with OutputDir(out_dir, owned_patterns=()) as out:
+    with OutputDir(out_dir, overwrite, OWNED, command="leansam prune") as out:
         save_file(state, str(out.path(WEIGHTS)), metadata=meta)
         write_json(out.path(REPORT), {"architecture": arch, **report})
     return Path(out_dir)

@@ -22,9 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,22 +121,26 @@ def _measure(model, label: str, kind: str, source, sweep: Sweep, timing: bool) -
 
 
 def run_sweep(
-    sweep: Sweep, out: str | Path, timing: bool = True, log: Callable[[str], None] = lambda _m: None
+    sweep: Sweep,
+    out: str | Path,
+    timing: bool = True,
+    log: Callable[[str], None] = lambda _m: None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Runs ``sweep``; writes the report into ``out`` (staged, renamed into place at the end)."""
+    """Runs ``sweep``; writes the report into ``out`` through :class:`leansam.outputs.OutputDir`
+    (checked and locked before any work, committed at the end)."""
+    from ..outputs import OutputDir
     from ..train.data import open_source
     from .arch import save_pruned
     from .pruner import load_model_spec, prune_model
 
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"output path {out} exists and is not a folder")
-    source = open_source(sweep.eval_data)
-    start, spec = load_model_spec(sweep.model, prunable=True)
-    refs = [load_model_spec(r)[0] for r in sweep.references]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.sweep-"))
+    models = tuple(f"{c.importance}_{c.ratio:g}" for c in sweep.configs()) if sweep.save_models else ()
+    owned = ("pruning.json", "pruning.md", "pruning.png", *models)
+    staged = OutputDir(out, overwrite, owned, command="leansam compress --sweep")
     try:
+        source = open_source(sweep.eval_data)
+        start, spec = load_model_spec(sweep.model, prunable=True)
+        refs = [load_model_spec(r)[0] for r in sweep.references]
         rows = [_measure(start, spec, "start", source, sweep, timing)]
         rows += [_measure(m, r, "reference", source, sweep, timing) for m, r in zip(refs, sweep.references)]
         for cfg in sweep.configs():
@@ -150,7 +151,7 @@ def run_sweep(
             row.update(ratio=cfg.ratio, importance=cfg.importance)
             rows.append(row)
             if sweep.save_models:
-                save_pruned(model, tmp / f"{cfg.importance}_{cfg.ratio:g}", rep)
+                save_pruned(model, staged.path(f"{cfg.importance}_{cfg.ratio:g}"), rep)
             log(f"  box mIoU {row['box_miou']}, latency {row['latency_ms']} ms")
         result = {
             "model": spec,
@@ -158,17 +159,14 @@ def run_sweep(
             "sweep": dataclasses.asdict(sweep),
             "rows": rows,
         }
-        (tmp / "pruning.json").write_text(json.dumps(result, indent=1) + "\n")
-        (tmp / "pruning.md").write_text(table_markdown(rows))
+        staged.path("pruning.json").write_text(json.dumps(result, indent=1) + "\n")
+        staged.path("pruning.md").write_text(table_markdown(rows))
         if timing:
-            plot_pareto(rows, tmp / "pruning.png")
-        out.mkdir(exist_ok=True)
-        for p in tmp.iterdir():
-            if p.is_dir() and (out / p.name).exists():
-                shutil.rmtree(out / p.name)
-            os.replace(p, out / p.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            plot_pareto(rows, staged.path("pruning.png"))
+    except BaseException:
+        staged.discard()
+        raise
+    staged.commit()
     return result
 
 

@@ -9,6 +9,8 @@ What every run gets:
   temporary file and renamed (a SIGKILL leaves the previous checkpoint intact). It holds the
   step, the trainable module, optimiser, LR scheduler and the torch / numpy / python RNG states.
 * ``<out>/model.pt``: the final weights (a plain state_dict loadable by ``leansam.build_model``).
+* ``<out>/.leansam-outputs.json``: names these files as leansam's (:func:`leansam.outputs.claim`);
+  ``leansam train`` / ``distill`` hold the folder with :func:`hold_run_folder` for the run.
 
 Exact resume: all randomness of a step is drawn from generators seeded with
 ``(seed, step, rank)`` (see :func:`step_seed`) and the data order is a pure function of the
@@ -42,6 +44,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..io import InputError
+from ..outputs import RunFolder, claim
 
 
 @dataclasses.dataclass
@@ -115,6 +118,18 @@ def lr_lambda(cfg: RunConfig) -> Callable[[int], float]:
         return cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
     return f
+
+
+#: The files a run writes in its folder (see leansam.outputs.RunFolder).
+RUN_FILES = ("config.json", "metrics.csv", "last.pt", "model.pt")
+
+
+def hold_run_folder(out: str | Path, overwrite: bool = False) -> contextlib.AbstractContextManager:
+    """The run's :class:`leansam.outputs.RunFolder` (checked, locked, foreign files refused) on the
+    process that writes (rank 0 under ``torchrun``); a no-op elsewhere."""
+    if int(os.environ.get("RANK", "0") or 0) != 0:
+        return contextlib.nullcontext()
+    return RunFolder(out, RUN_FILES, overwrite)
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
@@ -348,6 +363,7 @@ def fit(
     start = _resume(cfg, module, opt, sched, info)
     if info.main:
         out.mkdir(parents=True, exist_ok=True)
+        claim(out, RUN_FILES, "leansam training run")
         write_json_file(out / "config.json", cfg.to_json())
     log = MetricsCSV(out / "metrics.csv", start) if info.main else None
     bar = None

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
-import tempfile
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -19,6 +16,9 @@ from leansam.data.coco import encode_mask, rle_area, rle_bbox, write_json_atomic
 
 from .config import CATEGORIES, GENERATOR_VERSION, SynthConfig
 from .render import render_sample
+
+#: The entries of a data set folder (see leansam.outputs.OutputDir).
+OWNED = ("images", "annotations.json")
 
 
 def _render_record(
@@ -62,21 +62,6 @@ def _records(
         yield from futs
 
 
-def _swap_into_place(tmp: Path, out_dir: Path) -> None:
-    """Rename the finished ``tmp`` onto ``out_dir`` (moving an existing ``out_dir`` aside first)."""
-    if not out_dir.exists():
-        os.rename(tmp, out_dir)
-        return
-    old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
-    os.rename(out_dir, old)
-    try:
-        os.rename(tmp, out_dir)
-    except BaseException:
-        os.rename(old, out_dir)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def generate(
     n: int,
     out_dir: str | os.PathLike[str],
@@ -94,28 +79,24 @@ def generate(
     Each image depends only on ``(seed, i)`` and ``config``. ``workers > 1``
     renders in that many spawned processes with identical output.
 
-    The data set is built in a temporary sibling directory and renamed into
-    place at the end, so ``out_dir`` is never left half-written. Raises
-    ``FileExistsError`` if ``out_dir`` exists and is non-empty unless
-    ``overwrite=True`` (then it is replaced only after generation succeeded).
+    The data set is staged and committed at the end by
+    :class:`leansam.outputs.OutputDir`, so ``out_dir`` is never left
+    half-written and files in it that leansam did not write are kept. Raises
+    :class:`leansam.io.InputError` if ``out_dir`` holds an ``annotations.json``
+    leansam did not write (``overwrite=True`` replaces it) or an ``images``
+    folder it did not write (never replaced), or cannot be an output folder.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be a non-negative int, got {n!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     cfg = config or SynthConfig()
+    from leansam.outputs import OutputDir
+
     out_dir = Path(out_dir)
-    if out_dir.exists():
-        if not out_dir.is_dir():
-            raise FileExistsError(f"{out_dir} exists and is not a directory")
-        if any(out_dir.iterdir()) and not overwrite:
-            raise FileExistsError(f"{out_dir} is not empty; pass overwrite=True to replace it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    staged = OutputDir(out_dir, overwrite, OWNED, command="leansam data synth")
     try:
-        os.chmod(tmp, 0o755)
-        images_dir = tmp / "images"
-        images_dir.mkdir()
+        images_dir = staged.folder("images")
         images: list[dict[str, Any]] = []
         annotations: list[dict[str, Any]] = []
         for image, anns in _records(n, seed, cfg, images_dir, workers):
@@ -137,11 +118,11 @@ def generate(
                 {"id": i, "name": name, "supercategory": "shape"} for i, name in CATEGORIES.items()
             ],
         }
-        write_json_atomic(tmp / "annotations.json", coco)
-        _swap_into_place(tmp, out_dir)
+        write_json_atomic(staged.path("annotations.json"), coco)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        staged.discard()
         raise
+    staged.commit()
     return out_dir / "annotations.json"
 
 
@@ -150,12 +131,12 @@ def synth_command(
 ) -> int:
     """CLI helper for ``leansam data synth``: generate, print a one-line summary, return exit code 0.
 
-    Errors (non-empty ``out`` without ``overwrite``, bad arguments) are printed
+    Errors (an ``out`` that cannot take the set, bad arguments) are printed
     and give exit code 2.
     """
     try:
         path = generate(n, out, seed=seed, overwrite=overwrite, workers=workers)
-    except (FileExistsError, ValueError) as e:
+    except ValueError as e:
         print(f"leansam data synth: error: {e}")
         return 2
     print(f"wrote {n} images to {Path(out) / 'images'} and annotations to {path}")
