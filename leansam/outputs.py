@@ -420,7 +420,8 @@ class RunFolder:
     """Holds an output folder that a long run writes in place (each file atomically), for the run.
 
     Checks ``dest`` (:func:`check_destination`), takes its lock, refuses foreign entries with the
-    names the run writes, and deletes the temporary files a killed run of it left; creates nothing.
+    names the run writes, and deletes the temporary files that a killed run left of the names the
+    manifest lists; creates nothing.
     The run calls :func:`claim` when it creates the folder.
 
     Args:
@@ -441,8 +442,8 @@ class RunFolder:
         self.lock = FolderLock(self.dest)
         try:
             check_foreign(self.dest, _matcher(owned_patterns), overwrite, in_place=True, hint=hint)
-            if self.dest.is_dir():
-                junk = _matcher(temporaries(tuple(p for p in owned_patterns if "*" not in p)))
+            if self.dest.is_dir():  # temporaries of the names this folder's manifest claims
+                junk = _matcher(temporaries(tuple(read_manifest(self.dest))))
                 for p in self.dest.iterdir():
                     if junk(p.name) and p.is_file():
                         p.unlink()

@@ -155,8 +155,12 @@ def write_json_file(path: str | Path, obj: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
 
 
 @dataclasses.dataclass
@@ -226,14 +230,14 @@ class MetricsCSV:
         if resume_step > 0 and path.is_file():
             with open(path, newline="") as f:
                 reader = csv.DictReader(f)
-                self.fields = list(reader.fieldnames or [])
+                self.fields = list(reader.fieldnames or []) or None
                 rows = [r for r in reader if int(r["step"]) < resume_step]
-        self.f = open(path, "w", newline="")  # noqa: SIM115 (closed by close())
         if self.fields:
+            self._rewrite(rows)  # the kept rows stay intact if this fails (a full disk)
+            self.f = open(path, "a", newline="")  # noqa: SIM115 (closed by close())
             self.w = csv.DictWriter(self.f, self.fields)
-            self.w.writeheader()
-            self.w.writerows(rows)
-            self.f.flush()
+        else:
+            self.f = open(path, "w", newline="")  # noqa: SIM115 (closed by close())
 
     def write(self, row: dict[str, float]) -> None:
         if self.fields is not None and not set(row) <= set(self.fields):
@@ -251,10 +255,22 @@ class MetricsCSV:
         with open(self.path, newline="") as f:
             rows = list(csv.DictReader(f))
         self.fields = [*(self.fields or []), *new]
-        self.f = open(self.path, "w", newline="")  # noqa: SIM115 (closed by close())
+        self._rewrite(rows)
+        self.f = open(self.path, "a", newline="")  # noqa: SIM115 (closed by close())
         self.w = csv.DictWriter(self.f, self.fields)
-        self.w.writeheader()
-        self.w.writerows(rows)
+
+    def _rewrite(self, rows: list[dict[str, str]]) -> None:
+        """Replaces the file with the header and ``rows`` (temporary file, then rename)."""
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, self.fields or [])
+                w.writeheader()
+                w.writerows(rows)
+            os.replace(tmp, self.path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
 
     def close(self) -> None:
         self.f.close()

@@ -26,16 +26,17 @@ def test_synth_writes_the_same_set_as_the_library(tmp_path, capsys):
     assert json.loads((out / "annotations.json").read_text()) == json.loads(ref.read_text())
 
 
-def test_synth_refuses_a_non_empty_folder_unless_overwrite(tmp_path, capsys):
+def test_synth_refuses_a_foreign_annotations_file_unless_overwrite(tmp_path, capsys):
     out = tmp_path / "set"
     out.mkdir()
     (out / "keep.txt").write_text("x")
+    (out / "annotations.json").write_text("the user's")
     code, _, err = run(["data", "synth", "--n", "1", "--out", out], capsys)
     assert code == 2 and err.startswith("error: ") and "--overwrite" in err and len(err.splitlines()) == 1
-    assert (out / "keep.txt").exists()
+    assert (out / "annotations.json").read_text() == "the user's"
     code, _, err = run(["data", "synth", "--n", "1", "--out", out, "--overwrite"], capsys)
     assert code == 0, err
-    assert (out / "annotations.json").exists() and not (out / "keep.txt").exists()
+    assert (out / "annotations.json").read_text() != "the user's" and (out / "keep.txt").read_text() == "x"
 
 
 def test_synth_bad_arguments(tmp_path, capsys):

@@ -18,6 +18,8 @@ from pycocotools.cocoeval import COCOeval
 from leansam.data import synth
 from leansam.data.coco import load_coco, mask_bbox
 from leansam.data.synth import CATEGORIES, SynthConfig, generate, render_sample
+from leansam.io import InputError
+from leansam.outputs import MANIFEST
 
 SMALL = SynthConfig(min_side=160, max_side=256, max_objects=8)
 
@@ -187,15 +189,19 @@ def test_config_validation_and_serialisation() -> None:
 # ----------------------------------------------------------------------------- atomic writing
 
 
-def test_refuses_non_empty_out_dir(tmp_path: Path) -> None:
+def test_keeps_files_it_did_not_write(tmp_path: Path) -> None:
     out = tmp_path / "ds"
     out.mkdir()
     (out / "keep.txt").write_text("x")
-    with pytest.raises(FileExistsError, match="overwrite"):
+    (out / "annotations.json").write_text("the user's annotations")
+    with pytest.raises(InputError, match=r"annotations\.json, not written by leansam"):
         generate(1, out, config=SMALL)
+    assert (out / "annotations.json").read_text() == "the user's annotations"
+    generate(1, out, config=SMALL, overwrite=True)  # replaces that file, never keep.txt
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "annotations.json", "images", "keep.txt"]
     assert (out / "keep.txt").read_text() == "x"
-    generate(1, out, config=SMALL, overwrite=True)
-    assert sorted(p.name for p in out.iterdir()) == ["annotations.json", "images"]
+    generate(2, out, config=SMALL)  # its own set: replaced without overwrite
+    assert len(list((out / "images").iterdir())) == 2
     empty = tmp_path / "empty"
     empty.mkdir()
     generate(1, empty, config=SMALL)  # an empty existing directory is fine
@@ -232,12 +238,15 @@ def test_bad_arguments(tmp_path: Path) -> None:
         generate(1, tmp_path / "x", seed=-2)
     f = tmp_path / "file"
     f.write_text("")
-    with pytest.raises(FileExistsError, match="not a directory"):
+    with pytest.raises(InputError, match="is not a folder"):
         generate(1, f)
 
 
 def test_synth_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert synth.synth_command(1, tmp_path / "ds", seed=0) == 0
     assert (tmp_path / "ds" / "annotations.json").is_file()
-    assert synth.synth_command(1, tmp_path / "ds", seed=0) == 2
+    assert synth.synth_command(1, tmp_path / "ds", seed=0) == 0  # its own set: replaced
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "annotations.json").write_text("the user's")
+    assert synth.synth_command(1, tmp_path / "other", seed=0) == 2
     assert "error" in capsys.readouterr().out

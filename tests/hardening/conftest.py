@@ -45,6 +45,17 @@ def synth_set(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def case_inputs(tiny_models, synth_set, tmp_path_factory) -> dict:  # noqa: F811 (the fixture)
+    """What the cases of ``output_cases.py`` read: a synthetic set, a bench results.json, a folder."""
+    root = tmp_path_factory.mktemp("faults")
+    results = root / "bench"
+    args = ["bench", "--models", "tiny_test", "--runs", "1", "--warmup", "0", "--prompts", "1"]
+    args += ["--batches", "1", "--no-everything", "--no-memory", "--out", results]
+    assert main([str(a) for a in args]) == 0
+    return {"root": root, "set": synth_set, "bench": results / "results.json"}
+
+
 def coco(synth_set: Path) -> dict:
     """A fresh copy of the synthetic set's annotations."""
     return json.loads((synth_set / "annotations.json").read_text())

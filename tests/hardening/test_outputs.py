@@ -87,7 +87,7 @@ def test_bad_output_paths(tmp_path, capsys, kind):
         out = tmp_path / "out"
         (out / "masks.json").mkdir(parents=True)
         (out / MANIFEST).write_text(json.dumps({"files": ["masks.json"]}))
-        pattern = "is a folder; leansam writes a file of that name there"
+        pattern = "masks.json/, not written by leansam"
     before = sorted(str(p) for p in tmp_path.rglob("*"))
     code, _, err = cli(_segment(out), capsys)
     assert_error(code, err, pattern)

@@ -1,0 +1,153 @@
+"""File-system faults on every command that writes a folder: a dangling symlink or a file as
+``--out``, a read-only ``--out`` or parent, a full disk. Each is one ``error:`` line, the old output
+stays byte for byte, and no staging folder is left.
+
+Read-only folders and full disks are real: a tmpfs is mounted for the test (remounted read-only,
+or filled to the last byte). Without mount rights (not root), read-only falls back to permissions
+and the full-disk cases are skipped; ``test_outputs.py`` covers a full disk with RLIMIT_FSIZE too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .conftest import assert_error, cli
+from .output_cases import CASES, Case, staging, tree
+
+
+class Volume:
+    """A folder on its own tmpfs (root with mount rights), else a plain folder."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.mkdir()
+        self.mounted = os.geteuid() == 0 and shutil.which("mount") is not None
+        if self.mounted:
+            r = subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "size=64m,mode=0755", "tmpfs", str(path)],
+                capture_output=True,
+                text=True,
+            )
+            self.mounted = r.returncode == 0
+
+    def read_only(self) -> None:
+        if self.mounted:
+            subprocess.run(["mount", "-o", "remount,ro", str(self.path)], check=True)
+        elif os.geteuid() == 0:
+            pytest.skip("a read-only folder needs a read-only mount for root, and mount failed")
+        else:
+            for p in [self.path, *self.path.rglob("*")]:
+                if p.is_dir() and not p.is_symlink():
+                    p.chmod(stat.S_IRUSR | stat.S_IXUSR)
+
+    def fill(self) -> None:
+        """Fills the file system to the last byte (writes then fail with ENOSPC)."""
+        if not self.mounted:
+            pytest.skip("a full disk needs a tmpfs (mount rights)")
+        with open(self.path / "filler", "wb") as f:
+            with contextlib.suppress(OSError):
+                while True:
+                    f.write(b"\0" * (1 << 20))
+                    f.flush()
+            with contextlib.suppress(OSError):
+                while True:
+                    f.write(b"\0" * 512)
+                    f.flush()
+        probe = self.path / "probe"
+        with pytest.raises(OSError) as e:
+            probe.write_bytes(b"\0" * 4096)
+        assert e.value.errno == errno.ENOSPC
+        probe.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if self.mounted:
+            subprocess.run(["umount", "-l", str(self.path)], check=False)
+        else:
+            for p in [self.path, *self.path.rglob("*")]:
+                if p.is_dir() and not p.is_symlink():
+                    p.chmod(0o755)
+
+
+@pytest.fixture
+def volume(tmp_path):
+    v = Volume(tmp_path / "vol")
+    try:
+        yield v
+    finally:
+        v.close()
+
+
+def _run(case: Case, out: Path, ctx: dict, capsys, rerun: bool = False) -> tuple[int, str]:
+    args = (case.rerun if rerun and case.rerun else case.args)(out, ctx)
+    code, _, err = cli(args, capsys)
+    return code, err
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_dangling_symlink_as_out(name, case_inputs, tmp_path, capsys):
+    out = tmp_path / "link"
+    out.symlink_to(tmp_path / "nowhere")
+    before = tree(tmp_path)
+    code, err = _run(CASES[name], out, case_inputs, capsys)
+    assert_error(code, err, "is a dangling symlink")
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_file_where_the_folder_should_be(name, case_inputs, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.write_text("the user's file")
+    code, err = _run(CASES[name], out, case_inputs, capsys)
+    assert_error(code, err, "exists and is not a folder")
+    assert out.read_text() == "the user's file" and sorted(tmp_path.iterdir()) == [out]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_read_only_parent(name, case_inputs, volume, capsys):
+    volume.read_only()
+    code, err = _run(CASES[name], volume.path / "new" / "out", case_inputs, capsys)
+    line = assert_error(code, err, "is not writable", status=1)
+    assert err.strip() == line, "refused after doing work"
+    assert list(volume.path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_read_only_out_keeps_the_old_output(name, case_inputs, volume, capsys):
+    out = volume.path / "out"
+    code, err = _run(CASES[name], out, case_inputs, capsys)
+    assert code == 0, err
+    before = tree(volume.path)
+    volume.read_only()
+    code, err = _run(CASES[name], out, case_inputs, capsys, rerun=True)
+    line = assert_error(code, err, "is not writable", status=1)
+    assert err.strip() == line, "refused after doing work"
+    assert tree(volume.path) == before
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_full_disk_keeps_the_old_output(name, case_inputs, volume, capsys):
+    case = CASES[name]
+    out = volume.path / "out"
+    (volume.path / "mine.txt").write_text("the user's file")
+    code, err = _run(case, out, case_inputs, capsys)
+    assert code == 0, err
+    kept = {k: v for k, v in tree(out).items() if case.kept is None or k in case.kept}
+    volume.fill()
+    code, err = _run(case, out, case_inputs, capsys, rerun=True)
+    line = assert_error(code, err, "", status=1)
+    assert "No space left on device" in line or "the disk is full" in line, line
+    assert {k: v for k, v in tree(out).items() if k in kept} == kept
+    if case.kept is None:
+        assert tree(out) == kept  # nothing added either
+    assert not staging(volume.path)
+    assert (volume.path / "mine.txt").read_text() == "the user's file"
+    assert json.loads((out / ".leansam-outputs.json").read_text())["files"]
