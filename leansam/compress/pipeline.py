@@ -135,7 +135,8 @@ def _distil(recipe: Recipe, i: int, step: Step, state: _State, folder: Path, log
         encoder_config(student.image_encoder)
     except ValueError:
         folder.mkdir(parents=True)
-        torch.save(student.state_dict(), folder / "model.pt")
+        with open(folder / "model.pt", "wb") as f:  # a failed write raises OSError (a path: RuntimeError)
+            torch.save(student.state_dict(), f)
         name = cfg.student.partition(":")[0]
         spec = f"{name}:{folder / 'model.pt'}" if ":" not in cfg.student else None
     else:

@@ -51,7 +51,8 @@ def save_quantized(model: nn.Module, out_dir: str | Path, overwrite: bool = Fals
     )
     try:
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        torch.save(state, out.path(WEIGHTS))
+        with open(out.path(WEIGHTS), "wb") as f:  # a failed write raises OSError (a path: RuntimeError)
+            torch.save(state, f)
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,

@@ -149,7 +149,7 @@ def save_pruned(
     """Writes ``model`` (with :func:`set_arch` done) and ``report`` to ``out_dir`` through
     :class:`leansam.outputs.OutputDir` (``overwrite``: replace files of the same names that leansam
     did not write)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from ..io import OutputDir, write_json
 
@@ -159,7 +159,8 @@ def save_pruned(
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {_FORMAT_KEY: FORMAT, _ARCH_KEY: json.dumps(arch)}
     with OutputDir(out_dir, overwrite, OWNED, command="leansam prune") as out:
-        save_file(state, str(out.path(WEIGHTS)), metadata=meta)
+        # Serialised here and written by Python, so that a failed write raises OSError.
+        out.path(WEIGHTS).write_bytes(save(state, metadata=meta))
         write_json(out.path(REPORT), {"architecture": arch, **report})
     return Path(out_dir)
 
