@@ -86,8 +86,8 @@ def run_recipe(
                 report["stopped_at"] = i + 1
                 log(f"gate of step {i + 1} ({step.kind}) failed: {gate['failures']}; stopping")
                 break
-        (staged.path("report.json")).write_text(json.dumps(report, indent=1, default=str) + "\n")
-        (staged.path("report.md")).write_text(report_markdown(report))
+        staged.path("report.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+        staged.path("report.md").write_text(report_markdown(report))
     except BaseException:
         staged.discard()
         raise

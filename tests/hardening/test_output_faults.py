@@ -53,15 +53,14 @@ class Volume:
         """Fills the file system to the last byte (writes then fail with ENOSPC)."""
         if not self.mounted:
             pytest.skip("a full disk needs a tmpfs (mount rights)")
-        with open(self.path / "filler", "wb") as f:
-            with contextlib.suppress(OSError):
-                while True:
-                    f.write(b"\0" * (1 << 20))
-                    f.flush()
-            with contextlib.suppress(OSError):
-                while True:
-                    f.write(b"\0" * 512)
-                    f.flush()
+        fd = os.open(self.path / "filler", os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            for size in (1 << 20, 4096, 1):
+                with contextlib.suppress(OSError):
+                    while True:
+                        os.write(fd, b"\0" * size)
+        finally:
+            os.close(fd)
         probe = self.path / "probe"
         with pytest.raises(OSError) as e:
             probe.write_bytes(b"\0" * 4096)
