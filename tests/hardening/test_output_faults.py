@@ -150,3 +150,45 @@ def test_full_disk_keeps_the_old_output(name, case_inputs, volume, capsys):
     assert not staging(volume.path)
     assert (volume.path / "mine.txt").read_text() == "the user's file"
     assert json.loads((out / ".leansam-outputs.json").read_text())["files"]
+
+
+def _compare(path: Path, ctx: dict) -> list:
+    images = ctx["set"] / "images"
+    return [
+        "compare",
+        "--reference",
+        "leansam_tiny",
+        "--candidate",
+        "leansam_tiny",
+        "--images",
+        images,
+        "--json",
+        path,
+    ]
+
+
+def _bench_docs(path: Path, ctx: dict) -> list:
+    return ["bench", "--render", ctx["bench"], "--out", ctx["root"] / "b", "--docs", path]
+
+
+SINGLE_FILES = {"compare --json": _compare, "bench --docs": _bench_docs}
+
+
+@pytest.mark.parametrize("fault", ["dangling symlink", "folder", "read-only folder"])
+@pytest.mark.parametrize("name", sorted(SINGLE_FILES))
+def test_single_output_files_are_checked_before_any_work(name, fault, case_inputs, volume, capsys):
+    path = volume.path / "report.json"
+    if fault == "dangling symlink":
+        path.symlink_to(volume.path / "nowhere")
+        pattern, status = "is a dangling symlink", 2
+    elif fault == "folder":
+        path.mkdir()
+        pattern, status = "is a folder", 2
+    else:
+        pattern, status = "is not writable", 1
+        volume.read_only()
+    before = tree(volume.path)
+    code, _, err = cli(SINGLE_FILES[name](path, case_inputs), capsys)
+    line = assert_error(code, err, pattern, status)
+    assert err.strip() == line, "refused after doing work"
+    assert tree(volume.path) == before
