@@ -49,8 +49,8 @@ class Volume:
                 if p.is_dir() and not p.is_symlink():
                     p.chmod(stat.S_IRUSR | stat.S_IXUSR)
 
-    def fill(self) -> None:
-        """Fills the file system to the last byte (writes then fail with ENOSPC)."""
+    def fill(self, free: int = 0) -> None:
+        """Fills the file system to the last byte (writes then fail with ENOSPC), then frees ``free``."""
         if not self.mounted:
             pytest.skip("a full disk needs a tmpfs (mount rights)")
         fd = os.open(self.path / "filler", os.O_WRONLY | os.O_CREAT, 0o644)
@@ -66,6 +66,8 @@ class Volume:
             probe.write_bytes(b"\0" * 4096)
         assert e.value.errno == errno.ENOSPC
         probe.unlink(missing_ok=True)
+        if free:
+            os.truncate(self.path / "filler", (self.path / "filler").stat().st_size - free)
 
     def close(self) -> None:
         if self.mounted:
@@ -140,7 +142,7 @@ def test_full_disk_keeps_the_old_output(name, case_inputs, volume, capsys):
     code, err = _run(case, out, case_inputs, capsys)
     assert code == 0, err
     kept = {k: v for k, v in tree(out).items() if case.kept is None or k in case.kept}
-    volume.fill()
+    volume.fill(case.free)
     code, err = _run(case, out, case_inputs, capsys, rerun=True)
     line = assert_error(code, err, "", status=1)
     assert "No space left on device" in line or "the disk is full" in line, line
