@@ -17,6 +17,7 @@ import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -172,6 +173,19 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+
+
+def torch_save(obj: object, f: BinaryIO) -> None:
+    """``torch.save(obj, f)`` that raises the OSError of a failed write (a full disk): torch hides
+    it behind a RuntimeError while closing the archive."""
+    import torch
+
+    try:
+        torch.save(obj, f)
+    except RuntimeError as e:
+        if isinstance(e.__context__, OSError):
+            raise e.__context__ from None
+        raise
 
 
 def write_json(dest: str | Path, obj: object) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..io import InputError
+from ..io import InputError, torch_save
 from .recipe import Recipe, Step, resolved_export_calib
 
 
@@ -135,8 +135,8 @@ def _distil(recipe: Recipe, i: int, step: Step, state: _State, folder: Path, log
         encoder_config(student.image_encoder)
     except ValueError:
         folder.mkdir(parents=True)
-        with open(folder / "model.pt", "wb") as f:  # a failed write raises OSError (a path: RuntimeError)
-            torch.save(student.state_dict(), f)
+        with open(folder / "model.pt", "wb") as f:
+            torch_save(student.state_dict(), f)
         name = cfg.student.partition(":")[0]
         spec = f"{name}:{folder / 'model.pt'}" if ":" not in cfg.student else None
     else:

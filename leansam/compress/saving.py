@@ -23,6 +23,7 @@ from torch import nn
 
 from .. import __version__
 from ..checkpoints import CheckpointError, sha256_file
+from ..io import torch_save
 from ..outputs import OutputDir
 from .fusion import _set_module
 from .int8 import FloatWithActivation, FusedActivation, Int8Conv2d, Int8Linear, activation_kind
@@ -51,8 +52,8 @@ def save_quantized(model: nn.Module, out_dir: str | Path, overwrite: bool = Fals
     )
     try:
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        with open(out.path(WEIGHTS), "wb") as f:  # a failed write raises OSError (a path: RuntimeError)
-            torch.save(state, f)
+        with open(out.path(WEIGHTS), "wb") as f:
+            torch_save(state, f)
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
