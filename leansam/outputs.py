@@ -188,16 +188,13 @@ def _shown(names: list[str]) -> str:
     return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 
-def check_foreign(
-    dest: Path, writes: Callable[[str], bool], overwrite: bool, in_place: bool = False, hint: str = ""
-) -> None:
+def check_foreign(dest: Path, writes: Callable[[str], bool], overwrite: bool, in_place: bool = False) -> None:
     """Refuses entries of ``dest`` that a run writing the names ``writes`` accepts would replace
     but leansam did not write (see the module docstring).
 
     Args:
         in_place: the run writes into its folders without replacing them (:class:`RunFolder`), so
             folders the manifest lists count as leansam's whatever they hold.
-        hint: what to do instead of ``--overwrite`` where the command has none.
 
     Raises:
         InputError: naming the foreign entries.
@@ -226,8 +223,21 @@ def check_foreign(
     if files and not overwrite:
         raise InputError(
             f"{dest} holds {_shown(files)}, not written by leansam; leansam would replace "
-            f"{'it' if len(files) == 1 else 'them'}. Choose another --out, " + (hint or "or pass --overwrite")
+            f"{'it' if len(files) == 1 else 'them'}. Choose another --out, or pass --overwrite"
         )
+
+
+@contextlib.contextmanager
+def _released_on_error(lock: FolderLock, dest: Path) -> Iterator[None]:
+    """Releases ``lock`` when the block fails; an OSError becomes one :class:`OutputError`."""
+    try:
+        yield
+    except OSError as e:
+        lock.release()
+        raise OutputError(describe_os_error(e, dest)) from None
+    except BaseException:
+        lock.release()
+        raise
 
 
 def _matcher(patterns: tuple[str, ...]) -> Callable[[str], bool]:
@@ -308,7 +318,7 @@ class OutputDir:
         self.command = command
         anchor = check_destination(self.dest)
         self.lock = FolderLock(self.dest)
-        try:
+        with _released_on_error(self.lock, self.dest):
             check_foreign(self.dest, _matcher(owned_patterns), overwrite)
             _remove_stale_staging(self.dest)
             self.tmp = Path(
@@ -320,12 +330,6 @@ class OutputDir:
             umask = os.umask(0o022)
             os.umask(umask)
             os.chmod(self.tmp, 0o777 & ~umask)  # mkdtemp's 0700 would become the new folder's mode
-        except OSError as e:
-            self.lock.release()
-            raise OutputError(describe_os_error(e, self.dest)) from None
-        except BaseException:
-            self.lock.release()
-            raise
 
     def path(self, name: str) -> Path:
         """Where to write the output entry ``name`` (a plain name, no folders; a file, or a folder
@@ -428,31 +432,22 @@ class RunFolder:
         dest: the output folder.
         owned_patterns: glob patterns of the names the run writes (files and folders).
         overwrite: let foreign files with those names be replaced.
-        hint: what to do about foreign files where the command has no ``--overwrite``.
 
     Raises:
         InputError: a bad destination, a lock held by another run, or foreign entries.
     """
 
-    def __init__(
-        self, dest: str | Path, owned_patterns: tuple[str, ...], overwrite: bool = False, hint: str = ""
-    ) -> None:
+    def __init__(self, dest: str | Path, owned_patterns: tuple[str, ...], overwrite: bool = False) -> None:
         self.dest = Path(dest)
         check_destination(self.dest)
         self.lock = FolderLock(self.dest)
-        try:
-            check_foreign(self.dest, _matcher(owned_patterns), overwrite, in_place=True, hint=hint)
+        with _released_on_error(self.lock, self.dest):
+            check_foreign(self.dest, _matcher(owned_patterns), overwrite, in_place=True)
             if self.dest.is_dir():  # temporaries of the names this folder's manifest claims
                 junk = _matcher(temporaries(tuple(read_manifest(self.dest))))
                 for p in self.dest.iterdir():
                     if junk(p.name) and p.is_file():
                         p.unlink()
-        except OSError as e:
-            self.lock.release()
-            raise OutputError(describe_os_error(e, self.dest)) from None
-        except BaseException:
-            self.lock.release()
-            raise
 
     def release(self) -> None:
         """Releases the lock (idempotent)."""
