@@ -41,12 +41,24 @@ def _eval_data(ctx: dict) -> list:
     return ["--images", ctx["set"] / "images", "--annotations", ctx["set"] / "annotations.json"]
 
 
+def _sweep(ctx: dict) -> Path:
+    path = ctx["root"] / "sweep.yaml"
+    if not path.exists():
+        sweep = {"model": "leansam_tiny", "ratios": [0.5], "importances": ["magnitude"], "save_models": True}
+        sweep.update(eval={"data": "synth:1:1000"}, prune={"calib": "synth:2:0", "num_calib": 1})
+        path.write_text(yaml.safe_dump(sweep))
+    return path
+
+
 CASES = {
     "segment": Case(lambda out, ctx: ["segment", EXAMPLE, *BOX, "--out", out]),
     "segment dataset": Case(lambda out, ctx: ["segment", ctx["set"] / "images", *BOX, "--out", out]),
     "data synth": Case(lambda out, ctx: ["data", "synth", "--n", "2", "--out", out]),
     "prune": Case(lambda out, ctx: ["prune", "--model", "leansam_tiny", *PRUNE, "--out", out]),
     "compress": Case(lambda out, ctx: ["compress", "--recipe", _recipe(ctx), "--out", out]),
+    "compress --sweep": Case(
+        lambda out, ctx: ["compress", "--sweep", _sweep(ctx), "--no-timing", "--out", out]
+    ),
     "train": Case(
         lambda out, ctx: ["train", "--out", out, "--steps", "2", *TINY],
         rerun=lambda out, ctx: ["train", "--out", out, "--steps", "4", *TINY],

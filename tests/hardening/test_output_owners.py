@@ -68,7 +68,7 @@ def test_a_foreign_file_with_an_output_name_is_refused_before_any_work(name, cas
     assert (out / files[0]).read_bytes() != b"the user's own file"
 
 
-@pytest.mark.parametrize("name", ["compress", "data synth"])
+@pytest.mark.parametrize("name", ["compress", "compress --sweep", "data synth"])
 def test_folders_with_foreign_files_are_never_replaced(name, case_inputs, tmp_path, capsys):
     _, folders = _output_names(name, case_inputs, tmp_path, capsys)
     out = tmp_path / "out"
@@ -89,7 +89,7 @@ def test_folders_with_foreign_files_are_never_replaced(name, case_inputs, tmp_pa
     assert tree(tmp_path / "scratch") == before
 
 
-@pytest.mark.parametrize("name", ["compress", "data synth"])
+@pytest.mark.parametrize("name", ["compress", "compress --sweep", "data synth"])
 def test_a_rerun_replaces_its_own_folders(name, case_inputs, tmp_path, capsys):
     _, folders = _output_names(name, case_inputs, tmp_path, capsys)
     scratch = tmp_path / "scratch"
