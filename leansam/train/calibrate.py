@@ -52,7 +52,7 @@ LEVELS = (-2.0, -1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0, 2.0)
 
 #: The settings tried: every combination (the offset only where the stability filter is on).
 SWEEP = {
-    "pred_iou_thresh": (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.88),
+    "pred_iou_thresh": (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.88),
     "stability_score_thresh": (0.0, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95),
     "stability_score_offset": (0.25, 0.5, 1.0, 2.0),
     "box_nms_thresh": (0.5, 0.6, 0.7, 0.8),

@@ -92,7 +92,12 @@ def _everything_lines(ev: dict) -> list[str]:
 def calibration_markdown(cal: dict, rows: int = 10) -> str:
     """The segment-everything defaults block of docs/training.md for an ``everything_calibration.json``."""
     gen, rep, ceil = cal["generator"], cal["replay"], cal["ceiling"]
+    c = cal["chosen"]
     lines = [
+        f"`{cal['model']}` declares: predicted IoU > {c['pred_iou_thresh']:g}, stability >= "
+        f"{c['stability_score_thresh']:g} at offset {c['stability_score_offset']:g}, box NMS "
+        f"{c['box_nms_thresh']:g} (official models: SAM's 0.88, 0.95 at 1.0, 0.7).",
+        "",
         f"Chosen by `{cal['command']}` on the validation split `{cal['validation']['spec']}` "
         f"({cal['validation']['n_objects']} objects, {cal['n_settings']} settings, grid "
         f"{cal['points_per_side']} x {cal['points_per_side']}): {cal['rule']}.",

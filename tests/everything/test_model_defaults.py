@@ -80,27 +80,21 @@ def test_boxes_strategy_keeps_its_own_defaults(tiny) -> None:
     )
 
 
-def test_dataset_engine_uses_the_models_defaults() -> None:
-    import argparse
-
+def _labeler_thresholds(*flags: str) -> dict[str, float]:
+    """The thresholds of the dataset engine's generator for ``leansam everything photos/ FLAGS``."""
     from leansam.batch.jobs import JobSpec, Labeler
+    from leansam.cli import build_parser
     from leansam.commands.everything import _generator_options
-    from leansam.commands.everything import add_parser as add_everything
 
-    parser = argparse.ArgumentParser()
-    add_everything(parser.add_subparsers())
-    args = parser.parse_args(["everything", "photos/"])
-    options = _generator_options(args)
-    del options["output_mode"], options["progress"]
-    labeler = Labeler(JobSpec(task="everything", model="leansam_tiny", generator=options, threads=1))
-    assert _thresholds(labeler.generator) == _declared()
-    args = parser.parse_args(
-        ["everything", "photos/", "--pred-iou-thresh", "0.88", "--box-nms-thresh", "0.7"]
-    )
-    options = _generator_options(args)
-    del options["output_mode"], options["progress"]
-    got = _thresholds(Labeler(JobSpec(task="everything", model="leansam_tiny", generator=options)).generator)
-    assert got["pred_iou_thresh"] == 0.88 and got["box_nms_thresh"] == 0.7
+    options = _generator_options(build_parser().parse_args(["everything", "photos/", *flags]))
+    del options["output_mode"], options["progress"]  # as the command hands them to the engine
+    return _thresholds(Labeler(JobSpec(task="everything", model="leansam_tiny", generator=options)).generator)
+
+
+def test_dataset_engine_uses_the_models_defaults() -> None:
+    assert _labeler_thresholds() == _declared()
+    got = _labeler_thresholds("--pred-iou-thresh", "0.88", "--stability-score-offset", "1.0")
+    assert got["pred_iou_thresh"] == 0.88 and got["stability_score_offset"] == 1.0
     assert got["stability_score_thresh"] == _declared()["stability_score_thresh"]
 
 

@@ -161,6 +161,9 @@ def test_segment_everything_uses_the_models_defaults(client, example_id, tiny, e
     assert len(got) == len(ref) > len(sam)
     for g, e in zip(got, ref):
         assert np.array_equal(decode_rle(g["segmentation"]), e["segmentation"])
+    r = client.post(f"/api/images/{example_id}/everything", json=SAM_DEFAULTS)  # explicit values win
+    assert r.status_code == 200, r.text
+    assert len(r.json()["masks"]) == len(sam)
 
 
 def test_models_listing(client):
