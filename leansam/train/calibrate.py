@@ -228,7 +228,7 @@ def levers(model, source, n_images: int, thresholds: dict[str, float]) -> dict[s
 
 
 def calibrate(
-    model_name: str = "leansam_tiny", n_images: int = 30, min_precision: float = 0.5, n_levers: int = 10
+    model_name: str = "leansam_tiny", n_images: int = 20, min_precision: float = 0.5, n_levers: int = 5
 ) -> dict:
     """Runs the search (module docstring) for the bundled / official weights of ``model_name``.
 
@@ -312,10 +312,10 @@ def everything_section(model, source, n_images: int, example: np.ndarray, exampl
 def add_calibrate_args(p) -> None:
     """The ``calibrate-everything`` options of ``python -m leansam.train.recipe``."""
     p.add_argument("--model", default="leansam_tiny", help="calibrate-everything: registry name")
-    p.add_argument("--images", type=int, default=30, help="calibrate-everything: validation images")
+    p.add_argument("--images", type=int, default=20, help="calibrate-everything: validation images")
     p.add_argument("--min-precision", type=float, default=0.5, help="calibrate-everything: precision floor")
     p.add_argument(
-        "--lever-images", type=int, default=10, help="calibrate-everything: images for the other options"
+        "--lever-images", type=int, default=5, help="calibrate-everything: images for the other options"
     )
     p.add_argument("--out", default=str(RESULTS), help="calibrate-everything: results JSON")
 
