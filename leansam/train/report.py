@@ -134,9 +134,9 @@ def calibration_markdown(cal: dict, rows: int = 10) -> str:
         "| change | recall | precision | masks per image |",
         "|---|---|---|---|",
     ]
-    for name, r in cal["levers"].items():
-        if name == "images":
-            continue
+    names = sorted(k for k in cal["levers"] if k not in ("images", "none"))
+    for name in ["none", *names]:
+        r = cal["levers"][name]
         lines.append(f"| {name} | {r['recall']:.3f} | {r['precision']:.3f} | {r['masks_per_image']:.1f} |")
     click = ceil["centre_click"]
     lines += [
