@@ -229,10 +229,10 @@ def evaluate_stage(root: str, weights: str | None = None, n_everything: int = 20
 def evaluate_everything_stage(weights: str | None = None, n_everything: int = 20) -> dict:
     """Re-measures only the segment-everything part of ``docs/results/default_model.json`` (the
     same weights; the other parts of the file are kept as they are)."""
-    model = load_recipe_model(weights or asset_path())
     res = json.loads(RESULTS.read_text(encoding="utf-8"))
     if res["weights"] != (weights or f"leansam/assets/{ASSET} (the bundled weights)"):
         raise ValueError(f"{RESULTS} was measured on {res['weights']}, not on these weights")
+    model = load_recipe_model(weights or asset_path())
     res["everything"] = _everything(
         model, n_everything, "python -m leansam.train.recipe eval --only everything"
     )

@@ -59,3 +59,14 @@ def test_match_counts_pairs_masks_and_objects_one_to_one() -> None:
     assert match_counts(ious) == (1, 1)
     assert match_counts(ious, thresh=0.4) == (2, 2)
     assert match_counts(np.zeros((0, 3))) == (0, 0)
+
+
+def test_eval_only_everything_refuses_other_weights(capsys) -> None:
+    """The other parts of the results file stay: re-measuring one part on other weights is refused."""
+    from leansam.train.recipe import main
+
+    before = (ROOT / RESULTS).read_bytes()
+    assert main(["eval", "--only", "everything", "--weights", "runs/other/model.pt"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "not on these weights" in err[0]
+    assert (ROOT / RESULTS).read_bytes() == before
