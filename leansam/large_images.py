@@ -60,9 +60,10 @@ def decode_jpeg(path: str | Path, img: Image.Image, band_bytes: int = BAND_BYTES
     orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
     img.draft("RGB", (max(1, w // 8), max(1, h // 8)))
     img.load()
-    try:
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    except cv2.error:  # e.g. above OpenCV's own pixel limit
+    bgr = np.empty((h, w, 3), np.uint8)
+    try:  # decoded into ``bgr`` itself (OpenCV's own result would be copied into a new array)
+        bgr = cv2.imread(str(path), bgr, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    except cv2.error:  # above OpenCV's own pixel limit, or an OpenCV without imread(file, dst)
         return None
     if bgr is None or bgr.shape != (h, w, 3) or bgr.dtype != np.uint8:
         return None

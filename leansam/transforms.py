@@ -292,7 +292,7 @@ def threshold_in_blocks(
 
 
 def stepwise_column_blocks(
-    low_res: torch.Tensor, t: ImageTransform, original_size: tuple[int, int], block_bytes: int = 1 << 24
+    low_res: torch.Tensor, t: ImageTransform, original_size: tuple[int, int], block_bytes: int = 1 << 22
 ) -> Iterator[tuple[int, slice, torch.Tensor]]:
     """:func:`_resize_stepwise` one block of columns of one mask at a time: (mask index in B x M
     flattened, columns, H x columns float logits), equal to those of ``_resize_stepwise``.

@@ -37,7 +37,7 @@ def draw_overlay(
         out = np.empty_like(image, dtype=np.uint8)
     # Blended in float32 by bands of rows: the same arithmetic as one full-size float copy,
     # in bounded memory for large images.
-    band = max(1, (1 << 20) // max(1, image.shape[1]))
+    band = max(1, (1 << 18) // max(1, image.shape[1]))
     for y0 in range(0, image.shape[0], band):
         block = image[y0 : y0 + band].astype(np.float32)
         for m, c in zip(bools, colors):
