@@ -119,7 +119,7 @@ def test_column_blocks_equal_the_stepwise_logits_bit_for_bit(name, size):
 
 # --- overlay, RLE and PNG writing -----------------------------------------------------------------
 def _masks() -> list[np.ndarray]:
-    """Masks with runs crossing column blocks, edges touched, holes, empty and full."""
+    """Masks with runs crossing column blocks, edges touched or not, holes, empty and full."""
     rng = np.random.default_rng(7)
     y, x = np.mgrid[:61, :47]
     blobs = ((y - 30) ** 2 + (x - 20) ** 2 < 400) & ~((y - 30) ** 2 + (x - 20) ** 2 < 30)
@@ -129,10 +129,11 @@ def _masks() -> list[np.ndarray]:
         blobs | (x > 40) | (y < 3),
         np.zeros((61, 47), bool),
         np.ones((61, 47), bool),
+        (np.abs(y - 25) + np.abs(x - 33) < 12) & ((y - 25) ** 2 + (x - 33) ** 2 > 9),  # inside, a hole
     ]
 
 
-@pytest.mark.parametrize("index", range(5))
+@pytest.mark.parametrize("index", range(6))
 def test_rle_in_column_blocks_equals_pycocotools(monkeypatch, index):
     from pycocotools import mask as mask_utils
 
@@ -150,7 +151,7 @@ def test_rle_in_column_blocks_equals_pycocotools(monkeypatch, index):
     assert encode_mask(mask) == plain and encode_mask(mask.astype(np.uint8)) == plain
 
 
-@pytest.mark.parametrize("index", range(5))
+@pytest.mark.parametrize("index", range(6))
 def test_outline_in_the_bounding_box_equals_findcontours_on_the_whole_mask(index):
     import cv2
 
