@@ -235,3 +235,21 @@ def test_segment_with_the_large_image_paths_writes_the_plain_outputs(tmp_path, m
             assert large[key] == plain[key]
         else:
             np.testing.assert_array_equal(large[key], plain[key], err_msg=key)
+
+
+# --- memory ---------------------------------------------------------------------------------------
+#: Peak memory above the process baseline, over the decoded size (3 bytes per pixel), allowed for
+#: `leansam segment` on 24 megapixels: measured 1.58 to 1.63 in three runs, plus a 10% margin.
+#: Measured with one step plain: 1.93 decoding with Pillow, 2.77 with full-size float logits.
+MAX_EXTRA_OVER_DECODED = 1.8
+
+
+@pytest.mark.slow
+def test_segment_on_24_megapixels_stays_within_its_measured_memory(tmp_path):
+    from benchmarks.segment_memory import BASELINE_MP, measure
+
+    base = measure(BASELINE_MP, tmp_path, threads=1)["peak_rss_bytes"]
+    row = measure(24.0, tmp_path, threads=1)
+    extra = (row["peak_rss_bytes"] - base) / row["decoded_bytes"]
+    assert row["height"] * row["width"] > lio.LARGE_IMAGE_PIXELS
+    assert extra < MAX_EXTRA_OVER_DECODED, f"{extra:.2f} x the decoded size above the baseline"
