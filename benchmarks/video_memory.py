@@ -37,9 +37,7 @@ from .video_speed import (
 )
 
 RESULT = Path("docs/results/video_memory.json")
-COMMAND = (
-    "python -m benchmarks.video_memory --model {model} --frames {frames} --threads {threads} --sides {sides}"
-)
+COMMAND = "python -m benchmarks.video_memory --model {model} --frames {frames} --threads {threads} --sides {sides}{extra}"
 SIDES = ("leansam", "official")
 TARGET = 1.1  # issue #15: the longest streaming run's peak <= 1.1 x the shortest one's
 
@@ -78,12 +76,39 @@ def run(
     threads: int,
     out: Path | None = RESULT,
     sides: tuple[str, ...] = SIDES,
+    official_max_frames: int | None = None,
+    resume: bool = False,
 ) -> dict:
-    """Peak memory per side and clip length (``sides``: a subset of :data:`SIDES`)."""
+    """Peak memory per side and clip length (``sides``: a subset of :data:`SIDES`). The official side
+    runs only on clips of at most ``official_max_frames`` frames (it takes seconds per frame).
+
+    ``out`` is rewritten after every measurement (``"complete": false`` until the last), so a long
+    run that is stopped keeps what it measured; ``resume`` skips the measurements that ``out``
+    already holds for the same model and threads.
+    """
     if model not in OFFICIAL_CONFIGS:
         raise SystemExit(f"error: {model}: no official checkpoint can be built here (SAM 2 models only)")
-    load_before = os.getloadavg()
-    rows: dict[str, dict[str, dict]] = {s: {} for s in sides}
+    res = {
+        "command": COMMAND.format(
+            model=model,
+            frames=",".join(map(str, lengths)),
+            threads=threads,
+            sides=",".join(sides),
+            extra=f" --official-max-frames {official_max_frames}" if official_max_frames else "",
+        ),
+        "machine": machine_fingerprint().__dict__,
+        "load_average": {"before": list(os.getloadavg()), "after": None},
+        "model": model,
+        "threads": threads,
+        "lengths": list(lengths),
+        "sides": {s: {} for s in sides},
+        "complete": False,
+    }
+    if resume and out is not None and out.is_file():
+        old = json.loads(out.read_text())
+        if old.get("model") == model and old.get("threads") == threads:
+            for side in sides:
+                res["sides"][side].update(old.get("sides", {}).get(side, {}))
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = Path(tmp) / f"{model}.pt"
         torch.save({"model": official_predictor(model).state_dict()}, checkpoint)
@@ -94,31 +119,37 @@ def run(
             for t in range(n):
                 os.link(folder / f"{t:05d}.jpg", sub / f"{t:05d}.jpg")
             for side in sides:  # alternated per length
-                rows[side][str(n)] = _measure(side, model, n, sub, checkpoint, threads)
-    res = {
-        "command": COMMAND.format(
-            model=model, frames=",".join(map(str, lengths)), threads=threads, sides=",".join(sides)
-        ),
-        "machine": machine_fingerprint().__dict__,
-        "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
-        "model": model,
-        "lengths": list(lengths),
-        "measured_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-        "sides": rows,
-    }
+                if side == "official" and official_max_frames is not None and n > official_max_frames:
+                    continue
+                if str(n) in res["sides"][side]:
+                    continue
+                res["sides"][side][str(n)] = _measure(side, model, n, sub, checkpoint, threads)
+                res["measured_at"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+                if out is not None:
+                    write_json(out, res)
+    res["load_average"]["after"] = list(os.getloadavg())
+    res["complete"] = True
     if out is not None:
         write_json(out, res)
     return res
 
 
-def _growth(res: dict, side: str) -> float:
-    lo, hi = (str(n) for n in (min(res["lengths"]), max(res["lengths"])))
-    return res["sides"][side][hi]["peak_bytes"] / res["sides"][side][lo]["peak_bytes"]
+def _growth(res: dict, side: str) -> float | None:
+    """Peak at the longest clip this side ran over the peak at the shortest (None below 2 clips)."""
+    row = res["sides"][side]
+    if len(row) < 2:
+        return None
+    lo, hi = (str(n) for n in (min(map(int, row)), max(map(int, row))))
+    return row[hi]["peak_bytes"] / row[lo]["peak_bytes"]
 
 
 def targets(res: dict) -> list[dict]:
+    """leansam's streaming peak at the longest clip <= TARGET x the shortest (once both are measured)."""
+    row = res["sides"].get("leansam", {})
     g = _growth(res, "leansam")
-    lo, hi = min(res["lengths"]), max(res["lengths"])
+    if g is None:
+        return []
+    lo, hi = min(map(int, row)), max(map(int, row))
     return [
         {
             "target": f"streaming peak memory at {hi} frames <= {TARGET}x at {lo} frames ({res['model']})",
@@ -134,14 +165,16 @@ def render(res: dict) -> str:
         "## Video tracking memory",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores. Command: `{res['command']}`. Peak resident memory "
-        "(VmHWM) of a fresh process per run.",
+        "(VmHWM) of a fresh process per run."
+        + ("" if res.get("complete", True) else " **Incomplete run: the missing cells were not measured.**"),
         "",
         "| side | " + " | ".join(f"{n} frames (MiB)" for n in res["lengths"]) + " | longest / shortest |",
         "|---|" + "---|" * (len(res["lengths"]) + 1),
     ]
     for side, row in res["sides"].items():
-        cells = [f"{row[str(n)]['peak_bytes'] / 2**20:.0f}" for n in res["lengths"]]
-        lines.append(f"| {side} | " + " | ".join(cells) + f" | {_growth(res, side):.2f}x |")
+        cells = [f"{row[str(n)]['peak_bytes'] / 2**20:.0f}" if str(n) in row else "-" for n in res["lengths"]]
+        g = _growth(res, side)
+        lines.append(f"| {side} | " + " | ".join(cells) + (f" | {g:.2f}x |" if g is not None else " | - |"))
     lines += ["", "Targets:", ""]
     for tg in targets(res):
         lines.append(f"* {tg['target']}: {tg['measured']} — {'met' if tg['met'] else '**not met**'}")
@@ -155,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, default=RESULT)
     p.add_argument("--sides", default=",".join(SIDES), help="comma-separated: leansam, official")
+    p.add_argument(
+        "--official-max-frames", type=int, default=None, help="run the official side on shorter clips only"
+    )
+    p.add_argument("--resume", action="store_true", help="keep the measurements already in --json")
     p.add_argument("--child", choices=("leansam", "official"), help=argparse.SUPPRESS)
     p.add_argument("--folder", default="", help=argparse.SUPPRESS)
     p.add_argument("--checkpoint", default="", help=argparse.SUPPRESS)
@@ -167,7 +204,15 @@ def main(argv: list[str] | None = None) -> int:
     sides = tuple(s for s in args.sides.split(",") if s)
     if not sides or any(s not in SIDES for s in sides):
         p.error(f"--sides takes a comma-separated subset of {','.join(SIDES)}")
-    print(render(run(args.model, lengths, args.threads, out=args.json, sides=sides)))
+    res = run(
+        args.model,
+        lengths,
+        args.threads,
+        out=args.json,
+        sides=sides,
+        official_max_frames=args.official_max_frames,
+    )
+    print(render(res))
     return 0
 
 

@@ -3,7 +3,8 @@
 Modes (see docs/training.md for what each paper did and what is simplified here):
 
 ``encoder`` (MobileSAM)
-    MSE between student and teacher image embeddings. Only the student encoder trains.
+    MSE between student and teacher image embeddings (plus, for decoders that read the encoder's
+    skip features, SAM 2 style, the MSE of those). Only the student encoder trains.
     Teacher embeddings are cached on disk in fp16, keyed by the teacher (name + checkpoint
     hash) and the sha256 of the exact encoder input bytes, so later epochs skip the teacher.
 ``full`` (TinySAM)
@@ -368,7 +369,11 @@ def make_step(
         emb_loss = F.mse_loss(s_emb, t_emb)
         metrics["embed_mse"] = float(emb_loss.detach())
         if cfg.mode == "encoder":
-            return emb_loss, metrics
+            skip = _skip_feature_loss(teacher, s_feats, xt)
+            if skip is None:
+                return emb_loss, metrics
+            metrics["skip_mse"] = float(skip.detach())
+            return emb_loss + skip, metrics
         total = cfg.embed_weight * emb_loss
         t_feats = _teacher_features(teacher, xt, t_emb)
         dec_losses = []
@@ -400,6 +405,19 @@ def make_step(
         return total, metrics
 
     return step_fn
+
+
+def _skip_feature_loss(teacher: Sam, s_feats: ImageFeatures, xt: torch.Tensor) -> torch.Tensor | None:
+    """Mean MSE over the skip features that a SAM 2 style decoder reads beside the embedding, when
+    teacher and student both give them at the same shapes (else None): matching the embedding alone
+    leaves those free to drift."""
+    if s_feats.high_res is None or not teacher.mask_decoder.use_high_res_features:
+        return None
+    with torch.no_grad():
+        t_hr = teacher.encode_image(xt).high_res
+    if t_hr is None or [t.shape for t in t_hr] != [s.shape for s in s_feats.high_res]:
+        return None
+    return torch.stack([F.mse_loss(s, t) for s, t in zip(s_feats.high_res, t_hr)]).mean()
 
 
 @torch.no_grad()

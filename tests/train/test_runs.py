@@ -153,6 +153,8 @@ def test_distill_modes_run(tmp_path, mode) -> None:
     )  # fmt: skip
     last = distill(cfg)
     assert torch.isfinite(torch.tensor(last["loss"]))
+    if mode == "encoder":  # the teacher's decoder reads skip features: they are distilled too
+        assert last["skip_mse"] > 0 and last["loss"] > last["embed_mse"]
     state = _weights(tmp_path / mode / "model.pt")
     assert not any(k.startswith("head.") for k in state)  # the SAMI decoder is discarded
     assert any(k.startswith("image_encoder.") for k in state)
