@@ -285,7 +285,7 @@ class SamPredictor:
                 low, self.mask_threshold, self.max_hole_area, self.max_sprinkle_area
             ).to(low.dtype)
         t = self.model.transform
-        if not return_logits and thresholds_in_blocks(size, cleaned.dtype):  # no full-size float logits
+        if not return_logits and thresholds_in_blocks(size, cleaned):  # no full-size float logits
             masks = threshold_in_blocks(cleaned, t, size, self.mask_threshold, out[0] if out else None)
         else:
             masks = self.model.postprocess_masks(cleaned, size)

@@ -259,16 +259,18 @@ def _frame_logits(low_res: torch.Tensor, t: ImageTransform, original_size: tuple
 BANDED_MASK_PIXELS = SEPARABLE_MAX_PIXELS
 
 
-def thresholds_in_blocks(original_size: tuple[int, int], dtype: torch.dtype) -> bool:
-    """Whether binary masks of an image of (H, W) from logits of ``dtype`` are made by
-    :func:`threshold_in_blocks` (float32 only: 16-bit logits would round between its two resizes)."""
-    large = original_size[0] * original_size[1] > max(SEPARABLE_MAX_PIXELS, BANDED_MASK_PIXELS)
-    return large and min(original_size) >= MIN_BLOCK_SIDE and dtype == torch.float32
-
-
 #: ``F.interpolate`` on CPU takes another kernel when output height + width <= 128; with both sides
 #: at least this long, every resize of :func:`stepwise_column_blocks` takes the one the whole takes.
 MIN_BLOCK_SIDE = 128
+
+
+def thresholds_in_blocks(original_size: tuple[int, int], low_res: torch.Tensor) -> bool:
+    """Whether binary masks of an image of (H, W) from the logits ``low_res`` are made by
+    :func:`threshold_in_blocks`: float32 logits (16-bit ones would round between its two resizes)
+    on the CPU (whose ``F.interpolate`` kernels the split is checked against)."""
+    large = original_size[0] * original_size[1] > max(SEPARABLE_MAX_PIXELS, BANDED_MASK_PIXELS)
+    fits = min(original_size) >= MIN_BLOCK_SIDE
+    return large and fits and low_res.dtype == torch.float32 and low_res.device.type == "cpu"
 
 
 def threshold_in_blocks(
