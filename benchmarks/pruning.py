@@ -6,8 +6,8 @@
 
 The starting model is pruned at every ratio with every criterion (``leansam.prune.prune_model``:
 alternate slimming, each stage followed by ``--recovery-steps`` of embedding distillation from the
-unpruned model on ``synth:4000:0``), then every model (the start, the references, the pruned ones)
-is scored on the held-out synthetic set (``synth:N:1000``, docs/training.md's box and centre-click
+unpruned model on ``synth:4000:0:rich``), then every model (the start, the references, the pruned ones)
+is scored on the default model's held-out set (``synth:N:1000:rich``, docs/training.md's box and centre-click
 protocol) and its image encoder timed on this machine (median of ``--runs`` calls after 3 warm-up
 calls, one thread). This is ``leansam compress --sweep`` with the sweep given on the command line.
 """
@@ -22,6 +22,7 @@ import torch
 
 from leansam.io import write_json
 from leansam.prune.sweep import Sweep, plot_pareto, run_sweep, table_markdown
+from leansam.train.recipe import EVAL_SEED
 
 RESULT = Path("docs/results/pruning.json")
 PLOT = Path("docs/img/pruning.png")
@@ -90,8 +91,12 @@ def main(argv: list[str] | None = None) -> int:
         model=args.model,
         ratios=tuple(float(r) for r in args.ratios.split(",")),
         importances=tuple(args.importances.split(",")),
-        prune={"recovery_steps": args.recovery_steps, "recovery_data": "synth:4000:0", "calib": "synth:16:0"},
-        eval_data=f"synth:{args.held_out}:1000",
+        prune={
+            "recovery_steps": args.recovery_steps,
+            "recovery_data": "synth:4000:0:rich",
+            "calib": "synth:16:0:rich",
+        },
+        eval_data=f"synth:{args.held_out}:{EVAL_SEED}:rich",  # the default model's held-out set
         references=tuple(r for r in args.references.split(",") if r),
         reps=args.runs,
         warmup=3,

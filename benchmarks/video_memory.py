@@ -77,13 +77,38 @@ def run(
     out: Path | None = RESULT,
     sides: tuple[str, ...] = SIDES,
     official_max_frames: int | None = None,
+    resume: bool = False,
 ) -> dict:
     """Peak memory per side and clip length (``sides``: a subset of :data:`SIDES`). The official side
-    runs only on clips of at most ``official_max_frames`` frames (it takes seconds per frame)."""
+    runs only on clips of at most ``official_max_frames`` frames (it takes seconds per frame).
+
+    ``out`` is rewritten after every measurement (``"complete": false`` until the last), so a long
+    run that is stopped keeps what it measured; ``resume`` skips the measurements that ``out``
+    already holds for the same model and threads.
+    """
     if model not in OFFICIAL_CONFIGS:
         raise SystemExit(f"error: {model}: no official checkpoint can be built here (SAM 2 models only)")
-    load_before = os.getloadavg()
-    rows: dict[str, dict[str, dict]] = {s: {} for s in sides}
+    res = {
+        "command": COMMAND.format(
+            model=model,
+            frames=",".join(map(str, lengths)),
+            threads=threads,
+            sides=",".join(sides),
+            extra=f" --official-max-frames {official_max_frames}" if official_max_frames else "",
+        ),
+        "machine": machine_fingerprint().__dict__,
+        "load_average": {"before": list(os.getloadavg()), "after": None},
+        "model": model,
+        "threads": threads,
+        "lengths": list(lengths),
+        "sides": {s: {} for s in sides},
+        "complete": False,
+    }
+    if resume and out is not None and out.is_file():
+        old = json.loads(out.read_text())
+        if old.get("model") == model and old.get("threads") == threads:
+            for side in sides:
+                res["sides"][side].update(old.get("sides", {}).get(side, {}))
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = Path(tmp) / f"{model}.pt"
         torch.save({"model": official_predictor(model).state_dict()}, checkpoint)
@@ -96,37 +121,35 @@ def run(
             for side in sides:  # alternated per length
                 if side == "official" and official_max_frames is not None and n > official_max_frames:
                     continue
-                rows[side][str(n)] = _measure(side, model, n, sub, checkpoint, threads)
-    res = {
-        "command": COMMAND.format(
-            model=model,
-            frames=",".join(map(str, lengths)),
-            threads=threads,
-            sides=",".join(sides),
-            extra=f" --official-max-frames {official_max_frames}" if official_max_frames else "",
-        ),
-        "machine": machine_fingerprint().__dict__,
-        "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
-        "model": model,
-        "lengths": list(lengths),
-        "measured_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-        "sides": rows,
-    }
+                if str(n) in res["sides"][side]:
+                    continue
+                res["sides"][side][str(n)] = _measure(side, model, n, sub, checkpoint, threads)
+                res["measured_at"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+                if out is not None:
+                    write_json(out, res)
+    res["load_average"]["after"] = list(os.getloadavg())
+    res["complete"] = True
     if out is not None:
         write_json(out, res)
     return res
 
 
-def _growth(res: dict, side: str) -> float:
-    """Peak at the longest clip this side ran over the peak at the shortest."""
+def _growth(res: dict, side: str) -> float | None:
+    """Peak at the longest clip this side ran over the peak at the shortest (None below 2 clips)."""
     row = res["sides"][side]
+    if len(row) < 2:
+        return None
     lo, hi = (str(n) for n in (min(map(int, row)), max(map(int, row))))
     return row[hi]["peak_bytes"] / row[lo]["peak_bytes"]
 
 
 def targets(res: dict) -> list[dict]:
+    """leansam's streaming peak at the longest clip <= TARGET x the shortest (once both are measured)."""
+    row = res["sides"].get("leansam", {})
     g = _growth(res, "leansam")
-    lo, hi = min(res["lengths"]), max(res["lengths"])
+    if g is None:
+        return []
+    lo, hi = min(map(int, row)), max(map(int, row))
     return [
         {
             "target": f"streaming peak memory at {hi} frames <= {TARGET}x at {lo} frames ({res['model']})",
@@ -142,14 +165,16 @@ def render(res: dict) -> str:
         "## Video tracking memory",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores. Command: `{res['command']}`. Peak resident memory "
-        "(VmHWM) of a fresh process per run.",
+        "(VmHWM) of a fresh process per run."
+        + ("" if res.get("complete", True) else " **Incomplete run: the missing cells were not measured.**"),
         "",
         "| side | " + " | ".join(f"{n} frames (MiB)" for n in res["lengths"]) + " | longest / shortest |",
         "|---|" + "---|" * (len(res["lengths"]) + 1),
     ]
     for side, row in res["sides"].items():
         cells = [f"{row[str(n)]['peak_bytes'] / 2**20:.0f}" if str(n) in row else "-" for n in res["lengths"]]
-        lines.append(f"| {side} | " + " | ".join(cells) + f" | {_growth(res, side):.2f}x |")
+        g = _growth(res, side)
+        lines.append(f"| {side} | " + " | ".join(cells) + (f" | {g:.2f}x |" if g is not None else " | - |"))
     lines += ["", "Targets:", ""]
     for tg in targets(res):
         lines.append(f"* {tg['target']}: {tg['measured']} — {'met' if tg['met'] else '**not met**'}")
@@ -166,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--official-max-frames", type=int, default=None, help="run the official side on shorter clips only"
     )
+    p.add_argument("--resume", action="store_true", help="keep the measurements already in --json")
     p.add_argument("--child", choices=("leansam", "official"), help=argparse.SUPPRESS)
     p.add_argument("--folder", default="", help=argparse.SUPPRESS)
     p.add_argument("--checkpoint", default="", help=argparse.SUPPRESS)

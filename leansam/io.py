@@ -25,6 +25,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 # 2^28 pixels (~16k x 16k) by default: well above any camera, below a decompression bomb.
 DEFAULT_MAX_PIXELS = 1 << 28
 
+#: Images above this many pixels are decoded (RGB JPEGs) and written (PNGs) by the bounded-memory
+#: steps of :mod:`leansam.large_images`.
+LARGE_IMAGE_PIXELS = 1 << 24
+
 
 class InputError(ValueError):
     """Bad user input (file, image, prompt, option). The CLI prints it as ``error: ...`` and exits 2."""
@@ -99,22 +103,40 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
 
     Grayscale, palette, RGBA/LA (composited over white), CMYK and 16-bit images
     are converted; 16-bit values are scaled to 8 bits (v / 257, rounded). ``max_pixels`` is the
-    only size limit (Pillow's own bomb check follows it).
+    only size limit (Pillow's own bomb check follows it). RGB JPEGs above :data:`LARGE_IMAGE_PIXELS`
+    are decoded straight into the array (:func:`leansam.large_images.decode_jpeg`: the same pixels,
+    without Pillow's 4-bytes-per-pixel copy).
 
     Raises:
         InputError: missing file, not an image, truncated/corrupt data, zero size,
             or more than ``max_pixels`` pixels (decompression bomb).
     """
     img = open_image(path, max_pixels)
+    w, h = img.size
+    straight = img.format == "JPEG" and img.mode == "RGB" and w * h > LARGE_IMAGE_PIXELS
+    array = _decode(path, img, max_pixels, straight)
+    if array is None:  # OpenCV could not read what Pillow can: decode with Pillow
+        array = _decode(path, open_image(path, max_pixels), max_pixels, False)
+    return array
+
+
+def _decode(path: str | Path, img: Image.Image, max_pixels: int, straight: bool) -> np.ndarray | None:
+    """``img`` (opened by :func:`open_image`) as H x W x 3 uint8 RGB; closes it. ``straight``: with
+    :func:`leansam.large_images.decode_jpeg` (None if OpenCV cannot read the file)."""
+    w, h = img.size
     try:
         with img, pillow_pixel_limit(max_pixels):
+            if straight:
+                from .large_images import decode_jpeg
+
+                return decode_jpeg(path, img)
             img.load()
-            img = ImageOps.exif_transpose(img)
+            ImageOps.exif_transpose(img, in_place=True)
             return _to_rgb8(img)
     except InputError:
         raise
     except MemoryError:
-        raise InputError(f"not enough memory to decode {path} ({img.size[0]} x {img.size[1]})") from None
+        raise InputError(f"not enough memory to decode {path} ({w} x {h})") from None
     except Exception as e:  # corrupt or truncated data, in whichever way the decoder notices
         raise InputError(f"{path} is truncated or corrupt: {_reason(e)}") from None
 
@@ -195,7 +217,17 @@ def write_json(dest: str | Path, obj: object) -> None:
 
 
 def write_png(dest: str | Path, array: np.ndarray) -> None:
-    """Writes an H x W (bool / uint8) or H x W x 3 uint8 RGB array as PNG, atomically."""
+    """Writes an H x W (bool / uint8) or H x W x 3 uint8 RGB array as PNG, atomically.
+
+    Arrays above :data:`LARGE_IMAGE_PIXELS` pixels are written band by band
+    (:func:`leansam.large_images.write_png_streamed`: the same pixels, no full-size copy).
+    """
+    if array.shape[0] * array.shape[1] > LARGE_IMAGE_PIXELS:
+        from .large_images import write_png_streamed
+
+        with atomic_path(dest) as tmp, open(tmp, "wb") as f:
+            write_png_streamed(f, array)
+        return
     if array.dtype == bool:
         array = array.astype(np.uint8) * 255
     with atomic_path(dest) as tmp:

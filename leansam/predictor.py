@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .interface import ImageFeatures, PromptableModel, Prompts
-from .transforms import ImageTransform
+from .transforms import ImageTransform, threshold_in_blocks, thresholds_in_blocks
 
 
 class PromptTransform:
@@ -284,16 +284,19 @@ class SamPredictor:
             cleaned = fill_holes_and_remove_sprinkles(
                 low, self.mask_threshold, self.max_hole_area, self.max_sprinkle_area
             ).to(low.dtype)
-        masks = self.model.postprocess_masks(cleaned, size)
-        clamp = self.model.transform.low_res_clamp
-        if clamp is not None:
-            low = low.clamp(-clamp, clamp)
-        if out is None:
-            return (masks if return_logits else masks > self.mask_threshold), iou, low
-        if return_logits:
-            out[0].copy_(masks)
+        t = self.model.transform
+        if not return_logits and thresholds_in_blocks(size, cleaned):  # no full-size float logits
+            masks = threshold_in_blocks(cleaned, t, size, self.mask_threshold, out[0] if out else None)
         else:
-            torch.gt(masks, self.mask_threshold, out=out[0])
+            masks = self.model.postprocess_masks(cleaned, size)
+            if not return_logits:
+                masks = torch.gt(masks, self.mask_threshold, out=out[0] if out else None)
+            elif out is not None:
+                out[0].copy_(masks)
+        if t.low_res_clamp is not None:
+            low = low.clamp(-t.low_res_clamp, t.low_res_clamp)
+        if out is None:
+            return masks, iou, low
         out[1].copy_(iou)
         out[2].copy_(low)
         return out

@@ -62,6 +62,35 @@ class Weights:
 
 
 @dataclass(frozen=True)
+class EverythingDefaults:
+    """A model's own segment-everything defaults for click prompts (grid and hierarchical).
+
+    :class:`leansam.AutomaticMaskGenerator` uses them for the options the caller leaves unset
+    (None); a value the caller sets always wins, and a field left None here falls back to
+    segment_anything's default (``pred_iou_thresh`` 0.88, ``stability_score_thresh`` 0.95,
+    ``stability_score_offset`` 1.0, ``box_nms_thresh`` 0.7). Official models declare none.
+
+    Attributes:
+        pred_iou_thresh: keep masks whose predicted IoU is above it.
+        stability_score_thresh: keep masks whose stability score is at least it.
+        stability_score_offset: logit offset of the stability score.
+        box_nms_thresh: box-IoU threshold of the NMS within a crop.
+        source: where the numbers come from (a results file and the command that writes it).
+    """
+
+    pred_iou_thresh: float | None = None
+    stability_score_thresh: float | None = None
+    stability_score_offset: float | None = None
+    box_nms_thresh: float | None = None
+    source: str = ""
+
+    def thresholds(self) -> dict[str, float]:
+        """The declared options by name (the None fields left out)."""
+        names = ("pred_iou_thresh", "stability_score_thresh", "stability_score_offset", "box_nms_thresh")
+        return {n: float(getattr(self, n)) for n in names if getattr(self, n) is not None}
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """A registered model.
 
@@ -80,6 +109,7 @@ class ModelInfo:
         n_params: exact parameter count of the official (image-mode) model, checked by the tests.
         description: one line for ``leansam models``.
         default: the model used when none is named.
+        everything: the model's segment-everything defaults (None: segment_anything's).
     """
 
     name: str
@@ -93,6 +123,7 @@ class ModelInfo:
     n_params: int | None = None
     description: str = ""
     default: bool = False
+    everything: EverythingDefaults | None = None
 
     @property
     def input_size(self) -> int:
@@ -169,6 +200,13 @@ def get_model_info(name: str) -> ModelInfo:
     close = difflib.get_close_matches(name, list(reg), n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise UnknownModelError(f"unknown model {name!r}{hint} (`leansam models` lists them)")
+
+
+def everything_defaults(name: str | None) -> EverythingDefaults | None:
+    """The segment-everything defaults registered for model ``name``; None for official models,
+    models outside the registry and ``name`` None."""
+    info = _registry().get(name) if isinstance(name, str) else None
+    return None if info is None else info.everything
 
 
 def default_model_name() -> str:

@@ -19,6 +19,7 @@ original pixels maps to (x * w / W, y * h / H) in the frame.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Literal
@@ -96,7 +97,8 @@ def longest_side_shape(size: tuple[int, int], side: int) -> tuple[int, int]:
     return int(h * scale + 0.5), int(w * scale + 0.5)
 
 
-#: Images above this many pixels are resized one channel at a time (bounded memory).
+#: Images above this many pixels are resized in bounded memory: one channel at a time (torch
+#: interpolation), or one band of rows at a time (Pillow; :func:`leansam.large_images.resize_bilinear`).
 LARGE_IMAGE_PIXELS = 1 << 24
 
 
@@ -109,7 +111,11 @@ def preprocess(image: np.ndarray, t: ImageTransform) -> torch.Tensor:
     mean = torch.tensor(t.mean, dtype=torch.float32).view(1, 3, 1, 1)
     std = torch.tensor(t.std, dtype=torch.float32).view(1, 3, 1, 1)
     if t.interpolation == "pil_bilinear":
-        if (new_h, new_w) != (h, w):
+        if (new_h, new_w) != (h, w) and h * w > LARGE_IMAGE_PIXELS:
+            from .large_images import resize_bilinear
+
+            image = resize_bilinear(image, (new_h, new_w))  # the same pixels, no Pillow copy of the image
+        elif (new_h, new_w) != (h, w):
             image = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
         x = _to_tensor(image)
         if t.input_scale != 1.0:
@@ -214,6 +220,16 @@ def _resize_stepwise(
     low_res: torch.Tensor, t: ImageTransform, original_size: tuple[int, int]
 ) -> torch.Tensor:
     """The postprocessing as segment-anything writes it: upscale, crop, resize (``F.interpolate``)."""
+    b, m = low_res.shape[:2]
+    x = F.interpolate(
+        _frame_logits(low_res, t, original_size), original_size, mode=t.upsample, align_corners=False
+    )
+    return x.reshape(b, m, *original_size)
+
+
+def _frame_logits(low_res: torch.Tensor, t: ImageTransform, original_size: tuple[int, int]) -> torch.Tensor:
+    """B x M x h x w low-res logits -> (B M) x 1 x h' x w', what the last resize of
+    :func:`_resize_stepwise` reads: cropped to the image in the prompt frame (``t.crop``), or as is."""
     b, m, lh, lw = low_res.shape
     x = low_res.reshape(b * m, 1, lh, lw)
     if t.crop:
@@ -235,8 +251,70 @@ def _resize_stepwise(
         else:
             x = F.interpolate(x, (side, side), mode=t.upsample, align_corners=False)
         x = x[..., :fh, :fw]
-    x = F.interpolate(x, original_size, mode=t.upsample, align_corners=False)
-    return x.reshape(b, m, *original_size)
+    return x
+
+
+#: Binary masks of images above this many pixels (and above :data:`SEPARABLE_MAX_PIXELS`, where the
+#: stepwise path applies) are thresholded one block of columns at a time (:func:`threshold_in_blocks`).
+BANDED_MASK_PIXELS = SEPARABLE_MAX_PIXELS
+
+
+#: ``F.interpolate`` on CPU takes another kernel when output height + width <= 128; with both sides
+#: at least this long, every resize of :func:`stepwise_column_blocks` takes the one the whole takes.
+MIN_BLOCK_SIDE = 128
+
+
+def thresholds_in_blocks(original_size: tuple[int, int], low_res: torch.Tensor) -> bool:
+    """Whether binary masks of an image of (H, W) from the logits ``low_res`` are made by
+    :func:`threshold_in_blocks`: float32 logits (16-bit ones would round between its two resizes)
+    on the CPU (whose ``F.interpolate`` kernels the split is checked against)."""
+    large = original_size[0] * original_size[1] > max(SEPARABLE_MAX_PIXELS, BANDED_MASK_PIXELS)
+    fits = min(original_size) >= MIN_BLOCK_SIDE
+    return large and fits and low_res.dtype == torch.float32 and low_res.device.type == "cpu"
+
+
+def threshold_in_blocks(
+    low_res: torch.Tensor,
+    t: ImageTransform,
+    original_size: tuple[int, int],
+    threshold: float,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``_resize_stepwise(low_res, t, original_size) > threshold`` without the full-size float logits:
+    B x M x h x w low-res logits -> B x M x H x W bool masks (written to ``out``, contiguous, if given).
+    """
+    b, m = low_res.shape[:2]
+    h, w = original_size
+    if out is None:
+        out = torch.empty((b, m, h, w), dtype=torch.bool, device=low_res.device)
+    flat = out.view(b * m, h, w)
+    for i, cols, logits in stepwise_column_blocks(low_res, t, original_size):
+        flat[i, :, cols] = logits > threshold
+    return out
+
+
+def stepwise_column_blocks(
+    low_res: torch.Tensor, t: ImageTransform, original_size: tuple[int, int], block_bytes: int = 1 << 22
+) -> Iterator[tuple[int, slice, torch.Tensor]]:
+    """:func:`_resize_stepwise` one block of columns of one mask at a time: (mask index in B x M
+    flattened, columns, H x columns float logits), equal to those of ``_resize_stepwise``.
+
+    ``F.interpolate``'s 2-D kernel computes each output as the vertical combination of horizontal
+    combinations, and resizing an axis to its own size has weights 1 and 0. So its last resize splits
+    exactly into a horizontal resize to (h', W), then vertical resizes of blocks of columns to (H, columns).
+    Both H and W must be at least :data:`MIN_BLOCK_SIDE`.
+    """
+    h, w = original_size
+    if min(h, w) < MIN_BLOCK_SIDE:
+        raise ValueError(f"column blocks need both sides >= {MIN_BLOCK_SIDE}, not {original_size}")
+    frame = _frame_logits(low_res, t, original_size)
+    step = max(1, block_bytes // (4 * h))
+    for i in range(frame.shape[0]):  # one mask at a time: only its h' x W intermediate
+        rows = F.interpolate(frame[i : i + 1], (frame.shape[-2], w), mode=t.upsample, align_corners=False)
+        for c in range(0, w, step):
+            part = rows[..., c : c + step].contiguous()
+            full = F.interpolate(part, (h, part.shape[-1]), mode=t.upsample, align_corners=False)
+            yield i, slice(c, c + part.shape[-1]), full[0, 0]
 
 
 def interpolation_matrix(

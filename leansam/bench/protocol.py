@@ -358,6 +358,7 @@ def _throughput(mb: ModelBench, calls: _Calls, config: BenchConfig) -> None:
 def _everything(mb: ModelBench, calls: _Calls, config: BenchConfig, gt_boxes: np.ndarray) -> None:
     try:
         from ..everything import STRATEGIES, AutomaticMaskGenerator
+        from ..everything.options import SAM_DEFAULTS
     except ImportError as e:
         mb.skipped["everything"] = f"leansam.everything is not available ({e})"
         return
@@ -368,7 +369,8 @@ def _everything(mb: ModelBench, calls: _Calls, config: BenchConfig, gt_boxes: np
         if strategy == "boxes":
             settings = [{"boxes": gt_boxes}]
         else:
-            settings = [{"points_per_side": int(g)} for g in config.everything_grids]
+            # SAM's thresholds for every model (not a model's own defaults): one setting to compare costs at
+            settings = [{"points_per_side": int(g), **SAM_DEFAULTS} for g in config.everything_grids]
         for kw in settings:
             row: dict[str, Any] = {
                 "strategy": strategy,

@@ -47,9 +47,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-id", default=None, help="with --boxes files holding several images: the image_id")
     p.add_argument("--points-per-side", type=int, default=32)
     p.add_argument("--points-per-batch", type=int, default=64)
-    p.add_argument("--pred-iou-thresh", type=float, default=None)
-    p.add_argument("--stability-score-thresh", type=float, default=None)
-    p.add_argument("--box-nms-thresh", type=float, default=None)
+    model_default = "default: the model's (SAM's for official models; docs/training.md)"
+    p.add_argument("--pred-iou-thresh", type=float, default=None, help=model_default)
+    p.add_argument("--stability-score-thresh", type=float, default=None, help=model_default)
+    p.add_argument("--stability-score-offset", type=float, default=None, help=model_default)
+    p.add_argument("--box-nms-thresh", type=float, default=None, help=model_default)
     p.add_argument("--crop-n-layers", type=int, default=0)
     p.add_argument("--min-mask-region-area", type=int, default=0)
     p.add_argument(
@@ -74,6 +76,7 @@ def _generator_options(args: argparse.Namespace) -> dict:
         "points_per_batch": args.points_per_batch,
         "pred_iou_thresh": args.pred_iou_thresh,
         "stability_score_thresh": args.stability_score_thresh,
+        "stability_score_offset": args.stability_score_offset,
         "box_nms_thresh": args.box_nms_thresh,
         "crop_n_layers": args.crop_n_layers,
         "min_mask_region_area": args.min_mask_region_area,

@@ -166,8 +166,9 @@ def run(args: argparse.Namespace) -> int:
         records, flat = _write_masks(
             out, masks.cpu().numpy(), scores.float().cpu().numpy(), pts, labels, boxes
         )
-        overlay = draw_overlay(image, flat, pts if len(pts) else None, labels, boxes if len(boxes) else None)
-        write_png(out.path("overlay.png"), overlay)
+        # Drawn into the image itself (not needed any more): no full-size copy of it.
+        draw_overlay(image, flat, pts if len(pts) else None, labels, boxes if len(boxes) else None, out=image)
+        write_png(out.path("overlay.png"), image)
         write_json(
             out.path("masks.json"),
             {

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from .. import io as image_io
 from .. import limits, validate
 from ..io import InputError
 from .schemas import COCO_INSTANCES
@@ -64,7 +65,13 @@ def encode_mask(mask: np.ndarray) -> dict[str, Any]:
     """
     if mask.ndim != 2:
         raise ValueError(f"encode_mask expects a 2-D (H, W) mask, got shape {mask.shape}")
-    rle = mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))
+    if mask.size > image_io.LARGE_IMAGE_PIXELS:  # the same RLE, without a column-major copy of the mask
+        from ..large_images import rle_counts
+
+        h, w = mask.shape
+        rle = mask_utils.frPyObjects({"size": [h, w], "counts": rle_counts(mask)}, h, w)
+    else:
+        rle = mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))
     counts = rle["counts"]
     return {
         "size": [int(rle["size"][0]), int(rle["size"][1])],

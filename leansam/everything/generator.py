@@ -1,6 +1,6 @@
 """``AutomaticMaskGenerator``: segment everything in an image, with pluggable prompt samplers.
 
-    gen = leansam.AutomaticMaskGenerator(model)                      # SAM's grid, SAM's defaults
+    gen = leansam.AutomaticMaskGenerator(model)                      # SAM's grid, the model's defaults
     records = gen.generate(image)                                   # H x W x 3 uint8 RGB
     gen = leansam.AutomaticMaskGenerator(model, "hierarchical")     # TinySAM
     gen = leansam.AutomaticMaskGenerator(model, "boxes", boxes="detections.json")  # MobileSAMv2
@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ..interface import ImageFeatures, PromptableModel
+from ..registry import everything_defaults
 from . import ops
 from .options import STRATEGIES, GeneratorOptions, check_memory, make_sampler
 from .records import MaskSet, make_non_overlapping, remove_small_regions, to_records
@@ -111,7 +112,8 @@ class AutomaticMaskGenerator:
             ``"boxes"`` (MobileSAMv2 object-aware boxes), or a :class:`PromptSampler`.
         options: a :class:`GeneratorOptions` (default: all defaults).
         **overrides: fields of :class:`GeneratorOptions` by name (``points_per_side=16``, ...), as
-            segment_anything's generator takes them.
+            segment_anything's generator takes them. Thresholds left unset come from the model's
+            registry entry (``ModelInfo.everything``, by ``model.name``), else segment_anything's.
 
     The resolved options are ``self.options``. After :meth:`generate`, ``last_stats``
     (:class:`GenerateStats`) holds counts and timings.
@@ -129,7 +131,7 @@ class AutomaticMaskGenerator:
     ) -> None:
         opts = GeneratorOptions.from_kwargs(options, **overrides)
         self.strategy, self.sampler = make_sampler(strategy, opts)
-        self.options = opts.resolved(self.strategy)
+        self.options = opts.resolved(self.strategy, everything_defaults(getattr(model, "name", None)))
         self.model = model.eval()
         self.last_stats = GenerateStats(strategy=self.strategy)
 

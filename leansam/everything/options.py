@@ -5,20 +5,32 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .records import OUTPUT_MODES
 from .samplers import BoxSource, GridSampler, HierarchicalSampler, PromptSampler, check_points_per_side
 
+if TYPE_CHECKING:
+    from ..registry import EverythingDefaults
+
 STRATEGIES = ("grid", "hierarchical", "boxes")
 
-# Strategy defaults for the thresholds left as None: segment_anything's values for clicks;
-# no filtering for detector boxes (MobileSAMv2 keeps one mask per detected object).
-_DEFAULTS = {
-    "points": {"pred_iou_thresh": 0.88, "stability_score_thresh": 0.95, "box_nms_thresh": 0.7},
-    "boxes": {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 1.0},
+#: segment_anything's generator thresholds (SAM ViT-H's): what click strategies use for the
+#: options left as None when the model's registry entry declares none.
+SAM_DEFAULTS = {
+    "pred_iou_thresh": 0.88,
+    "stability_score_thresh": 0.95,
+    "stability_score_offset": 1.0,
+    "box_nms_thresh": 0.7,
+}
+# Detector boxes are not filtered (MobileSAMv2 keeps one mask per detected object).
+_BOX_DEFAULTS = {
+    "pred_iou_thresh": 0.0,
+    "stability_score_thresh": 0.0,
+    "stability_score_offset": 1.0,
+    "box_nms_thresh": 1.0,
 }
 _FINITE = (
     "pred_iou_thresh",
@@ -44,11 +56,13 @@ class GeneratorOptions:
             None when ``point_grids`` is given. Must be positive.
         points_per_batch: click prompts per decoder call (bounds memory).
         pred_iou_thresh: keep masks with predicted IoU above it (0 disables).
-            None: 0.88 for clicks, 0.0 for boxes.
+            None: the model's default for clicks (see below), else 0.88; 0.0 for boxes.
         stability_score_thresh: keep masks with stability score at least this (0 disables).
-            None: 0.95 for clicks, 0.0 for boxes.
-        stability_score_offset: logit offset of the stability score.
-        box_nms_thresh: box-IoU threshold of NMS within a crop. None: 0.7 for clicks, 1.0 (off) for boxes.
+            None: the model's default for clicks, else 0.95; 0.0 for boxes.
+        stability_score_offset: logit offset of the stability score. None: the model's default
+            for clicks, else 1.0.
+        box_nms_thresh: box-IoU threshold of NMS within a crop. None: the model's default for
+            clicks, else 0.7; 1.0 (off) for boxes.
         crop_n_layers: extra crop layers; layer i has (2**i)^2 crops, each encoded once.
         crop_nms_thresh: box-IoU threshold of NMS across crops (prefers masks from smaller crops).
         crop_overlap_ratio: overlap of neighbouring crops, as a fraction of the short side.
@@ -65,13 +79,17 @@ class GeneratorOptions:
         box_batch_size: box prompts per decoder call (MobileSAMv2: 320).
         multimask_output: three masks per prompt; None: True for clicks, False for boxes.
         progress: True for a tqdm bar over prompt batches, or a callback ``(done, known_total)``.
+
+    "The model's default" is the :class:`leansam.registry.EverythingDefaults` of its registry entry
+    (``ModelInfo.everything``, looked up by ``model.name``); official models declare none and get
+    segment_anything's values. A value set here always wins.
     """
 
     points_per_side: int | None = 32
     points_per_batch: int = 64
     pred_iou_thresh: float | None = None
     stability_score_thresh: float | None = None
-    stability_score_offset: float = 1.0
+    stability_score_offset: float | None = None
     box_nms_thresh: float | None = None
     crop_n_layers: int = 0
     crop_nms_thresh: float = 0.7
@@ -121,19 +139,14 @@ class GeneratorOptions:
             raise TypeError(f"unknown mask generator option(s): {', '.join(unknown)}")
         return replace(options if options is not None else cls(), **overrides)
 
-    def resolved(self, strategy: str) -> GeneratorOptions:
-        """The thresholds left as None filled with the defaults of ``strategy`` (clicks or boxes)."""
-        d = _DEFAULTS["boxes" if strategy == "boxes" else "points"]
-        return replace(
-            self,
-            pred_iou_thresh=_or(self.pred_iou_thresh, d["pred_iou_thresh"]),
-            stability_score_thresh=_or(self.stability_score_thresh, d["stability_score_thresh"]),
-            box_nms_thresh=_or(self.box_nms_thresh, d["box_nms_thresh"]),
-        )
-
-
-def _or(value: float | None, default: float) -> float:
-    return default if value is None else float(value)
+    def resolved(self, strategy: str, model_defaults: EverythingDefaults | None = None) -> GeneratorOptions:
+        """The options left as None filled in: for click strategies from ``model_defaults`` (a
+        model's registered defaults) where it sets them, else segment_anything's; for boxes with
+        the boxes strategy's (no filtering)."""
+        d = dict(_BOX_DEFAULTS if strategy == "boxes" else SAM_DEFAULTS)
+        if strategy != "boxes" and model_defaults is not None:
+            d.update(model_defaults.thresholds())
+        return replace(self, **{k: float(d[k] if getattr(self, k) is None else getattr(self, k)) for k in d})
 
 
 def make_sampler(strategy: str | PromptSampler, o: GeneratorOptions) -> tuple[str, PromptSampler | None]:

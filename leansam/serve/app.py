@@ -283,6 +283,8 @@ def _add_prompt_routes(app: FastAPI, pool: ModelPool, cache: FeatureCache, store
             points_per_side=req.points_per_side,
             pred_iou_thresh=req.pred_iou_thresh,
             stability_score_thresh=req.stability_score_thresh,
+            stability_score_offset=req.stability_score_offset,
+            box_nms_thresh=req.box_nms_thresh,
         )
         with torch.inference_mode():
             recs = gen.generate(image)

@@ -97,6 +97,8 @@ class EverythingRequest(_Strict):
     points_per_side: int = Field(16, ge=1, le=64, description="prompt grid of n x n points")
     pred_iou_thresh: float | None = Field(None, ge=0, le=1, description="default: the model's")
     stability_score_thresh: float | None = Field(None, ge=0, le=1, description="default: the model's")
+    stability_score_offset: float | None = Field(None, gt=0, le=100, description="default: the model's")
+    box_nms_thresh: float | None = Field(None, ge=0, le=1, description="default: the model's")
     png: bool = False
 
 

@@ -28,6 +28,9 @@ from ..eval.predict import predict_instances
 from ..models.sam import Sam
 from ..predictor import SamPredictor
 
+#: The generator options that :func:`everything_recall` reports (resolved).
+THRESHOLDS = ("pred_iou_thresh", "stability_score_thresh", "stability_score_offset", "box_nms_thresh")
+
 #: Prompt kinds of :func:`evaluate_gt`: result name -> ``leansam.eval`` prompt kind.
 PROMPTS = {"box": "tight-box", "point": "center"}
 
@@ -98,18 +101,42 @@ def evaluate_gt(model: Sam, source: Sequence, max_images: int | None = None) -> 
     }
 
 
+def match_counts(ious: np.ndarray, thresh: float = 0.5) -> tuple[int, int]:
+    """(objects found, one-to-one matches) of K generated masks against G objects.
+
+    ``ious`` K x G: IoU of every mask with every ground-truth object. An object is found when
+    some mask reaches ``thresh`` with it (the recall of :func:`everything_recall`); the matches
+    pair masks and objects one-to-one, greedily by decreasing IoU (so a duplicate mask of a
+    found object is no match: precision = matches / K).
+    """
+    if ious.size == 0:
+        return 0, 0
+    found = int((ious.max(axis=0) >= thresh).sum())
+    rows, cols = np.nonzero(ious >= thresh)
+    order = np.argsort(-ious[rows, cols], kind="stable")
+    used_m, used_g = set(), set()
+    for r, c in zip(rows[order].tolist(), cols[order].tolist()):
+        if r not in used_m and c not in used_g:
+            used_m.add(r)
+            used_g.add(c)
+    return found, len(used_m)
+
+
 @torch.no_grad()
 def everything_recall(model: Sam, source: Sequence, max_images: int | None = None, **options) -> dict:
-    """Segment-everything on each image (``AutomaticMaskGenerator(model, **options)``, defaults
-    otherwise): the share of ground-truth objects matched by a generated mask with IoU >= 0.5.
+    """Segment-everything on each image (``AutomaticMaskGenerator(model, **options)``, the model's
+    defaults otherwise): the share of ground-truth objects matched by a generated mask with
+    IoU >= 0.5 (recall), and the share of generated masks matched one-to-one (precision, see
+    :func:`match_counts`).
 
-    Returns {"recall", "n_objects", "n_images", "masks_per_image"}.
+    Returns {"recall", "precision", "n_objects", "n_images", "masks_per_image", "options"}
+    (``options``: the generator's resolved thresholds).
     """
     from ..everything import AutomaticMaskGenerator
 
     model.eval()
     gen = AutomaticMaskGenerator(model, **options)
-    found = total = n_masks = n_img = 0
+    found = matched = total = n_masks = n_img = 0
     for _, s in _samples(source, max_images):
         records = gen.generate(s.image)
         n_img += 1
@@ -117,14 +144,52 @@ def everything_recall(model: Sam, source: Sequence, max_images: int | None = Non
         total += len(s.masks)
         if records:
             pred = np.stack([np.asarray(r["segmentation"], bool) for r in records])
-            best = np.stack([mask_iou(pred, np.broadcast_to(g, pred.shape)) for g in s.masks]).max(1)
-            found += int((best >= 0.5).sum())
+            ious = np.stack([mask_iou(pred, np.broadcast_to(g, pred.shape)) for g in s.masks], axis=1)
+            f, m = match_counts(ious)
+            found, matched = found + f, matched + m
+    o = gen.options
     return {
         "recall": found / max(total, 1),
+        "precision": matched / max(n_masks, 1),
         "n_objects": total,
         "n_images": n_img,
         "masks_per_image": n_masks / max(n_img, 1),
+        "options": {k: getattr(o, k) for k in THRESHOLDS},
     }
+
+
+@torch.no_grad()
+def click_ceiling(model: Sam, source: Sequence, max_images: int | None = None) -> dict:
+    """How many objects ONE click can segment at all: per object, the centre click (as
+    :func:`evaluate_gt`), multimask output; the share whose mask reaches IoU >= 0.5 with the
+    candidate of highest predicted IoU (``best_predicted``) and with the best of the three
+    candidates (``best_of_3``, an oracle).
+
+    Returns {"best_predicted", "best_of_3", "n_objects"}.
+    """
+    model.eval()
+    predictor = SamPredictor(model)
+    hits = {"best_predicted": 0, "best_of_3": 0}
+    total = 0
+    for i, s in _samples(source, max_images):
+        predictor.set_image(s.image)
+        p = make_prompts("center", s.masks, np.zeros((len(s.masks), 4), np.float32), image_id=i)
+        masks, iou, _ = predictor.predict_torch(
+            torch.from_numpy(p.points).to(predictor.device),
+            torch.from_numpy(p.labels).to(predictor.device),
+            None,
+            multimask_output=True,
+            original_coords=True,
+        )
+        masks, gt = masks.cpu(), torch.from_numpy(s.masks)[:, None]
+        inter = (masks & gt).flatten(2).sum(-1).double()
+        union = (masks | gt).flatten(2).sum(-1).double().clamp(min=1)
+        ious = (inter / union).numpy()  # N x 3
+        pick = iou.float().argmax(dim=1).cpu().numpy()
+        hits["best_predicted"] += int((ious[np.arange(len(ious)), pick] >= 0.5).sum())
+        hits["best_of_3"] += int((ious.max(axis=1) >= 0.5).sum())
+        total += len(s.masks)
+    return {**{k: v / max(total, 1) for k, v in hits.items()}, "n_objects": total}
 
 
 @torch.no_grad()

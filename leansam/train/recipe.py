@@ -11,6 +11,8 @@ Stages::
 
     python -m leansam.train.recipe train --root runs/tiny2     # the first unfinished segment
     python -m leansam.train.recipe eval --root runs/tiny2      # -> docs/results/default_model.json
+    python -m leansam.train.recipe eval --only everything      # its segment-everything part only
+    python -m leansam.train.recipe calibrate-everything        # -> docs/results/everything_calibration.json
     python -m leansam.train.recipe export --root runs/tiny2    # -> leansam/assets/leansam_tiny.pt
     python -m leansam.train.recipe docs                        # results -> docs/training.md
     python -m leansam.train.recipe curves --root runs/tiny2    # -> docs/curve_<segment>.png
@@ -30,9 +32,11 @@ from pathlib import Path
 
 import torch
 
+from .calibrate import RESULTS as CALIBRATION
+from .calibrate import add_calibrate_args, calibrate_stage, everything_section
 from .curves import read_metrics
 from .data import RICH_SYNTH, TINY_SYNTH, SynthSource, open_source
-from .evaluate import encoder_latency, evaluate_gt, everything_recall
+from .evaluate import encoder_latency, evaluate_gt
 from .runner import save_atomic, write_json_file
 from .train import TrainConfig, train
 
@@ -203,11 +207,7 @@ def evaluate_stage(root: str, weights: str | None = None, n_everything: int = 20
             name: {"spec": spec, **evaluate_gt(model, open_source(spec))} for name, spec in EVAL_SETS.items()
         },
     }
-    held_out = open_source(EVAL_SETS["held_out"])
-    res["everything"] = {
-        "held_out": {"images": n_everything, **everything_recall(model, held_out, n_everything)},
-        "example_masks": len(leansam.AutomaticMaskGenerator(model).generate(_example_image())),
-    }
+    res["everything"] = _everything(model, n_everything, res["command"])
     mobile = leansam.build_model("mobile_sam", pretrained=False)
     t_model, t_mobile = encoder_latency(model, reps=20), encoder_latency(mobile, reps=5, warmup=1)
     res["latency_s"] = {
@@ -224,6 +224,26 @@ def evaluate_stage(root: str, weights: str | None = None, n_everything: int = 20
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     write_json_file(RESULTS, res)
     return res
+
+
+def evaluate_everything_stage(weights: str | None = None, n_everything: int = 20) -> dict:
+    """Re-measures only the segment-everything part of ``docs/results/default_model.json`` (the
+    same weights; the other parts of the file are kept as they are)."""
+    res = json.loads(RESULTS.read_text(encoding="utf-8"))
+    if res["weights"] != (weights or f"leansam/assets/{ASSET} (the bundled weights)"):
+        raise ValueError(f"{RESULTS} was measured on {res['weights']}, not on these weights")
+    model = load_recipe_model(weights or asset_path())
+    res["everything"] = _everything(
+        model, n_everything, "python -m leansam.train.recipe eval --only everything"
+    )
+    write_json_file(RESULTS, res)
+    return res["everything"]
+
+
+def _everything(model, n_everything: int, command: str) -> dict:
+    held = open_source(EVAL_SETS["held_out"])
+    ev = everything_section(model, held, n_everything, _example_image(), example_objects())
+    return {"command": command, **ev}
 
 
 def _example_image():
@@ -255,6 +275,32 @@ def example_alpha(shape: tuple[int, int]):
     return alpha
 
 
+def _example_scene(seed: int):
+    """The rendered scene under example.jpg: (sample, (h, w) of the image)."""
+    from ..data.synth import render_sample
+
+    cfg = dataclasses.replace(
+        TINY_SYNTH, min_side=400, max_side=400, max_aspect=1.12, min_objects=6, max_objects=9
+    )
+    for i in range(50):  # first landscape 400 x 360-ish scene
+        s = render_sample(i, seed, cfg)
+        if s.image.shape[1] == 400 and 340 <= s.image.shape[0] <= 380:
+            return s, s.image.shape[:2]
+    s = render_sample(0, seed, cfg)
+    return s, s.image[:360, :400].shape[:2]
+
+
+def example_objects(seed: int = 11, min_area: int = 100):
+    """The ground-truth objects of example.jpg: N x H x W bool, the scene's visible masks less
+    the painted ellipse (those keeping at least ``min_area`` pixels), then the ellipse."""
+    import numpy as np
+
+    s, (h, w) = _example_scene(seed)
+    ellipse = example_alpha((h, w)) >= 128
+    masks = [m[:h, :w] & ~ellipse for m in s.masks]
+    return np.stack([m for m in masks if m.sum() >= min_area] + [ellipse])
+
+
 def make_example(dest: str | Path | None = None, seed: int = 11) -> Path:
     """Writes ``leansam/assets/example.jpg``: a 400 x 360 synthetic scene for ``make demo``.
 
@@ -265,20 +311,8 @@ def make_example(dest: str | Path | None = None, seed: int = 11) -> Path:
     import numpy as np
     from PIL import Image
 
-    from ..data.synth import render_sample
-
-    cfg = dataclasses.replace(
-        TINY_SYNTH, min_side=400, max_side=400, max_aspect=1.12, min_objects=6, max_objects=9
-    )
-    img = None
-    for i in range(50):  # first landscape 400 x 360-ish scene
-        s = render_sample(i, seed, cfg)
-        if s.image.shape[1] == 400 and 340 <= s.image.shape[0] <= 380:
-            img = s.image.copy()
-            break
-    if img is None:
-        img = render_sample(0, seed, cfg).image[:360, :400].copy()
-    h, w = img.shape[:2]
+    s, (h, w) = _example_scene(seed)
+    img = s.image[:h, :w].copy()
     a = example_alpha((h, w)).astype(np.float32)[..., None] / 255
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     shade = np.clip(1.15 - 0.5 * ((xx - 150) ** 2 + (yy - 130) ** 2) ** 0.5 / 200, 0.55, 1.15)[..., None]
@@ -294,25 +328,35 @@ def make_example(dest: str | Path | None = None, seed: int = 11) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m leansam.train.recipe")
-    p.add_argument("stage", choices=["train", "eval", "export", "docs", "curves"])
+    p.add_argument("stage", choices=["train", "eval", "export", "docs", "curves", "calibrate-everything"])
     p.add_argument("--root", default="runs/tiny2")
     p.add_argument(
         "--from-asset", action="store_true", help="start the next segment from the bundled weights"
     )
     p.add_argument("--weights", default=None, help="eval: a run file instead of the bundled weights")
+    p.add_argument("--only", choices=["everything"], help="eval: re-measure only this part of the results")
     p.add_argument("--threads", type=int, default=2)
+    add_calibrate_args(p)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     if a.stage == "train":
         print(f"segment: {train_stage(a.root, a.from_asset) or 'all finished'}")
+    elif a.stage == "eval" and a.only == "everything":
+        try:
+            print(json.dumps(evaluate_everything_stage(a.weights), indent=2))
+        except (OSError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     elif a.stage == "eval":
         print(json.dumps(evaluate_stage(a.root, a.weights), indent=2))
+    elif a.stage == "calibrate-everything":
+        print(json.dumps(calibrate_stage(a), indent=2))
     elif a.stage == "export":
         print(f"sha256 {export_stage(a.root)}")
     elif a.stage == "docs":
         from .report import write_training_doc
 
-        write_training_doc(RESULTS, Path("docs/training.md"))
+        write_training_doc(RESULTS, Path("docs/training.md"), CALIBRATION)
     else:
         from .curves import plot_runs
 

@@ -2,7 +2,10 @@
 
 ``python -m leansam.train.recipe docs`` replaces the text between ``<!-- results -->`` and
 ``<!-- /results -->`` with :func:`results_markdown` of ``docs/results/default_model.json`` (written
-by ``python -m leansam.train.recipe eval``); a test checks that the page and the file agree.
+by ``python -m leansam.train.recipe eval``), and the text between ``<!-- everything-defaults -->``
+and ``<!-- /everything-defaults -->`` with :func:`calibration_markdown` of
+``docs/results/everything_calibration.json`` (written by ``... calibrate-everything``); a test
+checks that the page and the files agree.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 from ..data.synth import CATEGORIES
 
 BEGIN, END = "<!-- results -->", "<!-- /results -->"
+CAL_BEGIN, CAL_END = "<!-- everything-defaults -->", "<!-- /everything-defaults -->"
 
 #: Targets of the default model: set -> (box mIoU, centre-click mIoU); segment-everything recall.
 TARGETS = {"held_out": (0.90, 0.75), "out_of_style": (0.80, 0.65)}
@@ -53,15 +57,94 @@ def _category_table(r: dict) -> list[str]:
     return lines
 
 
+def _fmt_options(o: dict) -> str:
+    keys = ("pred_iou_thresh", "stability_score_thresh", "stability_score_offset", "box_nms_thresh")
+    return " / ".join(f"{o[k]:g}" for k in keys)
+
+
 def _everything_lines(ev: dict) -> list[str]:
-    h = ev["held_out"]
+    h, sam, ceil = ev["held_out"], ev["held_out_sam_defaults"], ev["ceiling"]
+    ex, exs = ev["example"], ev["example_sam_defaults"]
+    met = "met" if h["recall"] >= EVERYTHING_RECALL_TARGET else "not met"
+    click = ceil["centre_click"]
     return [
-        f"Segment-everything with default settings on the first {h['images']} held-out images: "
-        f"{h['recall']:.3f} of {h['n_objects']} objects found at IoU >= 0.5 "
-        f"({'met' if h['recall'] >= EVERYTHING_RECALL_TARGET else 'not met'}, target "
-        f"{EVERYTHING_RECALL_TARGET:.2f}), {h['masks_per_image']:.1f} masks per image; "
-        f"{ev['example_masks']} masks on the bundled example image.",
+        f"Segment-everything on the first {h['images']} held-out images ({h['n_objects']} objects; "
+        f"`{ev['command']}`): an object is found when a mask reaches IoU >= 0.5 with it; precision = "
+        "masks matched one-to-one / masks.",
+        "",
+        "| thresholds | pred IoU / stability / offset / box NMS | recall | precision | masks per image |",
+        "|---|---|---|---|---|",
+        f"| the model's defaults | {_fmt_options(h['options'])} | {h['recall']:.3f} ({met}, target "
+        f"{EVERYTHING_RECALL_TARGET:.2f}) | {h['precision']:.3f} | {h['masks_per_image']:.1f} |",
+        f"| SAM's defaults | {_fmt_options(sam['options'])} | {sam['recall']:.3f} | {sam['precision']:.3f} "
+        f"| {sam['masks_per_image']:.1f} |",
+        "",
+        f"Ceilings on the same images: some unfiltered mask of the 32 x 32 grid reaches IoU 0.5 for "
+        f"{ceil['grid_masks_unfiltered']:.3f} of the objects (no threshold or NMS setting can find more); "
+        f"the centre click alone for {click['best_predicted']:.3f} (its highest-scored mask) and "
+        f"{click['best_of_3']:.3f} (the best of its three).",
+        "",
+        f"The bundled example image ({ex['objects']} objects): {ex['masks']} masks finding {ex['found']} "
+        f"objects with the model's defaults; {exs['masks']} masks finding {exs['found']} with SAM's.",
     ]
+
+
+def calibration_markdown(cal: dict, rows: int = 10) -> str:
+    """The segment-everything defaults block of docs/training.md for an ``everything_calibration.json``."""
+    gen, rep, ceil = cal["generator"], cal["replay"], cal["ceiling"]
+    c = cal["chosen"]
+    lines = [
+        f"`{cal['model']}` declares: predicted IoU > {c['pred_iou_thresh']:g}, stability >= "
+        f"{c['stability_score_thresh']:g} at offset {c['stability_score_offset']:g}, box NMS "
+        f"{c['box_nms_thresh']:g} (official models: SAM's 0.88, 0.95 at 1.0, 0.7).",
+        "",
+        f"Chosen by `{cal['command']}` on the validation split `{cal['validation']['spec']}` "
+        f"({cal['validation']['n_objects']} objects, {cal['n_settings']} settings, grid "
+        f"{cal['points_per_side']} x {cal['points_per_side']}): {cal['rule']}.",
+        "",
+        "| thresholds (validation) | pred IoU / stability / offset / box NMS | recall | precision "
+        "| masks per image | replayed recall / precision |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, key in (("SAM's defaults", "sam_defaults"), ("chosen", "chosen")):
+        g, r = gen[key], rep[key]
+        lines.append(
+            f"| {name} | {_fmt_options(g['options'])} | {g['recall']:.3f} | {g['precision']:.3f} "
+            f"| {g['masks_per_image']:.1f} | {r['recall']:.3f} / {r['precision']:.3f} |"
+        )
+    front = cal["pareto"]
+    step = max(1, -(-len(front) // rows))
+    lines += [
+        "",
+        f"Recall against precision (replayed; every {step}th setting of the {len(front)} on the Pareto front, "
+        "all in the results file):",
+        "",
+        "| pred IoU / stability / offset / box NMS | recall | precision | masks per image |",
+        "|---|---|---|---|",
+    ]
+    for r in front[::step]:
+        lines.append(
+            f"| {_fmt_options(r)} | {r['recall']:.3f} | {r['precision']:.3f} | {r['masks_per_image']:.1f} |"
+        )
+    lines += [
+        "",
+        f"Other options with the chosen thresholds (the generator on the first {cal['levers']['images']} "
+        "validation images):",
+        "",
+        "| change | recall | precision | masks per image |",
+        "|---|---|---|---|",
+    ]
+    names = sorted(k for k in cal["levers"] if k not in ("images", "none"))
+    for name in ["none", *names]:
+        r = cal["levers"][name]
+        lines.append(f"| {name} | {r['recall']:.3f} | {r['precision']:.3f} | {r['masks_per_image']:.1f} |")
+    click = ceil["centre_click"]
+    lines += [
+        "",
+        f"Ceilings on the validation split: unfiltered grid masks {ceil['grid_masks_unfiltered']:.3f}; "
+        f"centre click {click['best_predicted']:.3f} (highest-scored mask), {click['best_of_3']:.3f} (best of three).",
+    ]
+    return "\n".join(lines)
 
 
 def _training_table(log: list[dict]) -> list[str]:
@@ -99,16 +182,27 @@ def results_markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
-def render_page(page: str, res: dict) -> str:
-    """``page`` with its results block replaced by :func:`results_markdown` of ``res``."""
-    if BEGIN not in page or END not in page:
-        raise ValueError(f"the page has no {BEGIN} ... {END} block")
-    head, rest = page.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n{results_markdown(res)}\n{END}{tail}"
+def replace_block(page: str, text: str, begin: str = BEGIN, end: str = END) -> str:
+    """``page`` with the text between ``begin`` and ``end`` replaced by ``text``."""
+    if begin not in page or end not in page:
+        raise ValueError(f"the page has no {begin} ... {end} block")
+    head, rest = page.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{text}\n{end}{tail}"
 
 
-def write_training_doc(results: Path, page: Path) -> None:
-    """Regenerates the results block of ``page`` from the ``results`` JSON file."""
+def render_page(page: str, res: dict, calibration: dict | None = None) -> str:
+    """``page`` with its results block replaced by :func:`results_markdown` of ``res`` and, with
+    ``calibration``, its segment-everything defaults block by :func:`calibration_markdown`."""
+    page = replace_block(page, results_markdown(res))
+    if calibration is not None:
+        page = replace_block(page, calibration_markdown(calibration), CAL_BEGIN, CAL_END)
+    return page
+
+
+def write_training_doc(results: Path, page: Path, calibration: Path | None = None) -> None:
+    """Regenerates the results block of ``page`` from the ``results`` JSON file (and the
+    segment-everything defaults block from the ``calibration`` JSON file)."""
     res = json.loads(results.read_text(encoding="utf-8"))
-    page.write_text(render_page(page.read_text(encoding="utf-8"), res), encoding="utf-8")
+    cal = json.loads(calibration.read_text(encoding="utf-8")) if calibration is not None else None
+    page.write_text(render_page(page.read_text(encoding="utf-8"), res, cal), encoding="utf-8")

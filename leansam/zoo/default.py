@@ -17,7 +17,7 @@ from ..models.mask_decoder import MaskDecoder
 from ..models.prompt_encoder import PromptEncoder
 from ..models.sam import Sam
 from ..models.tiny_fpn import TinyFPNConfig, TinyFPNEncoder
-from ..registry import ModelInfo, Weights
+from ..registry import EverythingDefaults, ModelInfo, Weights
 from ..transforms import ImageTransform
 
 #: 256 encoder input, 256 prompt frame: 16 x 16 x 128 embedding, 64 x 64 low-res masks.
@@ -25,6 +25,16 @@ TINY_TRANSFORM = ImageTransform(encoder_size=256, prompt_frame=256)
 
 #: sha256 of leansam/assets/leansam_tiny.pt (printed by ``python -m leansam.train.recipe export``).
 TINY_SHA256 = "8094c60f78fa985a39ab091a88f234eae88bbf9981b5e3d9c9c4155000dcddb5"
+
+#: Segment-everything defaults of the bundled weights: written by ``python -m leansam.train.recipe
+#: calibrate-everything`` (validation split, never the held-out set) to the file named in ``source``.
+TINY_EVERYTHING = EverythingDefaults(
+    pred_iou_thresh=0.5,
+    stability_score_thresh=0.7,
+    stability_score_offset=1.0,
+    box_nms_thresh=0.5,
+    source="docs/results/everything_calibration.json (python -m leansam.train.recipe calibrate-everything)",
+)
 
 #: The teacher's encoder: the default model's pyramid, wider and deeper.
 TINY_FPN_TEACHER = TinyFPNConfig(widths=(48, 96, 192, 384), depths=(2, 2, 2, 2), stem_width=32)
@@ -83,6 +93,7 @@ MODELS = (
         description="bundled default model trained ONLY on synthetic scenes (small ResNet + FPN, 256 px); "
         "use an official checkpoint for real photos",
         default=True,
+        everything=TINY_EVERYTHING,
     ),
     ModelInfo(
         name="leansam_tiny_teacher",

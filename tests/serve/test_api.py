@@ -146,6 +146,26 @@ def test_segment_everything_equals_generator(client, example_id, tiny, example_i
         assert np.array_equal(decode_rle(g["segmentation"]), e["segmentation"])
 
 
+def test_segment_everything_uses_the_models_defaults(client, example_id, tiny, example_image):
+    """Thresholds the request leaves out are the model's registered ones (SAM's keep ~nothing)."""
+    import leansam
+    from leansam.everything.options import SAM_DEFAULTS
+    from leansam.registry import get_model_info
+
+    r = client.post(f"/api/images/{example_id}/everything", json={})
+    assert r.status_code == 200, r.text
+    got = r.json()["masks"]
+    declared = get_model_info("leansam_tiny").everything.thresholds()
+    ref = leansam.AutomaticMaskGenerator(tiny, points_per_side=16, **declared).generate(example_image)
+    sam = leansam.AutomaticMaskGenerator(tiny, points_per_side=16, **SAM_DEFAULTS).generate(example_image)
+    assert len(got) == len(ref) > len(sam)
+    for g, e in zip(got, ref):
+        assert np.array_equal(decode_rle(g["segmentation"]), e["segmentation"])
+    r = client.post(f"/api/images/{example_id}/everything", json=SAM_DEFAULTS)  # explicit values win
+    assert r.status_code == 200, r.text
+    assert len(r.json()["masks"]) == len(sam)
+
+
 def test_models_listing(client):
     r = client.get("/api/models").json()
     assert r["default"] == "leansam_tiny"

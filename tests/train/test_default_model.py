@@ -69,3 +69,27 @@ def test_segment_command_on_the_example(tmp_path) -> None:
     rec = json.loads((out / "masks.json").read_text())
     assert rec["model"] == "leansam_tiny" and len(rec["masks"]) == 1
     assert (out / "overlay.png").is_file()
+
+
+def test_everything_command_on_the_example_finds_its_objects(tmp_path) -> None:
+    """`leansam everything` with the default model and no thresholds set (the model's own defaults)
+    finds at least half of the example's objects; with SAM ViT-H's thresholds it keeps one mask."""
+    from leansam.cli import main
+    from leansam.data.coco import decode_mask
+    from leansam.train.evaluate import match_counts
+    from leansam.train.recipe import example_objects
+
+    out = tmp_path / "everything"
+    assert main(["everything", EXAMPLE, "--out", str(out), "--threads", "1"]) == 0
+    rec = json.loads((out / "masks.json").read_text())
+    assert rec["model"] == "leansam_tiny" and len(rec["masks"]) > 0
+    objects = example_objects()
+    h, w = objects.shape[1:]
+    pred = np.stack([decode_mask(m["segmentation"], h, w) for m in rec["masks"]]).reshape(
+        len(rec["masks"]), -1
+    )
+    gt = objects.reshape(len(objects), -1)
+    inter = pred.astype(np.float64) @ gt.T.astype(np.float64)
+    union = pred.sum(1)[:, None] + gt.sum(1)[None, :] - inter
+    found, _ = match_counts(inter / np.maximum(union, 1))
+    assert found >= len(objects) / 2, (found, len(objects), len(rec["masks"]))

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from leansam.train.calibrate import RESULTS as CALIBRATION
 from leansam.train.recipe import EVAL_SETS, RESULTS, SEGMENTS, held_out, segment_config
 from leansam.train.report import BEGIN, END, render_page, results_markdown
 
@@ -16,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_training_doc_matches_results_file() -> None:
     page = (ROOT / "docs/training.md").read_text(encoding="utf-8")
     res = json.loads((ROOT / RESULTS).read_text(encoding="utf-8"))
-    assert render_page(page, res) == page, (
+    cal = json.loads((ROOT / CALIBRATION).read_text(encoding="utf-8"))
+    assert render_page(page, res, cal) == page, (
         "docs/training.md is stale: run `python -m leansam.train.recipe docs`"
     )
 
@@ -46,3 +49,24 @@ def test_segments_resume_from_their_predecessor(tmp_path: Path) -> None:
     assert first.out != second.out and first.seed != second.seed
     # the held-out images are rendered with a seed no segment trains on
     assert all(f":{held_out(1).seed}:" not in s.data for s in SEGMENTS)
+
+
+def test_match_counts_pairs_masks_and_objects_one_to_one() -> None:
+    from leansam.train.evaluate import match_counts
+
+    # masks 0 and 1 both cover object 0 (a duplicate), mask 2 covers object 1 weakly, object 2 unmatched
+    ious = np.array([[0.9, 0.0, 0.0], [0.7, 0.1, 0.0], [0.0, 0.49, 0.0]])
+    assert match_counts(ious) == (1, 1)
+    assert match_counts(ious, thresh=0.4) == (2, 2)
+    assert match_counts(np.zeros((0, 3))) == (0, 0)
+
+
+def test_eval_only_everything_refuses_other_weights(capsys) -> None:
+    """The other parts of the results file stay: re-measuring one part on other weights is refused."""
+    from leansam.train.recipe import main
+
+    before = (ROOT / RESULTS).read_bytes()
+    assert main(["eval", "--only", "everything", "--weights", "runs/other/model.pt"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "not on these weights" in err[0]
+    assert (ROOT / RESULTS).read_bytes() == before
