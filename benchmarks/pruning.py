@@ -15,6 +15,8 @@ calls, one thread). This is ``leansam compress --sweep`` with the sweep given on
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +67,13 @@ def render(res: dict) -> str:
         f"Start: `{res['model']}`; ratios {list(s['ratios'])}, importance {list(s['importances'])}, "
         f"prune options {s['prune']}; held-out set `{res['eval_data']}`; encoder latency = median of "
         f"{s['reps']} calls on this machine ({res.get('machine', {}).get('cpu', 'cpu')}). "
-        "Measured by `python -m benchmarks.pruning` (docs/pruning.md).",
+        f"Measured by `{res.get('command', 'python -m benchmarks.pruning')}` (docs/pruning.md); latency in "
+        "thread CPU time, one thread."
+        + (
+            f" Load average {res['load_average']['before'][0]:.1f} before, {res['load_average']['after'][0]:.1f} after."
+            if "load_average" in res
+            else ""
+        ),
         "",
         table_markdown(res["rows"]).rstrip(),
         "",
@@ -103,11 +111,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     import tempfile
 
+    load_before = list(os.getloadavg())
     with tempfile.TemporaryDirectory() as d:
         res: dict[str, Any] = run_sweep(sweep, d, timing=True, log=print)
     from leansam.bench.timing import machine_fingerprint
 
     res["machine"] = machine_fingerprint("cpu").to_dict()
+    res["load_average"] = {"before": load_before, "after": list(os.getloadavg())}
+    res["command"] = "python -m benchmarks.pruning " + " ".join(argv if argv is not None else sys.argv[1:])
     write_json(args.json, res)
     plots(res, args.plot)
     return 0
