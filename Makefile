@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PARITY_DIR ?= $(abspath ../shared/parity)
 
-.PHONY: setup browser demo test test-slow test-ray fuzz mutate lint format bench bench-docs clean
+.PHONY: setup browser demo demo-image test test-slow test-ray fuzz mutate lint format bench bench-docs clean
 
 $(VENV)/.installed: pyproject.toml requirements-oracles.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ browser:
 demo: $(VENV)/.installed
 	$(VENV)/bin/leansam segment leansam/assets/example.jpg --box 60,60,330,300 --point 200,180 --out demo_out
 	@echo "overlay written to demo_out/overlay.png"
+
+# The README's overlay image: `make demo`'s output with the bundled weights.
+demo-image: demo
+	cp demo_out/overlay.png docs/img/demo_overlay.png
 
 test: setup
 	$(VENV)/bin/ruff check leansam tests benchmarks
