@@ -369,7 +369,9 @@ def make_step(
         emb_loss = F.mse_loss(s_emb, t_emb)
         metrics["embed_mse"] = float(emb_loss.detach())
         if cfg.mode == "encoder":
-            return emb_loss + _skip_feature_loss(teacher, s_feats, xt, metrics), metrics
+            return emb_loss + _skip_feature_loss(
+                _teacher_features(teacher, xt, t_emb), s_feats, metrics
+            ), metrics
         total = cfg.embed_weight * emb_loss
         t_feats = _teacher_features(teacher, xt, t_emb)
         dec_losses = []
@@ -404,18 +406,15 @@ def make_step(
 
 
 def _skip_feature_loss(
-    teacher: Sam, s_feats: ImageFeatures, xt: torch.Tensor, metrics: dict[str, float]
+    tf: ImageFeatures, s_feats: ImageFeatures, metrics: dict[str, float]
 ) -> torch.Tensor | float:
     """Mean MSE over the skip features that a SAM 2 style decoder reads beside the embedding, when
-    teacher and student both give them at the same shapes (else 0; recorded as ``skip_mse``):
+    teacher (``tf``) and student both give them at the same shapes (else 0; recorded as ``skip_mse``):
     matching the embedding alone leaves those free to drift."""
-    if s_feats.high_res is None or not teacher.mask_decoder.use_high_res_features:
+    t_hr, s_hr = tf.high_res, s_feats.high_res
+    if t_hr is None or s_hr is None or [t.shape for t in t_hr] != [s.shape for s in s_hr]:
         return 0.0
-    with torch.no_grad():
-        t_hr = teacher.encode_image(xt).high_res
-    if t_hr is None or [t.shape for t in t_hr] != [s.shape for s in s_feats.high_res]:
-        return 0.0
-    loss = torch.stack([F.mse_loss(s, t) for s, t in zip(s_feats.high_res, t_hr)]).mean()
+    loss = torch.stack([F.mse_loss(s, t) for s, t in zip(s_hr, t_hr)]).mean()
     metrics["skip_mse"] = float(loss.detach())
     return loss
 
