@@ -41,6 +41,10 @@ class FrameFeatures:
     vision: torch.Tensor
     high_res: list[torch.Tensor] | None
 
+    def nbytes(self) -> int:
+        """Memory held by the tensors."""
+        return sum(t.numel() * t.element_size() for t in [self.vision, *(self.high_res or [])])
+
 
 @dataclass
 class HeadOutput:

@@ -40,7 +40,9 @@ class VideoPredictor:
         clear_non_cond_mem_around_input: forget tracked frames within ``num_maskmem`` of a prompted frame.
         add_all_frames_to_correct_as_cond: a prompt on an already tracked frame makes it a conditioning frame.
         binarize_mask_from_pts_for_mem_enc: remember prompted frames from their hard mask.
-        max_cached_frames: frames whose encoder features are kept (most recently used).
+        feature_cache_mb: encoder features of the most recently used frames are kept up to this
+            size (the frame in use always is), so prompting or propagating again over frames
+            already seen does not re-encode them. About 16 MB a frame for SAM 2 at 1024.
     """
 
     def __init__(
@@ -53,7 +55,7 @@ class VideoPredictor:
         clear_non_cond_mem_around_input: bool = False,
         add_all_frames_to_correct_as_cond: bool = False,
         binarize_mask_from_pts_for_mem_enc: bool = True,
-        max_cached_frames: int = 2,
+        feature_cache_mb: float = 1024.0,
         device: str | torch.device | None = None,
     ) -> None:
         if isinstance(model, str):
@@ -64,7 +66,9 @@ class VideoPredictor:
         self.clear_non_cond_mem_around_input = clear_non_cond_mem_around_input
         self.add_all_frames_to_correct_as_cond = add_all_frames_to_correct_as_cond
         self.binarize_mask_from_pts_for_mem_enc = binarize_mask_from_pts_for_mem_enc
-        self.max_cached_frames = max(1, max_cached_frames)
+        if not feature_cache_mb >= 0:
+            raise ValueError(f"feature_cache_mb must be >= 0, got {feature_cache_mb}")
+        self.feature_cache_bytes = int(feature_cache_mb * 2**20)
 
     @property
     def image_size(self) -> int:
@@ -93,7 +97,7 @@ class VideoPredictor:
 
     @torch.inference_mode()
     def features(self, state: VideoState, frame_idx: int) -> FrameFeatures:
-        """Encoder features of a frame (kept for the ``max_cached_frames`` most recently used)."""
+        """Encoder features of a frame (cached, least recently used dropped past ``feature_cache_mb``)."""
         cache = state.feature_cache
         if frame_idx in cache:
             cache.move_to_end(frame_idx)
@@ -101,7 +105,7 @@ class VideoPredictor:
         x = frame_to_input(state.frames[frame_idx], self.image_size).to(self.device)
         feats = self.model.encode_frame(x)
         cache[frame_idx] = feats
-        while len(cache) > self.max_cached_frames:
+        while len(cache) > 1 and len(cache) * feats.nbytes() > self.feature_cache_bytes:
             cache.popitem(last=False)
         return feats
 
