@@ -38,7 +38,7 @@ demo-image: demo
 test: setup
 	$(VENV)/bin/ruff check leansam tests benchmarks
 	$(VENV)/bin/ruff format --check leansam tests benchmarks
-	LEANSAM_PARITY_DIR=$(PARITY_DIR) $(PY) -m pytest -q
+	LEANSAM_PARITY_DIR=$(PARITY_DIR) $(PY) -m pytest -q --durations=20
 
 test-slow: setup
 	LEANSAM_PARITY_DIR=$(PARITY_DIR) $(PY) -m pytest -q -m slow

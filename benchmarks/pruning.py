@@ -1,7 +1,7 @@
 """Structural pruning (SlimSAM's method): image-encoder latency vs box / click mIoU, a Pareto report.
 
     python -m benchmarks.pruning --model leansam_tiny_teacher:TEACHER.pt [--ratios 0.25,0.5,0.625,0.75]
-        [--importances disturbed-taylor] [--recovery-steps 2000] [--references leansam_tiny]
+        [--importances disturbed-taylor] [--recovery-steps 2000] [--lr 3e-4] [--references leansam_tiny]
         [--held-out 200] [--runs 20] [--json docs/results/pruning.json] [--plot docs/img/pruning.png]
 
 The starting model is pruned at every ratio with every criterion (``leansam.prune.prune_model``:
@@ -10,11 +10,19 @@ unpruned model on ``synth:4000:0:rich``), then every model (the start, the refer
 is scored on the default model's held-out set (``synth:N:1000:rich``, docs/training.md's box and centre-click
 protocol) and its image encoder timed on this machine (median of ``--runs`` calls after 3 warm-up
 calls, one thread). This is ``leansam compress --sweep`` with the sweep given on the command line.
+
+    python -m benchmarks.pruning --merge PART.json PART.json ... [--json docs/results/pruning.json]
+
+runs a sweep in parts (one process per core, each with some of the ratios, each part its own
+``--json``) and joins them: the rows of the first part (its start model included) and the pruned rows
+of the others, which must have the same start model, held-out set and settings. Each part's command,
+load and start-model latency are kept under ``parts``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -59,6 +67,28 @@ def plots(res: dict, path: Path = PLOT) -> list[Path]:
     return [path]
 
 
+def _provenance(res: dict) -> str:
+    """Which commands measured ``res`` and under what load."""
+
+    def load(la: dict | None) -> str:
+        return (
+            f"load average {la['before'][0]:.1f} before, {la['after'][0]:.1f} after"
+            if la
+            else "load not recorded"
+        )
+
+    if "parts" not in res:
+        return f"Measured by `{res.get('command', 'python -m benchmarks.pruning')}`, {load(res.get('load_average'))}."
+    parts = "; ".join(
+        f"`{part['command']}` ({load(part['load_average'])}, start encoder {part['start_latency_ms']} ms)"
+        for part in res["parts"]
+    )
+    return (
+        f"Measured in {len(res['parts'])} parts run at the same time, one per core: {parts}; joined by "
+        f"`{res['merged_by']}` (the start row is the first part's)."
+    )
+
+
 def render(res: dict) -> str:
     s = res["sweep"]
     lines = [
@@ -66,14 +96,8 @@ def render(res: dict) -> str:
         "",
         f"Start: `{res['model']}`; ratios {list(s['ratios'])}, importance {list(s['importances'])}, "
         f"prune options {s['prune']}; held-out set `{res['eval_data']}`; encoder latency = median of "
-        f"{s['reps']} calls on this machine ({res.get('machine', {}).get('cpu', 'cpu')}). "
-        f"Measured by `{res.get('command', 'python -m benchmarks.pruning')}` (docs/pruning.md); latency in "
-        "thread CPU time, one thread."
-        + (
-            f" Load average {res['load_average']['before'][0]:.1f} before, {res['load_average']['after'][0]:.1f} after."
-            if "load_average" in res
-            else ""
-        ),
+        f"{s['reps']} calls on this machine ({res.get('machine', {}).get('cpu', 'cpu')}), in thread CPU "
+        "time, one thread (docs/pruning.md). " + _provenance(res),
         "",
         table_markdown(res["rows"]).rstrip(),
         "",
@@ -82,18 +106,59 @@ def render(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+_SAME = ("model", "eval_data")
+_SAME_SWEEP = ("importances", "prune", "references", "reps", "warmup", "max_images")
+
+
+def merge(parts: list[dict]) -> dict:
+    """One report from sweep parts run separately (see the module docstring)."""
+    first = parts[0]
+    for part in parts[1:]:
+        diff = [k for k in _SAME if part[k] != first[k]]
+        diff += [f"sweep.{k}" for k in _SAME_SWEEP if part["sweep"].get(k) != first["sweep"].get(k)]
+        if diff:
+            raise SystemExit(f"error: the parts differ in {', '.join(diff)}; merge parts of one sweep only")
+    res = dict(first)
+    pruned = [r for part in parts for r in part["rows"] if r["kind"] == "pruned"]
+    res["rows"] = [r for r in first["rows"] if r["kind"] != "pruned"] + sorted(
+        pruned, key=lambda r: (r["importance"], r["ratio"])
+    )
+    res["sweep"] = dict(first["sweep"], ratios=sorted({r["ratio"] for r in pruned}))
+    res["parts"] = [
+        {
+            "command": part.get("command"),
+            "load_average": part.get("load_average"),
+            "start_latency_ms": next(r["latency_ms"] for r in part["rows"] if r["kind"] == "start"),
+            "ratios": part["sweep"]["ratios"],
+        }
+        for part in parts
+    ]
+    res["command"] = " & ".join(str(part.get("command")) for part in parts)
+    return res
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="starting model: NAME, NAME:CKPT or a pruned folder")
+    p.add_argument("--model", help="starting model: NAME, NAME:CKPT or a pruned folder")
+    p.add_argument("--merge", nargs="+", type=Path, metavar="PART", help="join sweep parts' JSON files")
     p.add_argument("--ratios", default="0.25,0.5,0.625,0.75")
     p.add_argument("--importances", default="disturbed-taylor")
     p.add_argument("--recovery-steps", type=int, default=2000)
+    p.add_argument("--lr", type=float, default=3e-4, help="recovery learning rate")
     p.add_argument("--references", default="", help="comma-separated official variants of the family")
     p.add_argument("--held-out", type=int, default=200)
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--json", type=Path, default=RESULT)
     p.add_argument("--plot", type=Path, default=PLOT)
     args = p.parse_args(argv)
+    if args.merge:
+        res = merge([json.loads(path.read_text()) for path in args.merge])
+        res["merged_by"] = "python -m benchmarks.pruning --merge " + " ".join(map(str, args.merge))
+        write_json(args.json, res)
+        plots(res, args.plot)
+        return 0
+    if not args.model:
+        p.error("--model is required (or --merge)")
     torch.set_num_threads(1)
     sweep = Sweep(
         model=args.model,
@@ -101,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         importances=tuple(args.importances.split(",")),
         prune={
             "recovery_steps": args.recovery_steps,
+            "lr": args.lr,
             "recovery_data": "synth:4000:0:rich",
             "calib": "synth:16:0:rich",
         },

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from benchmarks import pruning
 from tests.compress.helpers import one_thread  # noqa: F401  (autouse fixture)
@@ -33,3 +34,43 @@ def test_pruning_topic_measures_renders_and_checks_its_target(tmp_path):
         100 * (start["box_miou"] - half["box_miou"]) <= 2 and half["latency_ms"] <= 0.6 * start["latency_ms"]
     )
     assert target["met"] == met
+
+
+def _part(tmp_path, ratio: str, held_out: str = "2") -> str:
+    out = tmp_path / f"part_{ratio}_{held_out}.json"
+    argv = [
+        "--model",
+        "leansam_tiny",
+        "--ratios",
+        ratio,
+        "--importances",
+        "magnitude",
+        "--recovery-steps",
+        "0",
+    ]
+    argv += ["--held-out", held_out, "--runs", "1", "--json", str(out), "--plot", str(tmp_path / "p.png")]
+    assert pruning.main(argv) == 0
+    return str(out)
+
+
+def test_sweep_parts_merge_into_one_report(tmp_path):
+    a, b = _part(tmp_path, "0.5"), _part(tmp_path, "0.75")
+    out = tmp_path / "merged.json"
+    assert pruning.main(["--merge", a, b, "--json", str(out), "--plot", str(tmp_path / "m.png")]) == 0
+    res = json.loads(out.read_text())
+    assert [(r["kind"], r.get("ratio")) for r in res["rows"]] == [
+        ("start", None),
+        ("pruned", 0.5),
+        ("pruned", 0.75),
+    ]
+    assert res["sweep"]["ratios"] == [0.5, 0.75] and len(res["parts"]) == 2
+    assert res["rows"][0] == json.loads(Path(a).read_text())["rows"][0]
+    assert "2 parts" in pruning.render(res) and pruning.targets(res)
+    other = _part(tmp_path, "0.75", held_out="3")
+    try:
+        pruning.main(["--merge", a, other, "--json", str(tmp_path / "bad.json")])
+    except SystemExit as e:
+        assert "eval_data" in str(e.code)
+    else:
+        raise AssertionError("parts of different sweeps were merged")
+    assert not (tmp_path / "bad.json").exists()
