@@ -39,6 +39,7 @@ TOPICS: tuple[tuple[str, str], ...] = (
     ("serve_latency", "web app latency: cached click, first prompt, concurrent clients"),
     ("dataset_engine", "dataset engine: local vs Ray, and the stage costs of the scaling plan"),
     ("video_speed", "video tracking time per frame: leansam vs the official SAM2VideoPredictor"),
+    ("video_speed_bf16", "video tracking time per frame, both sides in bfloat16"),
     ("video_memory", "video tracking peak memory at 32 and 256 frames: stream vs the official predictor"),
     ("pruning", "structural pruning: encoder latency vs mIoU (Pareto)"),
     ("segment_memory", "memory of `leansam segment` by image size, up to 108 megapixels"),

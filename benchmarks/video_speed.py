@@ -1,7 +1,7 @@
 """Per-frame tracking time: leansam's VideoPredictor against the official SAM2VideoPredictor.
 
     python -m benchmarks.video_speed [--models sam2.1_hiera_tiny,efficienttam_ti] [--frames 32]
-        [--runs 3] [--threads 2] [--json docs/results/video_speed.json]
+        [--runs 3] [--threads 2] [--precision float32|bfloat16] [--json docs/results/video_speed.json]
 
 Two workflows on a folder of JPEG frames (480 x 640, a generated clip of moving textured objects):
 ``track``: ``init_state``, a box on frame 0, ``propagate_in_video`` over the whole clip;
@@ -12,6 +12,11 @@ initialisation of the official model, loaded strictly into leansam's (same numbe
 speed does not depend on weight values). The official side exists for SAM 2 / SAM 2.1 (PyPI ``sam2``);
 EfficientTAM's official code is not on PyPI, so its rows are leansam only. The official predictor runs
 with its defaults (hole filling is skipped without its CUDA extension; leansam fills holes on CPU).
+
+``--precision bfloat16``: leansam's ``VideoPredictor(precision="bfloat16")`` against the official
+predictor under ``torch.autocast("cpu", dtype=torch.bfloat16)`` (how SAM 2's examples run it, on GPU);
+results in ``docs/results/video_speed_bf16.json`` (topic :mod:`benchmarks.video_speed_bf16`), with
+the masks' agreement with the official float32 recordings of the public parity cases.
 """
 
 from __future__ import annotations
@@ -30,11 +35,17 @@ from PIL import Image
 from leansam.bench.timing import machine_fingerprint, measure_interleaved
 from leansam.io import write_json
 
-RESULT = Path("docs/results/video_speed.json")
+RESULTS = {
+    "float32": Path("docs/results/video_speed.json"),
+    "bfloat16": Path("docs/results/video_speed_bf16.json"),
+}
+RESULT = RESULTS["float32"]
 MODELS = ("sam2.1_hiera_tiny", "efficienttam_ti")
 COMMAND = (
     "python -m benchmarks.video_speed --models {models} --frames {frames} --runs {runs} --threads {threads}"
 )
+#: The public parity case replayed per model for the bf16 masks' agreement with float32.
+FIDELITY_CASE = "a_box_click"
 TARGET = 0.6  # issue #15: leansam per-frame tracking time <= 0.6 x the official predictor
 OFFICIAL_CONFIGS = {
     "sam2.1_hiera_tiny": "configs/sam2.1/sam2.1_hiera_t.yaml",
@@ -78,7 +89,7 @@ def official_predictor(name: str) -> Any:
     return sam2.build_sam.build_sam2_video_predictor(OFFICIAL_CONFIGS[name], None, device="cpu")
 
 
-def leansam_predictor(name: str, official: Any | None) -> Any:
+def leansam_predictor(name: str, official: Any | None, precision: str = "float32") -> Any:
     """leansam's VideoPredictor with the official model's weights (or seeded random ones)."""
     from leansam.video import VideoPredictor, build_video_model
     from leansam.video.build import load_video_state_dict
@@ -87,7 +98,39 @@ def leansam_predictor(name: str, official: Any | None) -> Any:
     model = build_video_model(name)
     if official is not None:
         load_video_state_dict(model, name, official.state_dict())
-    return VideoPredictor(model)
+    return VideoPredictor(model, precision=precision)
+
+
+def official_autocast(precision: str) -> torch.autocast:
+    """The official predictor's precision: bf16 autocast for ``bfloat16`` (its documented way)."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16")
+
+
+def fidelity(name: str, precision: str) -> dict | None:
+    """Masks of ``name``'s public parity case replayed at ``precision`` against the official float32
+    recording: min mask IoU, max fraction of pixels that differ, max |object score diff|.
+    None when the case or the fixtures are missing."""
+    from tests import parity as P
+    from tests.video import cases as C
+
+    case = f"{name}/{FIDELITY_CASE}"
+    if case not in C.CASES or not (P.parity_dir() / "video" / f"{case}.npz").is_file():
+        return None
+    z, spec = C.load(case)
+    from leansam.video import VideoPredictor
+
+    pred = VideoPredictor(
+        C.model_for(spec), precision=precision, **spec["constructor"]["then_set_attributes"]
+    )
+    rows = C.mask_agreement(C.replay(pred, z, spec), z)
+    return {
+        "case": case,
+        "outputs": len(rows),
+        "min_iou": min(r["iou"] for r in rows),
+        "mean_iou": sum(r["iou"] for r in rows) / len(rows),
+        "max_pixels_differ": max(r["pixels_differ"] for r in rows),
+        "max_score_diff": max(r["score_diff"] for r in rows),
+    }
 
 
 def object_centre(t: int, size: tuple[int, int] = SIZE) -> tuple[float, float]:
@@ -118,7 +161,14 @@ def track(pred: Any, folder: Path, refine: bool = False) -> int:
         return n
 
 
-def run(models: tuple[str, ...], frames: int, runs: int, threads: int, out: Path | None = RESULT) -> dict:
+def run(
+    models: tuple[str, ...],
+    frames: int,
+    runs: int,
+    threads: int,
+    out: Path | None = RESULT,
+    precision: str = "float32",
+) -> dict:
     torch.set_num_threads(threads)
     load_before = os.getloadavg()
     rows: dict[str, Any] = {}
@@ -126,12 +176,12 @@ def run(models: tuple[str, ...], frames: int, runs: int, threads: int, out: Path
         folder = write_clip(Path(tmp) / "clip", frames)
         for name in models:
             official = official_predictor(name) if name in OFFICIAL_CONFIGS else None
-            preds = {"leansam": leansam_predictor(name, official)}
+            preds = {"leansam": leansam_predictor(name, official, precision)}
             if official is not None:
                 preds["official"] = official
             rows[name] = {}
             for flow, refine in WORKFLOWS.items():
-                fns = {side: (lambda p=p, r=refine: track(p, folder, r)) for side, p in preds.items()}
+                fns = {side: _timed_call(side, p, folder, refine, precision) for side, p in preds.items()}
                 n = (2 if refine else 1) * frames
                 assert all(fn() == n for fn in fns.values())  # also the warm-up
                 timings = measure_interleaved(fns, runs=runs, warmup=0)
@@ -139,8 +189,10 @@ def run(models: tuple[str, ...], frames: int, runs: int, threads: int, out: Path
                     side: {"median_s": t.median, "per_frame_s": t.median / n, "runs_s": list(t.runs)}
                     for side, t in timings.items()
                 }
+    command = COMMAND.format(models=",".join(models), frames=frames, runs=runs, threads=threads)
     res = {
-        "command": COMMAND.format(models=",".join(models), frames=frames, runs=runs, threads=threads),
+        "command": command + ("" if precision == "float32" else f" --precision {precision}"),
+        "precision": precision,
         "machine": machine_fingerprint().__dict__,
         "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
         "frames": frames,
@@ -150,9 +202,21 @@ def run(models: tuple[str, ...], frames: int, runs: int, threads: int, out: Path
         "measured_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "models": rows,
     }
+    if precision != "float32":
+        res["fidelity"] = {name: fidelity(name, precision) for name in models}
     if out is not None:
         write_json(out, res)
     return res
+
+
+def _timed_call(side: str, pred: Any, folder: Path, refine: bool, precision: str):
+    """One run of a side: leansam at its predictor's precision, the official one under autocast."""
+
+    def call() -> int:
+        with official_autocast(precision if side == "official" else "float32"):
+            return track(pred, folder, refine)
+
+    return call
 
 
 def targets(res: dict) -> list[dict]:
@@ -164,7 +228,8 @@ def targets(res: dict) -> list[dict]:
                 r = row["leansam"]["per_frame_s"] / row["official"]["per_frame_s"]
                 out.append(
                     {
-                        "target": f"tracking time per frame <= {TARGET}x the official predictor ({name}, {flow})",
+                        "target": f"tracking time per frame <= {TARGET}x the official predictor "
+                        f"({name}, {flow}{_suffix(res)})",
                         "measured": f"{r:.2f}x",
                         "met": r <= TARGET,
                     }
@@ -172,10 +237,38 @@ def targets(res: dict) -> list[dict]:
     return out
 
 
+def _suffix(res: dict) -> str:
+    return "" if res.get("precision", "float32") == "float32" else ", both in bfloat16"
+
+
+def _precision_text(res: dict) -> list[str]:
+    if res.get("precision", "float32") == "float32":
+        return []
+    lines = [
+        "",
+        'Both sides in bfloat16: leansam\'s `VideoPredictor(precision="bfloat16")` against the official '
+        'predictor under `torch.autocast("cpu", dtype=torch.bfloat16)`. Masks of the public parity case '
+        "replayed in bfloat16 against the official float32 recording (stand-in weights):",
+        "",
+        "| model | case | outputs | min mask IoU | mean mask IoU | max pixels differing | max object score diff |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, f in res.get("fidelity", {}).items():
+        if f is None:
+            lines.append(f"| {name} | - (no public case here) | | | | | |")
+            continue
+        lines.append(
+            f"| {name} | {f['case']} | {f['outputs']} | {f['min_iou']:.4f} | {f['mean_iou']:.4f} | "
+            f"{f['max_pixels_differ']:.2%} | {f['max_score_diff']:.4f} |"
+        )
+    return lines
+
+
 def render(res: dict) -> str:
     m, lb, la = res["machine"], res["load_average"]["before"], res["load_average"]["after"]
+    bf16 = res.get("precision", "float32") != "float32"
     lines = [
-        "## Video tracking time per frame",
+        "## Video tracking time per frame" + (", bfloat16" if bf16 else ""),
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, {res['threads']} threads. Load average "
         f"{lb[0]:.2f} before, {la[0]:.2f} after. Command: `{res['command']}`: {res['frames']} frames of "
@@ -185,6 +278,7 @@ def render(res: dict) -> str:
         "time / frames propagated). The official predictor keeps the features of the last encoded frame "
         "only, so it encodes every frame again in the second propagation; leansam's predictor keeps "
         "recently used frames' features up to `feature_cache_mb` (default 1024).",
+        *_precision_text(res),
         "",
         "| model | workflow | leansam ms/frame | official ms/frame | leansam / official |",
         "|---|---|---|---|---|",
@@ -208,10 +302,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=32)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--json", type=Path, default=RESULT)
+    p.add_argument("--precision", choices=tuple(RESULTS), default="float32")
+    p.add_argument("--json", type=Path, default=None, help="default: docs/results/video_speed[_bf16].json")
     args = p.parse_args(argv)
     models = tuple(m for m in args.models.split(",") if m)
-    print(render(run(models, args.frames, args.runs, args.threads, out=args.json)))
+    out = args.json or RESULTS[args.precision]
+    print(render(run(models, args.frames, args.runs, args.threads, out=out, precision=args.precision)))
     return 0
 
 

@@ -65,6 +65,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--stream", action="store_true", help="stream the frames (flat memory; prompts take effect forward)"
     )
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--precision",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="bfloat16: faster on CPUs with AVX512-BF16 / AMX; masks differ from float32 on a small "
+        "fraction of pixels (docs/video.md)",
+    )
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
 
 
@@ -118,7 +125,8 @@ def _offline(pred, frames, prompts: dict[int, list], reverse: bool):
 def _predictor(args: argparse.Namespace):
     from ..video import VideoPredictor, load_video_model
 
-    return VideoPredictor(load_video_model(args.model, args.checkpoint), device=args.device)
+    model = load_video_model(args.model, args.checkpoint)
+    return VideoPredictor(model, device=args.device, precision=args.precision)
 
 
 def _progress(results, total: int | None):

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .common import MLP
+from .fast.bf16 import attention
 
 __all__ = [
     "HIERA_CONFIGS",
@@ -174,7 +175,7 @@ class HieraAttention(nn.Module):
         def heads(t: torch.Tensor) -> torch.Tensor:  # N x ... x C -> N x heads x tokens x C/heads
             return t.reshape(n, -1, self.num_heads, t.shape[-1] // self.num_heads).transpose(1, 2)
 
-        out = F.scaled_dot_product_attention(heads(q), heads(k), heads(v))
+        out = attention(heads(q), heads(k), heads(v))
         out = out.transpose(1, 2).reshape(n, h, w, -1)
         return self.proj(out)
 

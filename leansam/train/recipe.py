@@ -5,11 +5,14 @@ mask decoder with SAM 2's high-resolution skip features) is trained directly on 
 masks of rendered synthetic scenes with SAM's promptable-segmentation loss, in segments
 (:data:`SEGMENTS`) that each resume exactly from ``<root>/<segment>/last.pt``; a new segment
 starts from the previous one's weights, or from the bundled weights (``--from-asset``) on a
-machine that no longer has the previous run folder.
+machine that no longer has the previous run folder. An unfinished segment's weights are committed
+at the end of each working session (``snapshot``); on a machine without the run folder, ``train``
+continues the segment from them (fresh optimizer moments, same schedule and data order).
 
 Stages::
 
     python -m leansam.train.recipe train --root runs/tiny2     # the first unfinished segment
+    python -m leansam.train.recipe snapshot --root runs/tiny2  # -> weights/leansam_tiny/<segment>.pt
     python -m leansam.train.recipe eval --root runs/tiny2      # -> docs/results/default_model.json
     python -m leansam.train.recipe eval --only everything      # its segment-everything part only
     python -m leansam.train.recipe calibrate-everything        # -> docs/results/everything_calibration.json
@@ -32,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from ..io import atomic_path
 from .calibrate import RESULTS as CALIBRATION
 from .calibrate import add_calibrate_args, calibrate_stage, everything_section
 from .curves import read_metrics
@@ -41,6 +45,8 @@ from .runner import save_atomic, write_json_file
 from .train import TrainConfig, train
 
 ASSET = "leansam_tiny.pt"
+#: Committed weights of an unfinished segment (``snapshot`` stage): ``<seg>.pt`` + ``<seg>.metrics.csv``.
+SNAPSHOTS = Path("weights/leansam_tiny")
 RESULTS = Path("docs/results/default_model.json")
 
 EVAL_SEED = 1000
@@ -107,20 +113,76 @@ def _finished(root: str, seg: Segment) -> bool:
     return (Path(root) / seg.name / "model.pt").is_file()
 
 
+def _todo(root: str, from_asset: bool) -> list[int]:
+    """Indices of the segments left to train. Without the earlier run folders (``from_asset``), the
+    latest segment that can be resumed (a ``last.pt`` or a committed snapshot) comes first."""
+    todo = [k for k, seg in enumerate(SEGMENTS) if not _finished(root, seg)]
+    if from_asset:
+        resumable = [
+            k
+            for k in todo
+            if (Path(root) / SEGMENTS[k].name / "last.pt").is_file()
+            or (SNAPSHOTS / f"{SEGMENTS[k].name}.pt").is_file()
+        ]
+        todo = [k for k in todo if k >= resumable[-1]] if resumable else todo
+    return todo
+
+
 def train_stage(root: str, from_asset: bool = False) -> str | None:
     """Runs (or resumes) the first unfinished segment; returns its name (None: all finished)."""
-    for k, seg in enumerate(SEGMENTS):
-        if _finished(root, seg):
+    todo = _todo(root, from_asset)
+    if not todo:
+        return None
+    k = todo[0]
+    seg = SEGMENTS[k]
+    init = None
+    if k > 0:
+        prev = Path(root) / SEGMENTS[k - 1].name / "model.pt"
+        init = str(asset_path()) if from_asset else str(prev)
+    elif from_asset:
+        init = str(asset_path())
+    if restore_snapshot(root, seg):  # its weights replace init's when the run resumes
+        init = str(asset_path())
+    train(segment_config(root, seg, init))
+    return seg.name
+
+
+def snapshot_stage(root: str, dest: Path = SNAPSHOTS) -> Path | None:
+    """Copies the running segment's weights (fp16, no optimizer state) and its metrics into ``dest``,
+    to be committed: a machine without ``root`` continues the segment from them. None: no running
+    segment."""
+    for seg in SEGMENTS:
+        run = Path(root) / seg.name
+        if _finished(root, seg) or not (run / "last.pt").is_file():
             continue
-        init = None
-        if k > 0:
-            prev = Path(root) / SEGMENTS[k - 1].name / "model.pt"
-            init = str(asset_path()) if from_asset else str(prev)
-        elif from_asset:
-            init = str(asset_path())
-        train(segment_config(root, seg, init))
-        return seg.name
+        state = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
+        module = {k: v.half() if v.is_floating_point() else v for k, v in state["module"].items()}
+        dest.mkdir(parents=True, exist_ok=True)
+        out = dest / f"{seg.name}.pt"
+        save_atomic({"step": int(state["step"]), "module": module, "segment": seg.name}, out)
+        metrics = run / "metrics.csv"
+        if metrics.is_file():
+            _copy_text(metrics, dest / f"{seg.name}.metrics.csv")
+        return out
     return None
+
+
+def _copy_text(src: Path, dest: Path) -> None:
+    with atomic_path(dest) as tmp:
+        tmp.write_text(src.read_text())
+
+
+def restore_snapshot(root: str, seg: Segment, src: Path = SNAPSHOTS) -> bool:
+    """Starts ``seg``'s run folder from its committed snapshot when the folder has no ``last.pt``."""
+    run, snap = Path(root) / seg.name, src / f"{seg.name}.pt"
+    if (run / "last.pt").is_file() or not snap.is_file():
+        return False
+    run.mkdir(parents=True, exist_ok=True)
+    save_atomic(torch.load(snap, map_location="cpu", weights_only=True), run / "last.pt")
+    metrics = src / f"{seg.name}.metrics.csv"
+    if metrics.is_file():
+        _copy_text(metrics, run / "metrics.csv")
+    return True
 
 
 def latest_weights(root: str) -> Path:
@@ -328,7 +390,9 @@ def make_example(dest: str | Path | None = None, seed: int = 11) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m leansam.train.recipe")
-    p.add_argument("stage", choices=["train", "eval", "export", "docs", "curves", "calibrate-everything"])
+    p.add_argument(
+        "stage", choices=["train", "snapshot", "eval", "export", "docs", "curves", "calibrate-everything"]
+    )
     p.add_argument("--root", default="runs/tiny2")
     p.add_argument(
         "--from-asset", action="store_true", help="start the next segment from the bundled weights"
@@ -341,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(a.threads)
     if a.stage == "train":
         print(f"segment: {train_stage(a.root, a.from_asset) or 'all finished'}")
+    elif a.stage == "snapshot":
+        print(f"snapshot: {snapshot_stage(a.root) or 'no unfinished segment with a last.pt'}")
     elif a.stage == "eval" and a.only == "everything":
         try:
             print(json.dumps(evaluate_everything_stage(a.weights), indent=2))

@@ -294,15 +294,27 @@ def _optimizer(
 
 
 def _resume(cfg: RunConfig, module: nn.Module, opt, sched, info: DistInfo) -> int:
-    """Loads ``<out>/last.pt`` when resuming (returns its step), else syncs the ranks' weights (0)."""
+    """Loads ``<out>/last.pt`` when resuming (returns its step), else syncs the ranks' weights (0).
+
+    A ``last.pt`` with only ``step`` and ``module`` (a committed snapshot, see
+    :func:`leansam.train.recipe.snapshot_stage`) resumes the weights and the LR schedule; the
+    optimizer's moments start afresh. Data and augmentation are seeded per step either way.
+    """
     ckpt = Path(cfg.out) / "last.pt"
     if cfg.resume and ckpt.is_file():
         state = read_run_checkpoint(ckpt, info.device)
-        module.load_state_dict(state["module"])
+        module.load_state_dict(state["module"])  # copied into the module's dtypes (fp16 snapshots too)
+        step = int(state["step"])
+        if "optimizer" not in state:  # a weights-only snapshot: fresh AdamW moments, schedule at `step`
+            lrs = [base * f(step) for base, f in zip(sched.base_lrs, sched.lr_lambdas)]
+            for group, lr in zip(opt.param_groups, lrs):
+                group["lr"] = lr
+            sched.last_epoch, sched._last_lr = step, lrs
+            return step
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])
-        return int(state["step"])
+        return step
     if info.world > 1:
         for t in module.state_dict().values():
             dist.broadcast(t, 0)

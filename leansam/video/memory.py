@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.common import LayerNorm2d
+from ..models.fast.bf16 import attention, cpu_bf16_autocast
 
 CrossAttentionKind = Literal["rope", "pooled1", "pooled2"]
 
@@ -129,10 +130,15 @@ class RoPEAttention(nn.Module):
         (0 keeps a key, a large negative value drops it: fixed-size memory banks with empty slots);
         plain (``rope``) attention only.
         """
-        q, k, v = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
+        q, k = self._heads(self.q_proj(q)), self._heads(self.k_proj(k))
         n = q.shape[-2]
-        cos, sin = self._cos_sin(n, q.device)
         n_rope = k.shape[-2] - num_k_exclude_rope
+        plain = self.kind == "rope" or n_rope <= n
+        # bf16 on CPU: project the values after the attention when they are narrower before (64 vs
+        # 256 for the memory): the same result, as softmax rows sum to 1 (docs/performance.md).
+        late_v = plain and self._late_values(q, v)
+        v = v[:, None] if late_v else self._heads(self.v_proj(v))
+        cos, sin = self._cos_sin(n, q.device)
         q = _rotate(q, cos, sin)
         reps = n_rope // n
         k_rope = _rotate(k[:, :, :n_rope], cos.repeat(reps, 1), sin.repeat(reps, 1))
@@ -142,14 +148,16 @@ class RoPEAttention(nn.Module):
                 raise ValueError(f"key_bias needs plain attention, not {self.kind!r}")
             frames, ptrs = key_bias
             bias = torch.cat([frames.repeat_interleave(n, dim=1), ptrs], dim=1)[:, None, None]
-        if self.kind == "rope" or n_rope <= n:
-            out = F.scaled_dot_product_attention(
-                q, torch.cat([k_rope, k[:, :, n_rope:]], dim=-2), v, attn_mask=bias
-            )
+        if plain:
+            out = attention(q, torch.cat([k_rope, k[:, :, n_rope:]], dim=-2), v, attn_mask=bias)
+            out = self.v_proj(out) if late_v else out
         else:
             out = self._pooled(q, k_rope, k[:, :, n_rope:], v[:, :, :n_rope], v[:, :, n_rope:])
         b, h, _, d = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, h * d))
+
+    def _late_values(self, q: torch.Tensor, v: torch.Tensor) -> bool:
+        return self.num_heads == 1 and v.shape[-1] < self.v_proj.out_features and cpu_bf16_autocast(q.device)
 
     def _pooled(
         self,
@@ -163,9 +171,7 @@ class RoPEAttention(nn.Module):
         k_pool, v_pool = _pool_frames(k_mem, q.shape[-2]), _pool_frames(v_mem, q.shape[-2])
         log4 = 2 * math.log(2)
         if self.kind == "pooled2":
-            return F.scaled_dot_product_attention(
-                q, torch.cat([k_pool + log4, k_ptr], dim=-2), torch.cat([v_pool, v_ptr], dim=-2)
-            )
+            return attention(q, torch.cat([k_pool + log4, k_ptr], dim=-2), torch.cat([v_pool, v_ptr], dim=-2))
         scale = 1 / math.sqrt(q.shape[-1])
         logits = torch.cat(
             [q @ k_pool.transpose(-2, -1) * scale + log4, q @ k_ptr.transpose(-2, -1) * scale], -1

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ from .model import NO_OBJ_SCORE, FrameFeatures, VideoModel
 from .state import FrameOutput, ObjectTrack, VideoState, gather_memory
 
 Points = tuple[torch.Tensor, torch.Tensor]
+PRECISIONS = ("float32", "bfloat16")
 
 
 class VideoPredictor:
@@ -43,6 +45,11 @@ class VideoPredictor:
         feature_cache_mb: encoder features of the most recently used frames are kept up to this
             size (the frame in use always is), so prompting or propagating again over frames
             already seen does not re-encode them. About 16 MB a frame for SAM 2 at 1024.
+        precision: ``"float32"`` (the official results) or ``"bfloat16"``: the networks run under
+            bf16 autocast (the precision SAM 2's own examples use on GPU), and on CPU the memory
+            attention uses bf16 matrix products (:mod:`leansam.models.fast.bf16`). Faster on CPUs
+            with AVX512-BF16 or AMX; masks differ from float32 on a small fraction of pixels
+            (docs/video.md). PyTorch models only.
     """
 
     def __init__(
@@ -56,6 +63,7 @@ class VideoPredictor:
         add_all_frames_to_correct_as_cond: bool = False,
         binarize_mask_from_pts_for_mem_enc: bool = True,
         feature_cache_mb: float = 1024.0,
+        precision: Literal["float32", "bfloat16"] = "float32",
         device: str | torch.device | None = None,
     ) -> None:
         if isinstance(model, str):
@@ -69,6 +77,15 @@ class VideoPredictor:
         if not feature_cache_mb >= 0:
             raise ValueError(f"feature_cache_mb must be >= 0, got {feature_cache_mb}")
         self.feature_cache_bytes = int(feature_cache_mb * 2**20)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if precision != "float32" and not isinstance(self.model, torch.nn.Module):
+            raise ValueError(f"precision {precision!r} needs a PyTorch model; ONNX graphs run in float32")
+        self.precision = precision
+
+    def _autocast(self) -> torch.autocast:
+        """The networks' precision: bf16 autocast for ``precision="bfloat16"``, else a no-op."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bfloat16")
 
     @property
     def image_size(self) -> int:
@@ -103,7 +120,8 @@ class VideoPredictor:
             cache.move_to_end(frame_idx)
             return cache[frame_idx]
         x = frame_to_input(state.frames[frame_idx], self.image_size).to(self.device)
-        feats = self.model.encode_frame(x)
+        with self._autocast():
+            feats = self.model.encode_frame(x)
         cache[frame_idx] = feats
         while len(cache) > 1 and len(cache) * feats.nbytes() > self.feature_cache_bytes:
             cache.popitem(last=False)
@@ -145,7 +163,8 @@ class VideoPredictor:
     def remember_prompted(self, vision: torch.Tensor, out: FrameOutput) -> None:
         """Encodes the memory of a prompted frame from its stored (hole-filled) low-res logits."""
         high = _resize(out.pred_masks, (self.image_size, self.image_size))
-        mem = self.model.encode_memory(vision, high, out.score, self.binarize_mask_from_pts_for_mem_enc)
+        with self._autocast():
+            mem = self.model.encode_memory(vision, high, out.score, self.binarize_mask_from_pts_for_mem_enc)
         out.maskmem = mem.to(torch.bfloat16)
 
     # --- prompts ---------------------------------------------------------------------------------
@@ -266,24 +285,25 @@ class VideoPredictor:
         """One object on one frame: memory attention (unless an initial prompt), decoder, memory."""
         feats = self.features(state, frame_idx)
         model = self.model
-        if mask is not None:
-            head = model.mask_as_output(feats.vision, feats.high_res, mask)
-        else:
-            if is_init:
-                pix = feats.vision + model.no_mem_embed.view(1, -1, 1, 1)
-            else:
-                mems, ptrs, window = gather_memory(
-                    model.cfg, track.cond, track.non_cond, frame_idx, reverse, state.num_frames
-                )
-                pix = model.attend_memory(feats.vision, mems, ptrs, window)
-            n_pts = 0 if points is None else points[1].shape[1]
-            head = model.sam_heads(pix, feats.high_res, points, prev_logits, multimask=n_pts <= 1)
         maskmem = None
-        if encode_memory:
-            maskmem = model.encode_memory(feats.vision, head.high_res, head.score, binarize=False).to(
-                torch.bfloat16
-            )
-        return FrameOutput(fill_holes(head.low_res, self.fill_hole_area), head.obj_ptr, head.score, maskmem)
+        with self._autocast():
+            if mask is not None:
+                head = model.mask_as_output(feats.vision, feats.high_res, mask)
+            else:
+                if is_init:
+                    pix = feats.vision + model.no_mem_embed.view(1, -1, 1, 1)
+                else:
+                    mems, ptrs, window = gather_memory(
+                        model.cfg, track.cond, track.non_cond, frame_idx, reverse, state.num_frames
+                    )
+                    pix = model.attend_memory(feats.vision, mems, ptrs, window)
+                n_pts = 0 if points is None else points[1].shape[1]
+                head = model.sam_heads(pix, feats.high_res, points, prev_logits, multimask=n_pts <= 1)
+            if encode_memory:
+                mem = model.encode_memory(feats.vision, head.high_res, head.score, binarize=False)
+                maskmem = mem.to(torch.bfloat16)
+        low, ptr, score = head.low_res.float(), head.obj_ptr.float(), head.score.float()
+        return FrameOutput(fill_holes(low, self.fill_hole_area), ptr, score, maskmem)
 
     # --- tracking --------------------------------------------------------------------------------
     @torch.inference_mode()

@@ -70,3 +70,42 @@ def test_eval_only_everything_refuses_other_weights(capsys) -> None:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "not on these weights" in err[0]
     assert (ROOT / RESULTS).read_bytes() == before
+
+
+def test_a_snapshot_of_the_running_segment_restores_on_a_machine_without_the_run(tmp_path: Path) -> None:
+    import torch
+
+    from leansam.train.recipe import restore_snapshot, snapshot_stage
+
+    root, dest = tmp_path / "runs", tmp_path / "weights"
+    (root / "seg1").mkdir(parents=True)
+    (root / "seg1" / "model.pt").write_bytes(b"")  # finished: not a candidate
+    run = root / "seg2"
+    run.mkdir()
+    module = {"w": torch.randn(3, 2), "n": torch.tensor(5)}
+    torch.save({"step": 40, "module": module, "optimizer": {"state": {}}}, run / "last.pt")
+    (run / "metrics.csv").write_text("step,loss\n0,1.0\n")
+    out = snapshot_stage(str(root), dest)
+    assert out == dest / "seg2.pt"
+    snap = torch.load(out, weights_only=True)
+    assert set(snap) == {"step", "module", "segment"} and snap["step"] == 40
+    assert snap["module"]["w"].dtype == torch.float16 and torch.equal(snap["module"]["n"], module["n"])
+    fresh = tmp_path / "elsewhere"
+    assert restore_snapshot(str(fresh), SEGMENTS[1], dest)
+    restored = torch.load(fresh / "seg2" / "last.pt", weights_only=True)
+    assert restored["step"] == 40 and torch.equal(restored["module"]["w"], module["w"].half())
+    assert (fresh / "seg2" / "metrics.csv").read_text() == "step,loss\n0,1.0\n"
+    # an existing run keeps its own last.pt
+    assert not restore_snapshot(str(root), SEGMENTS[1], dest)
+
+
+def test_from_asset_skips_to_the_segment_a_snapshot_continues(tmp_path: Path, monkeypatch) -> None:
+    from leansam.train import recipe
+
+    monkeypatch.setattr(recipe, "SNAPSHOTS", tmp_path / "weights")
+    root = str(tmp_path / "runs")
+    assert recipe._todo(root, True) == [0, 1]  # nothing to resume: from the first segment
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "seg2.pt").write_bytes(b"")
+    assert recipe._todo(root, True) == [1]
+    assert recipe._todo(root, False) == [0, 1]  # with the run folders, segments go in order

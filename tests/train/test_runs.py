@@ -182,3 +182,37 @@ def test_bad_config_is_an_input_error() -> None:
     )
     assert r.returncode == 2 and r.stderr.startswith("error:")
     _ = train  # the Python entry point is public
+
+
+def test_fit_resumes_a_weights_only_snapshot_on_the_schedule(tmp_path) -> None:
+    """A last.pt with only step and weights (a committed snapshot) continues at its step, from its
+    weights, at the learning rate the schedule gives that step."""
+    cfg = RunConfig(steps=6, ckpt_every=2, warmup=3, lr=0.1, bf16=False, progress=False, device="cpu")
+    info = DistInfo(0, 1, torch.device("cpu"))
+
+    def run(out: Path, steps: int) -> list[tuple[int, float]]:
+        torch.manual_seed(0)
+        module, seen = nn.Linear(3, 1), []
+
+        def step_fn(step: int) -> tuple[torch.Tensor, dict[str, float]]:
+            seen.append((step, float(module.bias.detach())))
+            return module(torch.randn(2, 3)).pow(2).mean(), {}
+
+        fit(dataclasses.replace(cfg, out=str(out), steps=steps), module, step_fn, info, module.state_dict)
+        return seen
+
+    run(tmp_path / "whole", 6)
+    run(tmp_path / "part", 4)
+    state = torch.load(tmp_path / "part" / "last.pt", weights_only=True)
+    snap = {"step": 4, "module": {k: v.half() for k, v in state["module"].items()}}
+    snap["module"]["bias"] = torch.tensor([7.0], dtype=torch.float16)
+    (tmp_path / "fresh").mkdir()
+    torch.save(snap, tmp_path / "fresh" / "last.pt")
+    seen = run(tmp_path / "fresh", 6)
+    assert [s for s, _ in seen] == [4, 5] and seen[0][1] == 7.0
+
+    def lr_at(run_dir: str, step: int) -> str:
+        rows = (tmp_path / run_dir / "metrics.csv").read_text().splitlines()
+        return next(r.split(",")[1] for r in rows[1:] if r.split(",")[0] == str(step))
+
+    assert lr_at("fresh", 4) == lr_at("whole", 4) and lr_at("fresh", 5) == lr_at("whole", 5)

@@ -101,6 +101,53 @@ def unpack_masks(z: dict[str, np.ndarray], key: str) -> np.ndarray:
     return np.unpackbits(z[key])[: int(np.prod(shape))].reshape(shape).astype(bool)
 
 
+def reference(o: Output, z: dict[str, np.ndarray], masks: dict[int, np.ndarray]) -> tuple | None:
+    """The official run's (video logits, scores, low-res logits, frame, masks, cond flags or None) for
+    output ``o``; None past the official frames. ``masks`` caches the unpacked masks per call."""
+    p = f"c{o.call}_"
+    if o.step is None:
+        return (
+            z[p + "video_logits"],
+            z[p + "object_score_logits"],
+            z[p + "low_res_logits"],
+            int(z[p + "out_frame_idx"]),
+            unpack_masks(z, p + "video_masks"),
+            None,
+        )
+    if o.call not in masks:
+        masks[o.call] = unpack_masks(z, p + "video_masks")
+    frames = z[p + "frames"]
+    if o.step >= len(frames):
+        return None
+    return (
+        z[p + "video_logits"][o.step],
+        z[p + "object_score_logits"][o.step],
+        z[p + "low_res_logits"][o.step],
+        int(frames[o.step]),
+        masks[o.call][o.step],
+        z[p + "is_cond"][o.step],
+    )
+
+
+def mask_agreement(outs: list[Output], z: dict[str, np.ndarray]) -> list[dict]:
+    """Per output and object: IoU of the returned mask (logits > 0) with the official one, the
+    fraction of pixels that differ, and |object score - official| (outputs past the official run
+    are skipped)."""
+    rows, masks = [], {}
+    for o in outs:
+        r = reference(o, z, masks)
+        if r is None:
+            continue
+        mine, ref = o.logits > 0, r[4]
+        for i in range(len(o.obj_ids)):
+            union = (mine[i] | ref[i]).sum()
+            iou = float((mine[i] & ref[i]).sum() / union) if union else 1.0
+            flipped = float((mine[i] != ref[i]).mean())
+            score = float(abs(o.scores[i] - r[1].reshape(-1)[i]))
+            rows.append({"frame": o.frame_idx, "iou": iou, "pixels_differ": flipped, "score_diff": score})
+    return rows
+
+
 def mismatches(outs: list[Output], z: dict[str, np.ndarray]) -> list[str]:
     """Every violation of the README's tolerances (empty when the replay matches the official run).
 
@@ -112,24 +159,11 @@ def mismatches(outs: list[Output], z: dict[str, np.ndarray]) -> list[str]:
     pivots = 0.0
     for o in outs:
         p = f"c{o.call}_"
-        if o.step is None:
-            ref, ref_scores, ref_cond = z[p + "video_logits"], z[p + "object_score_logits"], None
-            ref_low = z[p + "low_res_logits"]
-            ref_frame, ref_masks = int(z[p + "out_frame_idx"]), unpack_masks(z, p + "video_masks")
-        else:
-            if o.call not in masks:
-                masks[o.call] = unpack_masks(z, p + "video_masks")
-            frames = z[p + "frames"]
-            if o.step >= len(frames):
-                bad.append(f"call {o.call}: yielded more than the {len(frames)} official frames")
-                continue
-            ref, ref_scores = z[p + "video_logits"][o.step], z[p + "object_score_logits"][o.step]
-            ref_low = z[p + "low_res_logits"][o.step]
-            ref_frame, ref_masks, ref_cond = (
-                int(frames[o.step]),
-                masks[o.call][o.step],
-                z[p + "is_cond"][o.step],
-            )
+        r = reference(o, z, masks)
+        if r is None:
+            bad.append(f"call {o.call}: yielded more than the {len(z[p + 'frames'])} official frames")
+            continue
+        ref, ref_scores, ref_low, ref_frame, ref_masks, ref_cond = r
         where = f"call {o.call} frame {o.frame_idx}"
         if o.frame_idx != ref_frame or o.obj_ids != z[p + "obj_ids"].tolist():
             bad.append(

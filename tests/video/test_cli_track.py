@@ -141,3 +141,20 @@ def test_models_says_which_models_can_track(capsys) -> None:
     assert code == 0
     assert {n for n, t in rows.items() if t} == set(tracking_models())
     assert rows["mobile_sam"] is False
+
+
+def test_precision_reaches_the_predictor_and_a_bad_value_is_one_error_line(
+    clip, tmp_path: Path, capsys
+) -> None:
+    from leansam.cli import build_parser
+    from leansam.commands.track import _predictor
+
+    folder, _, ckpt, _ = clip
+    base = ["track", str(folder), "--model", "efficienttam_ti", "--checkpoint", str(ckpt), "--out", "o"]
+    for precision in ("float32", "bfloat16"):
+        args = build_parser().parse_args([*base, "--precision", precision])
+        assert _predictor(args).precision == precision
+    out = tmp_path / "out"
+    args = ["track", folder, "--model", "efficienttam_ti", "--checkpoint", ckpt, "--point", "0:20,20"]
+    code, err = _run([*args, "--out", out, "--precision", "float16"], capsys)
+    _assert_clean_error(code, err, out, "--precision")

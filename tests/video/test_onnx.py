@@ -56,3 +56,8 @@ def test_the_driver_refuses_a_folder_with_a_graph_missing(exported: Path, tmp_pa
             (tmp_path / f).write_bytes((exported / f).read_bytes())
     with pytest.raises(OnnxModelError, match=r"heads\.onnx: missing"):
         load_onnx_video_model(tmp_path)
+
+
+def test_onnx_graphs_refuse_bfloat16(exported: Path) -> None:
+    with pytest.raises(ValueError, match="needs a PyTorch model; ONNX graphs run in float32"):
+        VideoPredictor(load_onnx_video_model(exported, threads=1), precision="bfloat16")
