@@ -3,6 +3,8 @@
     leansam export onnx --model mobile_sam --out onnx/mobile_sam          # encoder.onnx + decoder.onnx
     leansam export onnx --model sam_vit_b --checkpoint sam_vit_b_01ec64.pth --out onnx/vit_b --upscale
     leansam segment photo.jpg --box 10,10,200,200 --backend onnx --onnx onnx/mobile_sam
+    leansam export onnx --video --model efficienttam_ti --out onnx/etam   # the four tracking graphs
+    leansam track clip.mp4 --model efficienttam_ti --box 0:60,40,200,180 --backend onnx --onnx onnx/etam --out out
 
 ``export`` takes a format subcommand (only ``onnx`` today) so other formats can join it.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from ..io import InputError
 from .common import (
@@ -43,6 +46,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="add in-graph upscaling: decoder input orig_im_size (H, W) and output masks (N x T x H x W logits)",
     )
     o.add_argument("--static-batch", action="store_true", help="fix the encoder's image batch to 1")
+    o.add_argument(
+        "--video",
+        action="store_true",
+        help="a tracking model's four graphs (image encoder, memory attention, heads, memory encoder) for "
+        "`leansam track --backend onnx`; docs/video.md",
+    )
     part = o.add_mutually_exclusive_group()
     part.add_argument("--encoder-only", action="store_true", help="write only encoder.onnx")
     part.add_argument("--decoder-only", action="store_true", help="write only decoder.onnx")
@@ -65,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
     if args.opset < 17:
         raise InputError(f"--opset must be at least 17, not {args.opset}")
     name = resolve_model_name(args)
+    if args.video:
+        return _export_video(args, name)
     preflight_output(args, ("encoder.onnx*", "decoder.onnx*"))  # before the slow model load
     config = OnnxExportConfig(
         opset=args.opset,
@@ -80,6 +91,35 @@ def run(args: argparse.Namespace) -> int:
     log(f"exported {name} in {time.perf_counter() - t:.1f} s (checkpoint: {describe_checkpoint(args, name)})")
     for f in out.files:
         log(f"  {f}  ({f.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+def _export_video(args: argparse.Namespace, name: str) -> int:
+    from ..video import can_track, tracking_models
+    from ..video.onnx import FILES, export_video_onnx
+
+    if not can_track(name):
+        raise InputError(
+            f"--video: model {name!r} cannot track; models that can: {', '.join(tracking_models())}"
+        )
+    other = [f for f in ("upscale", "static_batch", "encoder_only", "decoder_only") if getattr(args, f)]
+    if other or args.exporter != "torchscript":
+        raise InputError(
+            "--video takes none of --upscale, --static-batch, --encoder-only, --decoder-only, --exporter"
+        )
+    preflight_output(args, tuple(f"{f}*" for f in FILES.values()))
+    t = time.perf_counter()
+    try:
+        paths = export_video_onnx(
+            name, args.out, checkpoint=args.checkpoint, opset=args.opset, overwrite=args.overwrite
+        )
+    except (ValueError, ImportError) as e:
+        raise InputError(str(e)) from None
+    log(
+        f"exported {name}'s tracking graphs in {time.perf_counter() - t:.1f} s (checkpoint: {describe_checkpoint(args, name)})"
+    )
+    for f in paths.values():
+        log(f"  {f}  ({Path(f).stat().st_size / 1e6:.1f} MB)")
     return 0
 
 

@@ -73,6 +73,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "fraction of pixels (docs/video.md)",
     )
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
+    p.add_argument(
+        "--backend",
+        choices=("torch", "onnx"),
+        default="torch",
+        help="run the networks in PyTorch (default) or ONNX Runtime (pip install 'leansam[onnx]')",
+    )
+    p.add_argument(
+        "--onnx",
+        default=None,
+        metavar="DIR",
+        help="with --backend onnx: the graphs written by `leansam export onnx --video --model NAME --out DIR`",
+    )
 
 
 def _prompts(args: argparse.Namespace, h: int, w: int, n_frames: int | None) -> dict[int, list]:
@@ -125,8 +137,29 @@ def _offline(pred, frames, prompts: dict[int, list], reverse: bool):
 def _predictor(args: argparse.Namespace):
     from ..video import VideoPredictor, load_video_model
 
-    model = load_video_model(args.model, args.checkpoint)
-    return VideoPredictor(model, device=args.device, precision=args.precision)
+    if args.backend == "torch":
+        if args.onnx:
+            raise InputError("--onnx needs --backend onnx")
+        model = load_video_model(args.model, args.checkpoint)
+        return VideoPredictor(model, device=args.device, precision=args.precision)
+    return VideoPredictor(_onnx_model(args), precision=args.precision)
+
+
+def _onnx_model(args: argparse.Namespace):
+    """The exported graphs of ``--onnx``; they must be of ``--model``."""
+    from ..video.onnx_runtime import load_onnx_video_model
+
+    if not args.onnx:
+        raise InputError("--backend onnx needs --onnx DIR (written by `leansam export onnx --video`)")
+    if args.checkpoint:
+        raise InputError("--checkpoint is for exporting; with --onnx the weights are in the graphs")
+    model = load_onnx_video_model(args.onnx, threads=args.threads)
+    log(f"tracking with {model.name}'s graphs in {args.onnx} on ONNX Runtime")
+    if model.name != args.model:
+        raise InputError(
+            f"{args.onnx} holds {model.name}'s graphs, not {args.model}'s (pass --model {model.name})"
+        )
+    return model
 
 
 def _progress(results, total: int | None):

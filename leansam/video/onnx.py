@@ -232,8 +232,10 @@ def export_video_onnx(
     memory_slots: int | None = None,
     pointer_slots: int | None = None,
     opset: int = 20,
+    overwrite: bool = False,
 ) -> dict[str, Path]:
-    """Writes the four graphs into ``out_dir`` (all or nothing); returns role -> path.
+    """Writes the four graphs into ``out_dir`` (all or nothing; ``overwrite`` replaces earlier
+    graphs there); returns role -> path.
 
     ``model``: a registry name (loaded from its official checkpoint or ``checkpoint``) or a loaded
     :class:`VideoModel` with its registry ``name``.
@@ -263,7 +265,7 @@ def export_video_onnx(
     }
     examples, io = _examples(model, mem_slots, ptr_slots), _io(model)
     meta = _constants(model, name, mem_slots, ptr_slots)
-    out = OutputDir(out_dir, owned_patterns=())
+    out = OutputDir(out_dir, overwrite, owned_patterns=tuple(FILES.values()))
     try:
         for role, graph in graphs.items():
             inputs, outputs, axes = io[role]

@@ -46,7 +46,9 @@ class OnnxVideoModel:
         for role, file in FILES.items():
             path = folder / file
             if not path.is_file():
-                raise OnnxModelError(f"{path}: missing (export with leansam.video.onnx.export_video_onnx)")
+                raise OnnxModelError(
+                    f"{path}: missing (export with `leansam export onnx --video` or export_video_onnx)"
+                )
             try:
                 sess = ort.InferenceSession(str(path), options, providers=providers)
             except Exception as e:

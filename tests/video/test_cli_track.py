@@ -12,8 +12,6 @@ from PIL import Image
 from leansam.cli import main
 from leansam.data.coco import decode_mask
 from leansam.video import VideoPredictor, tracking_models
-from tests import parity as P
-from tests.video import cases as C
 
 
 def _av():
@@ -22,19 +20,6 @@ def _av():
     except ImportError:
         pytest.fail("PyAV is needed for the video tests: pip install -e '.[test]' (the `video` extra)")
     return av
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory) -> tuple[Path, np.ndarray, Path, np.ndarray]:
-    """(folder of 3 PNG frames, the frames, stand-in efficienttam_ti checkpoint, the box on frame 0)."""
-    root = tmp_path_factory.mktemp("clip")
-    z, _ = C.load("efficienttam_ti/a_box_click")
-    frames = z["frames"][:3]
-    (root / "frames").mkdir()
-    for i, f in enumerate(frames):
-        Image.fromarray(f).save(root / "frames" / f"{i:05d}.png")
-    ckpt = P.write_stand_in_checkpoint("efficienttam_ti", root / "efficienttam_ti.pt")
-    return root / "frames", frames, ckpt, z["c1_box"]
 
 
 def _run(args, capsys) -> tuple[int, str]:
@@ -158,3 +143,32 @@ def test_precision_reaches_the_predictor_and_a_bad_value_is_one_error_line(
     args = ["track", folder, "--model", "efficienttam_ti", "--checkpoint", ckpt, "--point", "0:20,20"]
     code, err = _run([*args, "--out", out, "--precision", "float16"], capsys)
     _assert_clean_error(code, err, out, "--precision")
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--backend", "onnx"], "--backend onnx needs --onnx DIR"),
+        (["--onnx", "somewhere"], "--onnx needs --backend onnx"),
+        (
+            ["--backend", "onnx", "--onnx", "no_such_dir"],
+            "image_encoder.onnx: missing (export with `leansam export onnx --video`",
+        ),
+    ],
+    ids=["onnx_without_dir", "dir_without_onnx", "missing_graphs"],
+)
+def test_backend_options_are_checked_with_one_error_line(clip, tmp_path: Path, capsys, extra, words) -> None:
+    folder, _, ckpt, _ = clip
+    out = tmp_path / "out"
+    args = ["track", folder, "--model", "efficienttam_ti", "--point", "0:20,20", "--out", out, *extra]
+    if "--backend" not in extra:
+        args += ["--checkpoint", ckpt]
+    _assert_clean_error(
+        *_run([str(a).replace("no_such_dir", str(tmp_path / "none")) for a in args], capsys), out, words
+    )
+
+
+def test_export_video_refuses_a_model_that_cannot_track(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "graphs"
+    code, err = _run(["export", "onnx", "--video", "--model", "mobile_sam", "--out", out], capsys)
+    _assert_clean_error(code, err, out, "cannot track; models that can: efficienttam_s")

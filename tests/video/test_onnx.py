@@ -8,6 +8,7 @@ Tolerances against PyTorch: ``tests/parity_tolerances.json`` (``onnx/video/...``
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -61,3 +62,33 @@ def test_the_driver_refuses_a_folder_with_a_graph_missing(exported: Path, tmp_pa
 def test_onnx_graphs_refuse_bfloat16(exported: Path) -> None:
     with pytest.raises(ValueError, match="needs a PyTorch model; ONNX graphs run in float32"):
         VideoPredictor(load_onnx_video_model(exported, threads=1), precision="bfloat16")
+
+
+def test_the_cli_exports_the_graphs_and_tracks_with_them_as_with_torch(clip, tmp_path: Path, capsys) -> None:
+    from leansam.cli import main
+    from leansam.data.coco import decode_mask
+
+    folder, frames, ckpt, box = clip
+    graphs = tmp_path / "graphs"
+    args = ["export", "onnx", "--video", "--model", "efficienttam_ti", "--checkpoint", ckpt, "--out", graphs]
+    assert main([str(a) for a in args]) == 0, capsys.readouterr().err
+    assert load_onnx_video_model(graphs).name == "efficienttam_ti"
+    assert sorted(p.name for p in graphs.iterdir() if not p.name.startswith(".")) == sorted(FILES.values())
+    spec = "0:" + ",".join(str(float(v)) for v in box)
+    masks = {}
+    for backend, extra in (
+        ("torch", ["--checkpoint", ckpt]),
+        ("onnx", ["--backend", "onnx", "--onnx", graphs]),
+    ):
+        out = tmp_path / backend
+        args = ["track", folder, "--model", "efficienttam_ti", "--box", spec, "--out", out, *extra]
+        code, err = main([str(a) for a in args]), capsys.readouterr().err
+        assert code == 0, err
+        assert ("on ONNX Runtime" in err) == (backend == "onnx")
+        lines = [json.loads(ln) for ln in (out / "masks.jsonl").read_text().splitlines()]
+        masks[backend] = np.stack(
+            [decode_mask(ln["objects"][0]["segmentation"], *frames.shape[1:3]) for ln in lines]
+        )
+    assert masks["torch"].shape[0] == 3 and masks["torch"].any()
+    # the mask criterion: at most 0.1% of pixels differ
+    assert (masks["torch"] != masks["onnx"]).mean() <= 1e-3
