@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from leansam.bench.timing import machine_fingerprint, measure_interleaved
@@ -28,20 +27,8 @@ from leansam.io import write_json
 RESULT = Path("docs/results/video_onnx.json")
 CASE = "efficienttam_ti/a_box_click"
 COMMAND = "python -m benchmarks.video_onnx --case {case} --runs {runs} --threads {threads}"
-#: issue #15's mask criterion: at most 0.1% of a mask's pixels may differ
+#: the tracking targets' mask criterion: at most 0.1% of a mask's pixels may differ
 MAX_PIXELS = 1e-3
-
-
-def _compare(torch_outs: list, ort_outs: list) -> dict[str, float]:
-    pairs = list(zip(torch_outs, ort_outs))
-    return {
-        "outputs": len(pairs),
-        "max_logit_diff": max(float(np.abs(a.logits - b.logits).max()) for a, b in pairs),
-        "max_pixels_differ": max(float(((a.logits > 0) != (b.logits > 0)).mean()) for a, b in pairs),
-        "max_score_diff": max(float(np.abs(a.scores - b.scores).max()) for a, b in pairs),
-        "same_calls": [(a.call, a.step, a.frame_idx, a.obj_ids) for a, _ in pairs]
-        == [(b.call, b.step, b.frame_idx, b.obj_ids) for _, b in pairs],
-    }
 
 
 def _passes(C: Any, outs: list, z: dict) -> bool:
@@ -81,7 +68,7 @@ def run(case: str, runs: int, threads: int, out: Path | None = RESULT) -> dict[s
         "threads": threads,
         "runs": runs,
         "measured_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-        "agreement": _compare(outs["torch"], outs["onnx"]),
+        "agreement": C.differences(outs["torch"], outs["onnx"]),
         "official_tolerances_pass": {side: _passes(C, o, z) for side, o in outs.items()},
         "replay_s": {side: t.median for side, t in timings.items()},
     }

@@ -110,6 +110,7 @@ def fidelity(name: str, precision: str) -> dict | None:
     """Masks of ``name``'s public parity case replayed at ``precision`` against the official float32
     recording: min mask IoU, max fraction of pixels that differ, max |object score diff|.
     None when the case or the fixtures are missing."""
+    from leansam.video import VideoPredictor
     from tests import parity as P
     from tests.video import cases as C
 
@@ -117,8 +118,6 @@ def fidelity(name: str, precision: str) -> dict | None:
     if case not in C.CASES or not (P.parity_dir() / "video" / f"{case}.npz").is_file():
         return None
     z, spec = C.load(case)
-    from leansam.video import VideoPredictor
-
     pred = VideoPredictor(
         C.model_for(spec), precision=precision, **spec["constructor"]["then_set_attributes"]
     )

@@ -154,11 +154,11 @@ def _onnx_model(args: argparse.Namespace):
     if args.checkpoint:
         raise InputError("--checkpoint is for exporting; with --onnx the weights are in the graphs")
     model = load_onnx_video_model(args.onnx, threads=args.threads)
-    log(f"tracking with {model.name}'s graphs in {args.onnx} on ONNX Runtime")
     if model.name != args.model:
         raise InputError(
             f"{args.onnx} holds {model.name}'s graphs, not {args.model}'s (pass --model {model.name})"
         )
+    log(f"tracking with {model.name}'s graphs in {args.onnx} on ONNX Runtime")
     return model
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -162,14 +163,14 @@ def snapshot_stage(root: str, dest: Path = SNAPSHOTS) -> Path | None:
         save_atomic({"step": int(state["step"]), "module": module, "segment": seg.name}, out)
         metrics = run / "metrics.csv"
         if metrics.is_file():
-            _copy_text(metrics, dest / f"{seg.name}.metrics.csv")
+            _copy_file(metrics, dest / f"{seg.name}.metrics.csv")
         return out
     return None
 
 
-def _copy_text(src: Path, dest: Path) -> None:
+def _copy_file(src: Path, dest: Path) -> None:
     with atomic_path(dest) as tmp:
-        tmp.write_text(src.read_text())
+        shutil.copyfile(src, tmp)
 
 
 def restore_snapshot(root: str, seg: Segment, src: Path = SNAPSHOTS) -> bool:
@@ -177,11 +178,10 @@ def restore_snapshot(root: str, seg: Segment, src: Path = SNAPSHOTS) -> bool:
     run, snap = Path(root) / seg.name, src / f"{seg.name}.pt"
     if (run / "last.pt").is_file() or not snap.is_file():
         return False
-    run.mkdir(parents=True, exist_ok=True)
-    save_atomic(torch.load(snap, map_location="cpu", weights_only=True), run / "last.pt")
+    _copy_file(snap, run / "last.pt")  # the runner resumes a weights-only last.pt
     metrics = src / f"{seg.name}.metrics.csv"
     if metrics.is_file():
-        _copy_text(metrics, run / "metrics.csv")
+        _copy_file(metrics, run / "metrics.csv")
     return True
 
 

@@ -129,6 +129,23 @@ def reference(o: Output, z: dict[str, np.ndarray], masks: dict[int, np.ndarray])
     )
 
 
+def differences(a: list[Output], b: list[Output]) -> dict:
+    """Two replays of one case compared output by output: whether they made the same calls on the same
+    frames and objects, and the largest logit, mask-pixel-fraction and object-score differences."""
+    pairs = list(zip(a, b))
+    return {
+        "outputs": len(pairs),
+        "same_calls": len(a) == len(b)
+        and all(
+            (x.call, x.step, x.frame_idx, x.obj_ids) == (y.call, y.step, y.frame_idx, y.obj_ids)
+            for x, y in pairs
+        ),
+        "max_logit_diff": max(float(np.abs(x.logits - y.logits).max()) for x, y in pairs),
+        "max_pixels_differ": max(float(((x.logits > 0) != (y.logits > 0)).mean()) for x, y in pairs),
+        "max_score_diff": max(float(np.abs(x.scores - y.scores).max()) for x, y in pairs),
+    }
+
+
 def mask_agreement(outs: list[Output], z: dict[str, np.ndarray]) -> list[dict]:
     """Per output and object: IoU of the returned mask (logits > 0) with the official one, the
     fraction of pixels that differ, and |object score - official| (outputs past the official run

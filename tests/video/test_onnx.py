@@ -39,16 +39,12 @@ def test_onnx_runtime_tracks_as_pytorch_and_the_official_predictor(exported: Pat
     opts = spec["constructor"]["then_set_attributes"]
     ort_outs = C.replay(VideoPredictor(load_onnx_video_model(exported, threads=1), **opts), z, spec)
     torch_outs = C.replay(VideoPredictor(C.model_for(spec), **opts), z, spec)
-    assert [(o.call, o.step, o.frame_idx, o.obj_ids) for o in ort_outs] == [
-        (o.call, o.step, o.frame_idx, o.obj_ids) for o in torch_outs
-    ]
+    d = C.differences(ort_outs, torch_outs)
+    assert d["same_calls"]
     assert C.mismatches(ort_outs, z) == []
-    logits = max(float(np.abs(a.logits - b.logits).max()) for a, b in zip(ort_outs, torch_outs))
-    T.check(f"onnx/video/{CASE}/video_logits", logits, T.float_floor(torch_outs[0].logits))
-    flipped = max(float(((a.logits > 0) != (b.logits > 0)).mean()) for a, b in zip(ort_outs, torch_outs))
-    T.check(f"onnx/video/{CASE}/masks", flipped, 1 / torch_outs[0].logits[0].size)
-    scores = max(float(np.abs(a.scores - b.scores).max()) for a, b in zip(ort_outs, torch_outs))
-    T.check(f"onnx/video/{CASE}/object_scores", scores, T.float_floor(np.ones(1) * 10))
+    T.check(f"onnx/video/{CASE}/video_logits", d["max_logit_diff"], T.float_floor(torch_outs[0].logits))
+    T.check(f"onnx/video/{CASE}/masks", d["max_pixels_differ"], 1 / torch_outs[0].logits[0].size)
+    T.check(f"onnx/video/{CASE}/object_scores", d["max_score_diff"], T.float_floor(np.ones(1) * 10))
 
 
 def test_the_driver_refuses_a_folder_with_a_graph_missing(exported: Path, tmp_path: Path) -> None:
@@ -89,6 +85,13 @@ def test_the_cli_exports_the_graphs_and_tracks_with_them_as_with_torch(clip, tmp
         masks[backend] = np.stack(
             [decode_mask(ln["objects"][0]["segmentation"], *frames.shape[1:3]) for ln in lines]
         )
+    # graphs of another model: one error line, nothing written
+    out = tmp_path / "other"
+    args = ["track", folder, "--model", "sam2.1_hiera_tiny", "--box", spec, "--out", out, "--backend", "onnx"]
+    code, err = main([str(a) for a in [*args, "--onnx", graphs]]), capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and "holds efficienttam_ti's graphs" in lines[0], err
+    assert not out.exists()
     assert masks["torch"].shape[0] == 3 and masks["torch"].any()
     # the mask criterion: at most 0.1% of pixels differ
     assert (masks["torch"] != masks["onnx"]).mean() <= 1e-3
