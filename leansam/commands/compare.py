@@ -7,6 +7,11 @@
 (``leansam export``; needs ``pip install 'leansam[onnx]'``) or a checkpoint file for the reference's
 architecture. Prompts, measures and matching are described in docs/compression.md.
 
+With ``--video CLIP`` and video prompts (``--box F:X0,Y0,X1,Y1[:OBJ]``, ``--point F:X,Y[,LABEL][:OBJ]``,
+``--mask F:PNG[:OBJ]``), a tracking model's candidate is compared track against track, frame by frame
+(docs/video.md): an int8 folder (``leansam quantize --video``), ONNX graphs (``leansam export onnx
+--video``), a checkpoint file, or the reference itself with ``--candidate-precision bfloat16``.
+
 Exit status: 0 when every threshold holds (or none is given), 1 when the gate fails (the table
 and a ``FAIL:`` line are printed: an expected outcome, not an error), 2 for bad input.
 """
@@ -58,10 +63,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--candidate",
-        required=True,
+        default=None,
         help="quantized-model folder, ONNX export folder, pruned-model folder or checkpoint file",
     )
-    p.add_argument("--images", required=True, help="folder of images to compare on")
+    p.add_argument("--images", default=None, help="folder of images to compare on")
     p.add_argument("--max-images", type=positive_int, default=None, help="only the first N images (sorted)")
     p.add_argument("--prompts-per-image", type=positive_int, default=16, help="box + click prompts per image")
     p.add_argument("--points-per-side", type=positive_int, default=16, help="segment-everything grid density")
@@ -90,10 +95,32 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="gate: mean |mask-count difference| per image",
     )
+    _add_video_args(p)
     p.add_argument("--json", default=None, help="write the full report to this JSON file")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
     p.add_argument(
         "--trust-pickle", action="store_true", help="allow checkpoints that are pickled Python objects"
+    )
+
+
+def _add_video_args(p: argparse.ArgumentParser) -> None:
+    from .video_prompts import add_prompt_args
+
+    g = p.add_argument_group("video mode (--video): a tracking model's candidate, track against track")
+    g.add_argument("--video", default=None, help="video file or folder of frames to track on")
+    add_prompt_args(g)
+    g.add_argument(
+        "--candidate-precision",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="run the candidate in this precision (alone: the reference's weights in bfloat16)",
+    )
+    g.add_argument(
+        "--min-track-iou", type=_unit, default=None, help="gate: mean mask IoU over frames and objects"
+    )
+    g.add_argument("--min-frame-iou", type=_unit, default=None, help="gate: worst frame's mask IoU")
+    g.add_argument(
+        "--max-pixel-fraction", type=_unit, default=None, help="gate: fraction of pixels that differ"
     )
 
 
@@ -115,7 +142,8 @@ def load_candidate(path: str | Path, reference: str, trust_pickle: bool = False)
             except ImportError as e:
                 raise InputError(str(e)) from None
         if is_quantized_dir(p):
-            return load_quantized(p)
+            model = load_quantized(p)
+            return getattr(model, "sam", model)  # a tracking model's folder: its image model
         if any(p.glob("*.onnx")):
             try:
                 from ..export.runtime import load_onnx_model
@@ -149,6 +177,11 @@ def run(args: argparse.Namespace) -> int:
     from ..prune.arch import resolve_spec
     from ..registry import get_model_info
 
+    if args.video is not None:
+        from .compare_video import run_video
+
+        return run_video(args)
+    _image_mode_only(args)
     args.reference, args.reference_checkpoint = resolve_spec(args.reference, args.reference_checkpoint)
     get_model_info(args.reference)
     find_images(args.images, what="image")  # fail early on an empty or missing folder
@@ -184,6 +217,29 @@ def run(args: argparse.Namespace) -> int:
                 **report.to_dict(),
             },
         )
+    return finish(report)
+
+
+def _image_mode_only(args: argparse.Namespace) -> None:
+    """Image mode needs --images and --candidate and takes none of the video options."""
+    video = [f"--{k.replace('_', '-')}" for k in ("box", "point", "mask") if getattr(args, k)]
+    video += [
+        f"--{k.replace('_', '-')}"
+        for k in ("min_track_iou", "min_frame_iou", "max_pixel_fraction")
+        if getattr(args, k) is not None
+    ]
+    video += ["--reverse"] if args.reverse else []
+    video += ["--candidate-precision"] if args.candidate_precision != "float32" else []
+    if video:
+        raise InputError(f"{', '.join(video)} need --video")
+    if args.images is None:
+        raise InputError("give --images DIR (or --video CLIP with video prompts)")
+    if args.candidate is None:
+        raise InputError("give --candidate")
+
+
+def finish(report) -> int:
+    """Prints the gate's verdict; the exit status (0 passed or nothing gated, 1 failed)."""
     if not report.checks:
         print("no thresholds given: nothing gated")
         return 0

@@ -11,6 +11,11 @@ exported encoder, per-channel weights, calibrated on --calib), ``ort-dynamic`` (
 dynamic quantization; no calibration). ``--config FILE.json`` gives every option of the method's
 config (docs/compression.md); flags given on the command line override it.
 Check the result with ``leansam compare --reference MODEL --candidate OUT --images DIR``.
+
+``--video`` quantizes a tracking model (``tinysam`` only): its image encoder becomes int8, its
+memory modules stay fp32, and ``--calib`` is a video (file or folder of frames) whose frames,
+spread evenly, are made into encoder input as tracking makes them. Use the result with
+``leansam track --model MODEL --checkpoint OUT`` and check it with ``leansam compare --video``.
 """
 
 from __future__ import annotations
@@ -44,7 +49,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=("tinysam", "ort-static", "ort-dynamic"),
         help="quantization method",
     )
-    p.add_argument("--calib", default=None, help="folder of calibration images (tinysam, ort-static)")
+    p.add_argument(
+        "--calib",
+        default=None,
+        help="folder of calibration images (tinysam, ort-static); with --video a video",
+    )
+    p.add_argument(
+        "--video",
+        action="store_true",
+        help="quantize the tracking model's image encoder (tinysam; --calib VIDEO)",
+    )
     p.add_argument("--out", required=True, help="output folder")
     add_overwrite_arg(p)
     p.add_argument("--config", default=None, help="JSON file with the method's config (docs/compression.md)")
@@ -98,10 +112,13 @@ def _config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-
+    if args.video and args.method != "tinysam":
+        raise InputError(f"--video quantizes with --method tinysam, not {args.method}")
     name = resolve_model_name(args)
     cfg = _config(args)
     preflight_output(args, ("model.pt", "quantization.json", "encoder*.onnx", "decoder*.onnx"))
+    if args.video:
+        return _run_video(args, name, cfg)
     if args.method != "tinysam":
         from ..compress.ort import require_onnxruntime
 
@@ -142,5 +159,31 @@ def run(args: argparse.Namespace) -> int:
         log(result.summary())
     log(
         f"wrote {args.out}; check it with: leansam compare --reference {name} --candidate {args.out} --images DIR"
+    )
+    return 0
+
+
+def _run_video(args: argparse.Namespace, name: str, cfg) -> int:
+    """``--video``: the tracking model's image encoder to int8, calibrated on frames of ``--calib``."""
+    from ..compress import save_quantized
+    from ..video import NotTrackableError, VideoError, load_video_model
+    from ..video.frames import open_video
+    from ..video.quantize import quantize_video_
+
+    if args.device != "cpu":
+        raise InputError("int8 quantization runs on the CPU; leave --device at cpu")
+    if cfg.calib_images is None:
+        raise InputError("--video needs a calibration video: add --calib VIDEO (file or folder of frames)")
+    try:
+        frames = open_video(cfg.calib_images)  # a bad video fails before the model is loaded
+        model = load_video_model(name, args.checkpoint)
+        report = quantize_video_(model, cfg, frames, log=log)
+    except (VideoError, NotTrackableError) as e:
+        raise InputError(str(e)) from None
+    save_quantized(model, args.out, overwrite=args.overwrite)
+    log(report.summary())
+    log(
+        f"wrote {args.out}; track with: leansam track VIDEO --model {name} --checkpoint {args.out}; "
+        f"check it with: leansam compare --video VIDEO --reference {name} --candidate {args.out} --box ..."
     )
     return 0

@@ -14,40 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import InputError, open_image
+from ..io import InputError
 from ..outputs import OutputDir
-from .common import add_overwrite_arg, log, parse_box, parse_point, positive_int, preflight_output
+from .common import add_overwrite_arg, log, positive_int, preflight_output
+from .video_prompts import add_prompt_args, prompts_from_args
 
 _OWNED = ("masks.jsonl", "overlay.mp4")
-
-
-def _split(text: str, flag: str) -> tuple[int, str, int]:
-    parts = text.split(":")
-    if len(parts) not in (2, 3):
-        raise argparse.ArgumentTypeError(f"{flag} takes F:VALUE[:OBJ], not {text!r}")
-    try:
-        frame, obj = int(parts[0]), int(parts[2]) if len(parts) == 3 else 1
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{flag}: frame and object id must be integers in {text!r}"
-        ) from None
-    if frame < 0:
-        raise argparse.ArgumentTypeError(f"{flag}: frame must be >= 0 in {text!r}")
-    return frame, parts[1], obj
-
-
-def _box(text: str) -> tuple[int, tuple, int]:
-    frame, value, obj = _split(text, "--box")
-    return frame, parse_box(value), obj
-
-
-def _point(text: str) -> tuple[int, tuple, int]:
-    frame, value, obj = _split(text, "--point")
-    return frame, parse_point(value), obj
-
-
-def _mask(text: str) -> tuple[int, str, int]:
-    return _split(text, "--mask")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -55,12 +27,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("video", help="video file (PyAV) or folder of JPEG/PNG frames")
     p.add_argument("--model", default="efficienttam_ti", help="a model that can track (`leansam models`)")
     p.add_argument("--checkpoint", default=None, help="checkpoint file in the official format")
-    p.add_argument("--box", type=_box, action="append", default=[], metavar="F:X0,Y0,X1,Y1[:OBJ]")
-    p.add_argument("--point", type=_point, action="append", default=[], metavar="F:X,Y[,LABEL][:OBJ]")
-    p.add_argument("--mask", type=_mask, action="append", default=[], metavar="F:PNG[:OBJ]")
+    add_prompt_args(p)
     p.add_argument("--out", required=True, help="output folder")
     add_overwrite_arg(p)
-    p.add_argument("--reverse", action="store_true", help="track backwards from the last prompted frame")
     p.add_argument(
         "--stream", action="store_true", help="stream the frames (flat memory; prompts take effect forward)"
     )
@@ -85,53 +54,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="with --backend onnx: the graphs written by `leansam export onnx --video --model NAME --out DIR`",
     )
-
-
-def _prompts(args: argparse.Namespace, h: int, w: int, n_frames: int | None) -> dict[int, list]:
-    """frame -> [Prompt], clicks of one object on one frame merged; masks read and size-checked."""
-
-    from ..video.stream import Prompt
-
-    merged: dict[tuple[int, int], dict] = {}
-    for frame, box, obj in args.box:
-        merged.setdefault((frame, obj), {})["box"] = box
-    for frame, (x, y, label), obj in args.point:
-        d = merged.setdefault((frame, obj), {})
-        d.setdefault("points", []).append((x, y))
-        d.setdefault("labels", []).append(label)
-    for frame, png, obj in args.mask:
-        with open_image(png) as im:
-            try:
-                mask = np.asarray(im.convert("L")) > 0
-            except Exception as e:  # corrupt data, in whichever way the decoder notices
-                raise InputError(f"cannot read mask {png}: {e}") from None
-        if mask.shape != (h, w):
-            raise InputError(f"mask {png} is {mask.shape[1]}x{mask.shape[0]}, the video is {w}x{h}")
-        merged.setdefault((frame, obj), {})["mask"] = mask
-    if not merged:
-        raise InputError("give at least one prompt (--box, --point or --mask)")
-    out: dict[int, list] = {}
-    for (frame, obj), d in sorted(merged.items()):
-        if n_frames is not None and frame >= n_frames:
-            raise InputError(
-                f"a prompt is on frame {frame}, the video has {n_frames} frames (0..{n_frames - 1})"
-            )
-        if "mask" in d and len(d) > 1:
-            raise InputError(f"object {obj} on frame {frame}: a mask cannot be combined with points or a box")
-        out.setdefault(frame, []).append(Prompt(obj, **d))
-    return out
-
-
-def _offline(pred, frames, prompts: dict[int, list], reverse: bool):
-    state = pred.init_state(frames)
-    for frame, ps in prompts.items():
-        for p in ps:
-            if p.mask is not None:
-                pred.add_new_mask(state, frame, p.obj_id, p.mask)
-            else:
-                pred.add_new_points_or_box(state, frame, p.obj_id, p.points, p.labels, box=p.box)
-    start = max(prompts) if reverse else None
-    yield from pred.propagate_in_video(state, start_frame_idx=start, reverse=reverse)
 
 
 def _predictor(args: argparse.Namespace):
@@ -170,8 +92,10 @@ def _progress(results, total: int | None):
 
 def _track(args: argparse.Namespace, frames) -> list[tuple[int, list, np.ndarray]]:
     """Offline tracking: every frame's masks (frame_idx, obj_ids, n x H x W bool), in yield order."""
-    prompts = _prompts(args, frames.height, frames.width, len(frames))
-    results = _offline(_predictor(args), frames, prompts, args.reverse)
+    from ..video.predictor import track_prompts
+
+    prompts = prompts_from_args(args, frames.height, frames.width, len(frames))
+    results = track_prompts(_predictor(args), frames, prompts, args.reverse)
     return [
         (f, list(ids), (logits[:, 0] > 0).cpu().numpy()) for f, ids, logits in _progress(results, len(frames))
     ]
@@ -219,7 +143,7 @@ def _stream(args: argparse.Namespace, out) -> int:
     if args.reverse:
         raise InputError("--reverse needs the whole video: it cannot be combined with --stream")
     frames, h, w, count = _stream_frames(args.video)
-    prompts = _prompts(args, h, w, count)
+    prompts = prompts_from_args(args, h, w, count)
     tracker = StreamTracker(_predictor(args))
     n = 0
     with (

@@ -8,7 +8,7 @@ folder, sorted by file name, the first ``count`` of them. Every problem a user c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -47,20 +47,32 @@ class CalibrationSet:
     Attributes:
         names: where each image came from (file path, or ``"<array i>"``).
         images: H x W x 3 uint8 RGB arrays.
+        preprocess: image -> 1 x 3 x S x S encoder input; None uses the model's own
+            ``preprocess`` (a tracking model's frames take the video path's, see
+            :mod:`leansam.video.quantize`).
     """
 
-    def __init__(self, images: Sequence[np.ndarray], names: Sequence[str]) -> None:
+    def __init__(
+        self,
+        images: Sequence[np.ndarray],
+        names: Sequence[str],
+        preprocess: Callable[[np.ndarray], torch.Tensor] | None = None,
+    ) -> None:
         if not images:
             raise InputError("no calibration images")
         self.images = list(images)
         self.names = list(names)
+        self.preprocess = preprocess
 
     def __len__(self) -> int:
         return len(self.images)
 
     def inputs(self, model: torch.nn.Module) -> list[torch.Tensor]:
         """Encoder inputs, one 1 x 3 x S x S tensor per image, from ``model.preprocess`` (its own
-        resize, normalisation and padding), on the model's device."""
+        resize, normalisation and padding) unless the set has its own, on the model's device."""
+        if self.preprocess is not None:
+            device = next(model.parameters()).device
+            return [self.preprocess(img).to(device) for img in self.images]
         return [model.preprocess(img) for img in self.images]
 
 
@@ -71,7 +83,7 @@ def load_calibration(
 ) -> CalibrationSet:
     """A :class:`CalibrationSet` from a folder (first ``count`` images) or from arrays."""
     if isinstance(source, CalibrationSet):
-        return CalibrationSet(source.images[:count], source.names[:count])
+        return CalibrationSet(source.images[:count], source.names[:count], source.preprocess)
     if isinstance(source, str | Path):
         paths = find_images(source, count)
         return CalibrationSet([load_image(p, max_pixels=max_pixels) for p in paths], [str(p) for p in paths])

@@ -3,6 +3,10 @@
     save_quantized(model, "tiny_int8")
     model = load_quantized("tiny_int8")          # a leansam.Sam; SamPredictor(model) works as before
 
+A tracking model (:class:`leansam.video.VideoModel`, quantized by
+:func:`leansam.video.quantize.quantize_video_`) is saved whole: its image encoder int8, its memory
+modules fp32; ``"tracking": true`` in the manifest makes ``load_quantized`` rebuild it.
+
 ``model.pt`` is the whole model's state dict (int8 weights, their scales and the input quantizers
 of the int8 layers; fp32 for everything else), saved with ``torch.save`` and read back with
 ``torch.load(weights_only=True)``. ``quantization.json`` names the registry model (and, for a pruned
@@ -41,10 +45,11 @@ def save_quantized(model: nn.Module, out_dir: str | Path, overwrite: bool = Fals
     """Writes a model quantized by :func:`leansam.compress.quantize_` to ``out_dir`` through
     :class:`leansam.outputs.OutputDir` (staged, committed at the end; ``overwrite`` replaces files
     of the same names that leansam did not write)."""
-    report = getattr(model, "_leansam_quant", None)
+    tracking = _is_tracking(model)
+    report = getattr(model.sam if tracking else model, "_leansam_quant", None)
     if report is None:
         raise ValueError("the model is not quantized (run leansam.compress.quantize_ first)")
-    name = str(getattr(model, "name", "") or "")
+    name = str(getattr(model.sam if tracking else model, "name", "") or "")
     if not name:
         raise ValueError("only registry models can be saved (model.name is empty)")
     out = OutputDir(
@@ -60,6 +65,7 @@ def save_quantized(model: nn.Module, out_dir: str | Path, overwrite: bool = Fals
             "leansam_version": __version__,
             "torch_version": torch.__version__,
             "model": name,
+            "tracking": tracking,
             "architecture": getattr(model, "leansam_arch", None),
             "weights": WEIGHTS,
             "weights_sha256": sha256_file(out.path(WEIGHTS)),
@@ -75,6 +81,13 @@ def save_quantized(model: nn.Module, out_dir: str | Path, overwrite: bool = Fals
         raise
     out.commit()
     return Path(out_dir)
+
+
+def _is_tracking(model: nn.Module) -> bool:
+    """True for a :class:`leansam.video.VideoModel` (its image model's encoder is the int8 part)."""
+    from ..video.model import VideoModel
+
+    return isinstance(model, VideoModel)
 
 
 def is_quantized_dir(path: str | Path) -> bool:
@@ -104,7 +117,8 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
 
 
 def load_quantized(path: str | Path, verify: bool = True) -> nn.Module:
-    """Rebuilds a model saved by :func:`save_quantized` (a :class:`leansam.Sam` on the CPU).
+    """Rebuilds a model saved by :func:`save_quantized` on the CPU: a :class:`leansam.Sam`, or a
+    :class:`leansam.video.VideoModel` when a tracking model was saved (manifest ``"tracking"``).
 
     Raises :class:`leansam.CheckpointError` for a missing, corrupt or mismatching folder.
     """
@@ -118,35 +132,20 @@ def load_quantized(path: str | Path, verify: bool = True) -> nn.Module:
     if verify and manifest.get("weights_sha256") and sha256_file(weights) != manifest["weights_sha256"]:
         raise CheckpointError(f"{weights} does not match the sha256 in {MANIFEST}: corrupt or changed file")
     info = get_model_info(manifest["model"])
-    if manifest.get("architecture") is not None:  # a pruned model (leansam prune)
+    if manifest.get("tracking"):  # a tracking model: int8 encoder, fp32 memory modules
+        from ..video.build import build_video_model
+
+        model = build_video_model(info.name)
+        target = model.sam
+    elif manifest.get("architecture") is not None:  # a pruned model (leansam prune)
         from ..prune.arch import build_from_arch
 
-        model = build_from_arch(manifest["architecture"])
+        model = target = build_from_arch(manifest["architecture"])
         model.name = info.name
     else:
-        model = info.build()
+        model = target = info.build()
     try:
-        prepare_float(model, manifest["prepare"])
-        wrappers: dict[str, FusedActivation] = {}
-        for act_name in sorted(set(manifest["fused_activations"].values())):
-            wrappers[act_name] = FusedActivation(model.get_submodule(act_name))
-            _set_module(model, act_name, wrappers[act_name])
-        for name, spec in manifest["layers"].items():
-            layer = model.get_submodule(name)
-            post = spec.get("post_op", "none")
-            q = Int8Conv2d.like(layer, post) if spec.get("kind") == "conv" else Int8Linear.like(layer, post)
-            if name in manifest["fused_activations"]:
-                q.bind_activation(wrappers[manifest["fused_activations"][name]])
-            _set_module(model, name, q)
-        for p, q in manifest.get("handoffs", {}).items():
-            model.get_submodule(p).link_output(model.get_submodule(q))
-        for name, act_name in manifest["fused_activations"].items():
-            if name not in manifest["layers"]:  # an fp32 layer with its activation fused in place
-                fused = FloatWithActivation(
-                    model.get_submodule(name), activation_kind(wrappers[act_name].act)
-                )
-                fused.bind_activation(wrappers[act_name])
-                _set_module(model, name, fused)
+        _rebuild_int8(target, manifest)
     except (AttributeError, ValueError, TypeError, KeyError) as e:
         raise CheckpointError(f"{path} does not fit the {info.name} architecture: {e}") from None
     try:
@@ -164,5 +163,29 @@ def load_quantized(path: str | Path, verify: bool = True) -> nn.Module:
             f"{weights} does not fit the quantized {info.name}: missing {sorted(result.missing_keys)[:5]}, "
             f"unexpected {sorted(result.unexpected_keys)[:5]}"
         )
-    model._leansam_quant = manifest.get("report", {})
+    target._leansam_quant = manifest.get("report", {})
     return model.eval()
+
+
+def _rebuild_int8(model: nn.Module, manifest: dict[str, Any]) -> None:
+    """Replays the manifest's preparation, int8 layers, fused activations and hand-offs on ``model``
+    (an fp32 :class:`leansam.Sam`), so that the saved state dict fits it."""
+    prepare_float(model, manifest["prepare"])
+    wrappers: dict[str, FusedActivation] = {}
+    for act_name in sorted(set(manifest["fused_activations"].values())):
+        wrappers[act_name] = FusedActivation(model.get_submodule(act_name))
+        _set_module(model, act_name, wrappers[act_name])
+    for name, spec in manifest["layers"].items():
+        layer = model.get_submodule(name)
+        post = spec.get("post_op", "none")
+        q = Int8Conv2d.like(layer, post) if spec.get("kind") == "conv" else Int8Linear.like(layer, post)
+        if name in manifest["fused_activations"]:
+            q.bind_activation(wrappers[manifest["fused_activations"][name]])
+        _set_module(model, name, q)
+    for p, q in manifest.get("handoffs", {}).items():
+        model.get_submodule(p).link_output(model.get_submodule(q))
+    for name, act_name in manifest["fused_activations"].items():
+        if name not in manifest["layers"]:  # an fp32 layer with its activation fused in place
+            fused = FloatWithActivation(model.get_submodule(name), activation_kind(wrappers[act_name].act))
+            fused.bind_activation(wrappers[act_name])
+            _set_module(model, name, fused)

@@ -70,7 +70,10 @@ def load_video_model(
     allow_download: bool = True,
     progress: bool = True,
 ) -> VideoModel:
-    """``name``'s tracking model with its official checkpoint (cached / downloaded) or ``checkpoint``."""
+    """``name``'s tracking model with its official checkpoint (cached / downloaded) or ``checkpoint``
+    (a file in the official format, or a folder written by :func:`leansam.compress.save_quantized`)."""
+    if checkpoint is not None and os.path.isdir(checkpoint):
+        return _load_quantized(name, checkpoint)
     model = build_video_model(name)
     info = get_model_info(name)
     if checkpoint is None:
@@ -79,3 +82,21 @@ def load_video_model(
         checkpoint, _ = resolve_checkpoint(info, allow_download=allow_download, progress=progress)
     load_video_state_dict(model, name, read_state_dict(checkpoint, info), checkpoint)
     return model.eval()
+
+
+def _load_quantized(name: str, folder: str | os.PathLike) -> VideoModel:
+    """The int8 tracking model saved in ``folder``; it must be ``name``'s."""
+    from ..compress.saving import is_quantized_dir, load_quantized
+
+    if not is_quantized_dir(folder):
+        raise CheckpointError(
+            f"{folder} is a folder but not a quantized model (no quantization.json); pass a checkpoint file"
+        )
+    model = load_quantized(folder)
+    if not isinstance(model, VideoModel):
+        raise CheckpointError(
+            f"{folder} holds an image model; quantize the tracking model with `leansam quantize --video`"
+        )
+    if model.sam.name != name:
+        raise CheckpointError(f"{folder} holds {model.sam.name}, not {name}")
+    return model

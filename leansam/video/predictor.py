@@ -81,6 +81,8 @@ class VideoPredictor:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         if precision != "float32" and not isinstance(self.model, torch.nn.Module):
             raise ValueError(f"precision {precision!r} needs a PyTorch model; ONNX graphs run in float32")
+        if precision != "float32" and getattr(getattr(self.model, "sam", None), "_leansam_quant", None):
+            raise ValueError(f"precision {precision!r} does not combine with an int8 model; use float32")
         self.precision = precision
 
     def _autocast(self) -> torch.autocast:
@@ -436,3 +438,23 @@ def _resize(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(logits.shape[-2:]) == tuple(size):
         return logits
     return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+
+def track_prompts(
+    predictor: VideoPredictor,
+    video: str | os.PathLike | np.ndarray | Sequence[np.ndarray] | FrameSource,
+    prompts: dict[int, list],
+    reverse: bool = False,
+) -> Iterator[tuple[int, list, torch.Tensor]]:
+    """Offline tracking of ``prompts`` (frame -> [:class:`~leansam.video.stream.Prompt`]): every
+    prompt is added, then the video is propagated (backwards from the last prompted frame when
+    ``reverse``); yields ``propagate_in_video``'s ``(frame_idx, obj_ids, video_res_logits)``."""
+    state = predictor.init_state(video)
+    for frame, ps in prompts.items():
+        for p in ps:
+            if p.mask is not None:
+                predictor.add_new_mask(state, frame, p.obj_id, p.mask)
+            else:
+                predictor.add_new_points_or_box(state, frame, p.obj_id, p.points, p.labels, box=p.box)
+    start = max(prompts) if reverse else None
+    yield from predictor.propagate_in_video(state, start_frame_idx=start, reverse=reverse)
