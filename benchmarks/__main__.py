@@ -42,6 +42,7 @@ TOPICS: tuple[tuple[str, str], ...] = (
     ("video_speed_bf16", "video tracking time per frame, both sides in bfloat16"),
     ("video_memory", "video tracking peak memory at 32 and 256 frames: stream vs the official predictor"),
     ("video_onnx", "video tracking on ONNX Runtime vs PyTorch on a public case"),
+    ("video_int8", "compressed tracking models (int8 encoder, bfloat16) through the track gate"),
     ("pruning", "structural pruning: encoder latency vs mIoU (Pareto)"),
     ("segment_memory", "memory of `leansam segment` by image size, up to 108 megapixels"),
 )
