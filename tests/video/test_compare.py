@@ -225,3 +225,29 @@ def test_an_int8_tracking_model_refuses_bfloat16(int8_dir: Path, tmp_path: Path,
         and err.strip() == "error: precision 'bfloat16' does not combine with an int8 model; use float32"
     )
     assert not out.exists()
+
+
+@pytest.mark.slow  # exports four graphs, then tracks on both backends
+def test_compare_video_takes_onnx_graphs_as_the_candidate(clip, tmp_path: Path, capsys) -> None:
+    folder, _, ckpt, box = clip
+    graphs, report = tmp_path / "graphs", tmp_path / "gate.json"
+    export = [
+        "export",
+        "onnx",
+        "--video",
+        "--model",
+        "efficienttam_ti",
+        "--checkpoint",
+        ckpt,
+        "--out",
+        graphs,
+    ]
+    assert main([str(a) for a in export]) == 0
+    args = ["compare", "--video", folder, "--reference", "efficienttam_ti", "--reference-checkpoint", ckpt]
+    args += ["--candidate", graphs, "--box", _box(box), "--max-pixel-fraction", "0.001", "--json", report]
+    code, out, err = _run(args, capsys)
+    assert code == 0, out + err
+    d = json.loads(report.read_text())
+    assert len(d["rows"]) == 3 and d["mask_iou"]["min"] > 0.99
+    code, _, err = _run([*args[:-2], "--candidate-precision", "bfloat16"], capsys)
+    assert code == 2 and err.startswith("error: ONNX graphs run in float32"), err
