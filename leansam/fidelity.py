@@ -150,8 +150,22 @@ class Check:
         return self.value >= self.threshold if self.op == ">=" else self.value <= self.threshold
 
 
+class Gated:
+    """A report with gates (``checks``): ``passed`` when every one holds, ``failures`` those that do not."""
+
+    checks: list[Check]
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    @property
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+
 @dataclass
-class CompareReport:
+class CompareReport(Gated):
     """Result of :func:`compare_models`. ``passed`` is True when every gate holds."""
 
     config: dict[str, Any]
@@ -166,14 +180,6 @@ class CompareReport:
     checks: list[Check] = field(default_factory=list)
     per_image: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return all(c.passed for c in self.checks)
-
-    @property
-    def failures(self) -> list[Check]:
-        return [c for c in self.checks if not c.passed]
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

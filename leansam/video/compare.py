@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..eval.evaluators import mask_iou
-from ..fidelity import Check, Stats
+from ..fidelity import Check, Gated, Stats
 from .frames import FrameSource, open_video
 from .predictor import VideoPredictor, track_prompts
 
@@ -62,7 +62,7 @@ class FrameAgreement:
 
 
 @dataclass
-class TrackComparison:
+class TrackComparison(Gated):
     """Result of :func:`compare_tracks`; ``passed`` is True when every gate holds."""
 
     frame_size: tuple[int, int]
@@ -83,14 +83,6 @@ class TrackComparison:
     @property
     def worst(self) -> FrameAgreement | None:
         return min(self.rows, key=lambda r: r.iou, default=None)
-
-    @property
-    def passed(self) -> bool:
-        return all(c.passed for c in self.checks)
-
-    @property
-    def failures(self) -> list[Check]:
-        return [c for c in self.checks if not c.passed]
 
     def per_object(self) -> dict[Any, Stats]:
         """Mask-IoU statistics of each object over its frames."""
