@@ -17,6 +17,13 @@ runs a sweep in parts (one process per core, each with some of the ratios, each 
 ``--json``) and joins them: the rows of the first part (its start model included) and the pruned rows
 of the others, which must have the same start model, held-out set and settings. Each part's command,
 load and start-model latency are kept under ``parts``.
+
+    python -m benchmarks.pruning --retime [--runs 40] [--json docs/results/pruning.json]
+
+measures the encoder latencies of a written sweep again, every model alternated call by call in one
+process (the accuracy columns are kept). Latency depends on the widths only, so each pruned
+architecture is rebuilt by magnitude pruning of the start model at its ratio (no recovery), and its
+encoder parameter count must equal the row's. The previous latencies are kept under ``retimed``.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from leansam.io import write_json
@@ -77,6 +85,13 @@ def _provenance(res: dict) -> str:
             else "load not recorded"
         )
 
+    retimed = res.get("retimed")
+    if retimed:
+        again = (
+            f" Encoder latencies measured again by `{retimed['command']}` ({load(retimed['load_average'])}, "
+            f"{retimed['reps']} calls per model, models alternated call by call)."
+        )
+        return _provenance({k: v for k, v in res.items() if k != "retimed"}) + again
     if "parts" not in res:
         return f"Measured by `{res.get('command', 'python -m benchmarks.pruning')}`, {load(res.get('load_average'))}."
     parts = "; ".join(
@@ -137,10 +152,66 @@ def merge(parts: list[dict]) -> dict:
     return res
 
 
+def _encoders(res: dict) -> dict[str, Any]:
+    """label -> model for every timed row: the start, references, pruned widths rebuilt (see retime)."""
+    from leansam.prune.pruner import PruneConfig, encoder_params, load_model_spec, prune_model
+
+    start, spec = load_model_spec(res["model"])
+    models: dict[str, Any] = {}
+    for r in res["rows"]:
+        if r["kind"] == "start":
+            models[r["label"]] = start
+        elif r["kind"] == "pruned":
+            m, _ = prune_model(start, spec, PruneConfig(ratio=r["ratio"], importance="magnitude"))
+            if encoder_params(m) != r["encoder_params"]:
+                raise SystemExit(
+                    f"error: {r['label']}: rebuilt widths have {encoder_params(m)} encoder parameters, "
+                    f"the sweep's {r['encoder_params']}; run the sweep again"
+                )
+            models[r["label"]] = m
+        elif r.get("latency_ms") is not None:
+            models[r["label"]] = load_model_spec(r["label"])[0]
+    return models
+
+
+def retime(res: dict, reps: int, warmup: int = 3) -> dict:
+    """``res`` with every timed row's ``latency_ms`` measured again (module docstring): median thread
+    CPU time of ``reps`` encoder calls per model on one thread, the models alternated call by call."""
+    import time
+
+    models = {label: m.eval() for label, m in _encoders(res).items()}
+    size = next(iter(models.values())).transform.encoder_size
+    x = torch.randn(1, 3, size, size)
+    times: dict[str, list[float]] = {label: [] for label in models}
+    load_before = list(os.getloadavg())
+    with torch.inference_mode():
+        for m in models.values():
+            for _ in range(warmup):
+                m.image_encoder(x)
+        for _ in range(reps):
+            for label, m in models.items():
+                t0 = time.thread_time()
+                m.image_encoder(x)
+                times[label].append(time.thread_time() - t0)
+    out = dict(res)
+    out["rows"] = [
+        dict(r, latency_ms=round(1000 * float(np.median(times[r["label"]])), 2)) if r["label"] in times else r
+        for r in res["rows"]
+    ]
+    out["retimed"] = {
+        "reps": reps,
+        "load_average": {"before": load_before, "after": list(os.getloadavg())},
+        "measured_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "previous_latency_ms": {r["label"]: r["latency_ms"] for r in res["rows"] if r["label"] in times},
+    }
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="starting model: NAME, NAME:CKPT or a pruned folder")
     p.add_argument("--merge", nargs="+", type=Path, metavar="PART", help="join sweep parts' JSON files")
+    p.add_argument("--retime", action="store_true", help="measure the encoder latencies of --json again")
     p.add_argument("--ratios", default="0.25,0.5,0.625,0.75")
     p.add_argument("--importances", default="disturbed-taylor")
     p.add_argument("--recovery-steps", type=int, default=2000)
@@ -157,8 +228,17 @@ def main(argv: list[str] | None = None) -> int:
         write_json(args.json, res)
         plots(res, args.plot)
         return 0
+    if args.retime:
+        torch.set_num_threads(1)
+        res = retime(json.loads(args.json.read_text()), args.runs)
+        res["retimed"]["command"] = "python -m benchmarks.pruning " + " ".join(
+            argv if argv is not None else sys.argv[1:]
+        )
+        write_json(args.json, res)
+        plots(res, args.plot)
+        return 0
     if not args.model:
-        p.error("--model is required (or --merge)")
+        p.error("--model is required (or --merge, --retime)")
     torch.set_num_threads(1)
     sweep = Sweep(
         model=args.model,

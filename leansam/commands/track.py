@@ -16,8 +16,7 @@ import numpy as np
 
 from ..io import InputError
 from ..outputs import OutputDir
-from .common import add_overwrite_arg, log, positive_int, preflight_output
-from .video_prompts import add_prompt_args, prompts_from_args
+from .common import add_overwrite_arg, add_prompt_args, log, positive_int, preflight_output, prompts_from_args
 
 _OWNED = ("masks.jsonl", "overlay.mp4")
 

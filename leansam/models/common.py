@@ -16,6 +16,11 @@ from torch import nn
 from ..transforms import interpolation_matrix
 
 
+def eager() -> bool:
+    """Not tracing, exporting or compiling: Python loops, caches and in-place writes are allowed."""
+    return not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling())
+
+
 class LayerNorm2d(nn.Module):
     """LayerNorm over the channel dimension of a B x C x H x W tensor.
 
@@ -33,9 +38,14 @@ class LayerNorm2d(nn.Module):
         # Computed explicitly (not via permute + F.layer_norm) to keep the
         # reduction order of the official implementations: parity is checked at 1e-4.
         u = x.mean(1, keepdim=True)
-        s = (x - u).pow(2).mean(1, keepdim=True)
-        x = (x - u) / torch.sqrt(s + self.eps)
-        return self.weight[:, None, None] * x + self.bias[:, None, None]
+        d = x - u
+        s = d.pow(2).mean(1, keepdim=True)
+        w, b = self.weight[:, None, None], self.bias[:, None, None]
+        grad = torch.is_grad_enabled() and (d.requires_grad or w.requires_grad)
+        if grad or not eager() or d.dtype != w.dtype:
+            return w * (d / torch.sqrt(s + self.eps)) + b
+        # Inference: the same operations in place on ``d`` (bitwise equal, one full-size temporary).
+        return d.div_(torch.sqrt(s + self.eps)).mul_(w).add_(b)
 
 
 class MLPBlock(nn.Module):

@@ -18,8 +18,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import LayerNorm2d
+from .common import LayerNorm2d, eager
 from .resnet import check_stages, resnet_trunk
+
+
+def add_upsampled(fine: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+    """``fine`` (B x C x H x W) + ``coarse`` nearest-upsampled to H x W. A 2x step doubles the
+    columns of ``coarse`` and adds each row to two rows of ``fine`` by broadcasting: the same sums,
+    with a copy of half the size."""
+    b, c, h, w = fine.shape
+    hc, wc = coarse.shape[-2:]
+    if (
+        (h, w) == (2 * hc, 2 * wc)
+        and fine.is_contiguous()
+        and coarse.is_contiguous()
+        and eager()
+    ):
+        rows = coarse[..., None].expand(b, c, hc, wc, 2).reshape(b, c, hc, 1, w)  # columns doubled
+        return (fine.view(b, c, hc, 2, w) + rows).view(b, c, h, w)
+    return fine + F.interpolate(coarse, size=(h, w), mode="nearest")
 
 
 @dataclass(frozen=True)
@@ -92,8 +109,7 @@ class TinyFPNEncoder(nn.Module):
         # Top-down pathway: each level adds the upsampled coarser level to its own projection.
         levels = [self.lateral[3](feats[3])]
         for i in (2, 1, 0):
-            up = F.interpolate(levels[0], size=feats[i].shape[-2:], mode="nearest")
-            levels.insert(0, self.lateral[i](feats[i]) + up)
+            levels.insert(0, add_upsampled(self.lateral[i](feats[i]), levels[0]))
         embed = self.head(levels[2])
         pos = self.pos_embed
         if pos.shape[-2:] != embed.shape[-2:]:

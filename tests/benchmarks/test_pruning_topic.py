@@ -72,3 +72,22 @@ def test_sweep_parts_merge_into_one_report(tmp_path):
     with pytest.raises(SystemExit, match="eval_data"):
         pruning.main(["--merge", a, other, "--json", str(tmp_path / "bad.json")])
     assert not (tmp_path / "bad.json").exists()
+
+
+def test_retime_measures_the_latencies_again_and_keeps_the_accuracy(tmp_path):
+    path = Path(_part(tmp_path, "0.5"))
+    before = json.loads(path.read_text())
+    assert (
+        pruning.main(["--retime", "--runs", "3", "--json", str(path), "--plot", str(tmp_path / "r.png")]) == 0
+    )
+    after = json.loads(path.read_text())
+    keep = ("label", "kind", "encoder_params", "box_miou", "point_miou")
+    assert [[r[k] for k in keep] for r in after["rows"]] == [[r[k] for k in keep] for r in before["rows"]]
+    old = {r["label"]: r["latency_ms"] for r in before["rows"]}
+    assert after["retimed"]["previous_latency_ms"] == old
+    assert all(r["latency_ms"] > 0 for r in after["rows"])
+    assert [r["latency_ms"] for r in after["rows"]] != list(old.values())  # measured, not copied
+    assert "measured again by `python -m benchmarks.pruning --retime" in pruning.render(after)
+    wrong = dict(before, rows=[dict(r, encoder_params=r["encoder_params"] + 1) for r in before["rows"]])
+    with pytest.raises(SystemExit, match="rebuilt widths"):
+        pruning.retime(wrong, reps=1)

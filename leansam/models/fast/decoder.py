@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from ..common import eager
 from ..mask_decoder import MaskDecoder
 from ..transformer import TwoWayAttentionBlock, TwoWayTransformer
 from .attention import attend, folds, image_to_tokens, tokens_to_image
@@ -66,11 +67,6 @@ class DecodedTokens(NamedTuple):
         return DecodedTokens(
             self.mask_tokens[rows], self.image[rows], self.size, self.iou[rows], self.obj[rows]
         )
-
-
-def _eager() -> bool:
-    """Not tracing, exporting or compiling: Python loops, caches and in-place writes are allowed."""
-    return not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling())
 
 
 class FastDecoder:
@@ -187,7 +183,7 @@ class FastDecoder:
         b = len(src) if factored else src.shape[0]
         if b == 0:  # no prompt left (e.g. all filtered out): views with -1 are ambiguous on empty tensors
             return hyper_in.new_zeros(0, hyper_in.shape[1], 4 * h, 4 * w)
-        if factored or (h * w >= self.options.min_tokens and _eager()):
+        if factored or (h * w >= self.options.min_tokens and eager()):
             chunk = self.options.upscale_chunk_tokens
             return upscale_in_chunks(dec, src, h, w, hyper_in, high_res_features, chunk)
         return upscale_batched(dec, src, h, w, hyper_in, high_res_features)
@@ -196,7 +192,7 @@ class FastDecoder:
         """Whether the factored form applies: a cache, eager mode, a large grid, few prompt tokens."""
         return (
             self.cache is not None
-            and _eager()
+            and eager()
             and n_image_tokens >= self.options.min_tokens
             and type(self.decoder.output_upscaling[0]) is nn.ConvTranspose2d
             and _factorable(self.decoder.transformer, n_tokens)
