@@ -28,12 +28,7 @@ def add_upsampled(fine: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
     with a copy of half the size."""
     b, c, h, w = fine.shape
     hc, wc = coarse.shape[-2:]
-    if (
-        (h, w) == (2 * hc, 2 * wc)
-        and fine.is_contiguous()
-        and coarse.is_contiguous()
-        and eager()
-    ):
+    if (h, w) == (2 * hc, 2 * wc) and fine.is_contiguous() and coarse.is_contiguous() and eager():
         rows = coarse[..., None].expand(b, c, hc, wc, 2).reshape(b, c, hc, 1, w)  # columns doubled
         return (fine.view(b, c, hc, 2, w) + rows).view(b, c, h, w)
     return fine + F.interpolate(coarse, size=(h, w), mode="nearest")
