@@ -281,7 +281,7 @@ def _video_candidate(args: argparse.Namespace):
 def run_video(args: argparse.Namespace) -> int:
     """Tracks the prompts with the reference and the candidate; prints the table; 0 / 1 (gate) / 2."""
     from ..outputs import check_output_file
-    from ..video import NotTrackableError, VideoError, VideoPredictor, can_track, tracking_models
+    from ..video import VideoPredictor, can_track, tracking_models
     from ..video.compare import TrackGates, compare_tracks
     from ..video.frames import open_video
 
@@ -307,9 +307,7 @@ def run_video(args: argparse.Namespace) -> int:
         candidate = VideoPredictor(_video_candidate(args), precision=args.candidate_precision)
         reference = VideoPredictor(args.reference, checkpoint=args.reference_checkpoint)
         report = compare_tracks(reference, candidate, frames, prompts, gates, reverse=args.reverse)
-    except (VideoError, NotTrackableError, ImportError) as e:
-        raise InputError(str(e)) from None
-    except ValueError as e:  # bad options and prompts (InputError is one)
+    except (ValueError, ImportError) as e:  # unreadable video, bad prompts or options, missing extra
         raise InputError(str(e)) from None
     print(report.table())
     if args.json:
