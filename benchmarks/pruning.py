@@ -35,7 +35,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from leansam.io import write_json
@@ -179,30 +178,29 @@ def retime(res: dict, reps: int, warmup: int = 3) -> dict:
     CPU time of ``reps`` encoder calls per model on one thread, the models alternated call by call."""
     import time
 
+    from leansam.bench.timing import measure_interleaved
+
     models = {label: m.eval() for label, m in _encoders(res).items()}
     size = next(iter(models.values())).transform.encoder_size
     x = torch.randn(1, 3, size, size)
-    times: dict[str, list[float]] = {label: [] for label in models}
     load_before = list(os.getloadavg())
     with torch.inference_mode():
-        for m in models.values():
-            for _ in range(warmup):
-                m.image_encoder(x)
-        for _ in range(reps):
-            for label, m in models.items():
-                t0 = time.thread_time()
-                m.image_encoder(x)
-                times[label].append(time.thread_time() - t0)
+        timings = measure_interleaved(
+            {label: (lambda m=m: m.image_encoder(x)) for label, m in models.items()},
+            runs=reps,
+            warmup=warmup,
+            clock=time.thread_time,
+        )
     out = dict(res)
     out["rows"] = [
-        dict(r, latency_ms=round(1000 * float(np.median(times[r["label"]])), 2)) if r["label"] in times else r
+        dict(r, latency_ms=round(1000 * timings[r["label"]].median, 2)) if r["label"] in timings else r
         for r in res["rows"]
     ]
     out["retimed"] = {
         "reps": reps,
         "load_average": {"before": load_before, "after": list(os.getloadavg())},
         "measured_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-        "previous_latency_ms": {r["label"]: r["latency_ms"] for r in res["rows"] if r["label"] in times},
+        "previous_latency_ms": {r["label"]: r["latency_ms"] for r in res["rows"] if r["label"] in timings},
     }
     return out
 

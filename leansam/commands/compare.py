@@ -216,15 +216,20 @@ def run(args: argparse.Namespace) -> int:
     return finish(report)
 
 
+def _given(args: argparse.Namespace, *names: str) -> list[str]:
+    """The flags among ``names`` that were given: a value (0 included), a non-empty list or True."""
+    return [
+        f"--{n.replace('_', '-')}"
+        for n in names
+        if (v := getattr(args, n)) is not None and v is not False and v != []
+    ]
+
+
 def _image_mode_only(args: argparse.Namespace) -> None:
     """Image mode needs --images and --candidate and takes none of the video options."""
-    video = [f"--{k.replace('_', '-')}" for k in ("box", "point", "mask") if getattr(args, k)]
-    video += [
-        f"--{k.replace('_', '-')}"
-        for k in ("min_track_iou", "min_frame_iou", "max_pixel_fraction")
-        if getattr(args, k) is not None
-    ]
-    video += ["--reverse"] if args.reverse else []
+    video = _given(
+        args, "box", "point", "mask", "min_track_iou", "min_frame_iou", "max_pixel_fraction", "reverse"
+    )
     video += ["--candidate-precision"] if args.candidate_precision != "float32" else []
     if video:
         raise InputError(f"{', '.join(video)} need --video")
@@ -271,10 +276,7 @@ def _video_candidate(args: argparse.Namespace):
 
         if args.candidate_precision != "float32":
             raise InputError("ONNX graphs run in float32: drop --candidate-precision")
-        model = load_onnx_video_model(path, threads=args.threads)
-        if model.name != args.reference:
-            raise InputError(f"{path} holds {model.name}'s graphs, not {args.reference}'s")
-        return model
+        return load_onnx_video_model(path, threads=args.threads, expect_model=args.reference)
     return load_video_model(args.reference, path)
 
 
@@ -285,12 +287,15 @@ def run_video(args: argparse.Namespace) -> int:
     from ..video.compare import TrackGates, compare_tracks
     from ..video.frames import open_video
 
-    image_only = ["--images"] if args.images is not None else []
-    image_only += [
-        f"--{k.replace('_', '-')}"
-        for k in ("min_box_iou", "min_point_iou", "min_cosine", "min_everything_miou", "max_count_mismatch")
-        if getattr(args, k) is not None
-    ]
+    image_only = _given(
+        args,
+        "images",
+        "min_box_iou",
+        "min_point_iou",
+        "min_cosine",
+        "min_everything_miou",
+        "max_count_mismatch",
+    )
     if image_only:
         raise InputError(f"{', '.join(image_only)}: image mode only, not with --video")
     if not can_track(args.reference):

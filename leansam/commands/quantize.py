@@ -114,6 +114,8 @@ def _config(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     if args.video and args.method != "tinysam":
         raise InputError(f"--video quantizes with --method tinysam, not {args.method}")
+    if args.method == "tinysam" and args.device != "cpu":
+        raise InputError("int8 quantization runs on the CPU; leave --device at cpu")
     name = resolve_model_name(args)
     cfg = _config(args)
     preflight_output(args, ("model.pt", "quantization.json", "encoder*.onnx", "decoder*.onnx"))
@@ -137,8 +139,6 @@ def run(args: argparse.Namespace) -> int:
     if args.method == "tinysam":
         from ..compress import quantize_, save_quantized
 
-        if args.device != "cpu":
-            raise InputError("int8 quantization runs on the CPU; leave --device at cpu")
         model = model_from_args(args, name)
         report = quantize_(model, cfg, calib, log=log)
         save_quantized(model, args.out, overwrite=args.overwrite)
@@ -170,8 +170,6 @@ def _run_video(args: argparse.Namespace, name: str, cfg) -> int:
     from ..video.frames import open_video
     from ..video.quantize import quantize_video_
 
-    if args.device != "cpu":
-        raise InputError("int8 quantization runs on the CPU; leave --device at cpu")
     if cfg.calib_images is None:
         raise InputError("--video needs a calibration video: add --calib VIDEO (file or folder of frames)")
     try:

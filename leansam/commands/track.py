@@ -74,11 +74,7 @@ def _onnx_model(args: argparse.Namespace):
         raise InputError("--backend onnx needs --onnx DIR (written by `leansam export onnx --video`)")
     if args.checkpoint:
         raise InputError("--checkpoint is for exporting; with --onnx the weights are in the graphs")
-    model = load_onnx_video_model(args.onnx, threads=args.threads)
-    if model.name != args.model:
-        raise InputError(
-            f"{args.onnx} holds {model.name}'s graphs, not {args.model}'s (pass --model {model.name})"
-        )
+    model = load_onnx_video_model(args.onnx, threads=args.threads, expect_model=args.model)
     log(f"tracking with {model.name}'s graphs in {args.onnx} on ONNX Runtime")
     return model
 

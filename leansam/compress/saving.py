@@ -46,10 +46,11 @@ def save_quantized(model: nn.Module, out_dir: str | Path, overwrite: bool = Fals
     :class:`leansam.outputs.OutputDir` (staged, committed at the end; ``overwrite`` replaces files
     of the same names that leansam did not write)."""
     tracking = _is_tracking(model)
-    report = getattr(model.sam if tracking else model, "_leansam_quant", None)
+    quantized = model.sam if tracking else model  # the image model whose encoder is int8
+    report = getattr(quantized, "_leansam_quant", None)
     if report is None:
         raise ValueError("the model is not quantized (run leansam.compress.quantize_ first)")
-    name = str(getattr(model.sam if tracking else model, "name", "") or "")
+    name = str(getattr(quantized, "name", "") or "")
     if not name:
         raise ValueError("only registry models can be saved (model.name is empty)")
     out = OutputDir(

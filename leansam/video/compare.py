@@ -171,7 +171,7 @@ def compare_tracks(
         RuntimeError: the two predictors yield different frames or objects (not the same video
             or options).
     """
-    frames = video if isinstance(video, FrameSource) else open_video(video)
+    frames = open_video(video)
     seconds = {"reference": 0.0, "candidate": 0.0}
     ref = _timed(track_prompts(reference, frames, prompts, reverse), seconds, "reference")
     cand = _timed(track_prompts(candidate, frames, prompts, reverse), seconds, "candidate")

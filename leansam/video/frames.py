@@ -84,8 +84,11 @@ def _frame_files(folder: Path) -> list[Path]:
     return sorted(files)
 
 
-def open_video(video: str | os.PathLike | np.ndarray | Sequence[np.ndarray]) -> FrameSource:
-    """A :class:`FrameSource` for a folder of frames, a video file, an array or a sequence of frames."""
+def open_video(video: str | os.PathLike | np.ndarray | Sequence[np.ndarray] | FrameSource) -> FrameSource:
+    """A :class:`FrameSource` for a folder of frames, a video file, an array or a sequence of frames
+    (a :class:`FrameSource` is returned as it is)."""
+    if isinstance(video, FrameSource):
+        return video
     if isinstance(video, (str, os.PathLike)):
         path = Path(video)
         if path.is_dir():

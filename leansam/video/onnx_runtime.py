@@ -172,7 +172,19 @@ class OnnxVideoModel:
 
 
 def load_onnx_video_model(
-    folder: str | os.PathLike, providers: list[str] | None = None, threads: int | None = None
+    folder: str | os.PathLike,
+    providers: list[str] | None = None,
+    threads: int | None = None,
+    expect_model: str | None = None,
 ) -> OnnxVideoModel:
-    """The :class:`OnnxVideoModel` of an export folder (for :class:`~leansam.video.VideoPredictor`)."""
-    return OnnxVideoModel(folder, providers, threads)
+    """The :class:`OnnxVideoModel` of an export folder (for :class:`~leansam.video.VideoPredictor`).
+
+    ``expect_model``: the registry name the caller means; graphs exported from another model raise
+    :class:`~leansam.export.runtime.OnnxModelError`.
+    """
+    model = OnnxVideoModel(folder, providers, threads)
+    if expect_model is not None and model.name != expect_model:
+        raise OnnxModelError(
+            f"{folder} holds {model.name}'s graphs, not {expect_model}'s: name {model.name} as the model to use them"
+        )
+    return model

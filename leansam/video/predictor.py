@@ -106,7 +106,7 @@ class VideoPredictor:
         The official ``offload_*`` / ``async_loading_frames`` options are accepted and have no
         effect: frames are kept as uint8 and encoded when first needed.
         """
-        frames = video_path if isinstance(video_path, FrameSource) else open_video(video_path)
+        frames = open_video(video_path)
         return VideoState(frames, len(frames), frames.height, frames.width)
 
     def reset_state(self, state: VideoState) -> None:

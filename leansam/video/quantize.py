@@ -35,7 +35,7 @@ def calibration_frames(
 ) -> CalibrationSet:
     """``count`` frames spread evenly over ``video`` (first and last included), with the video
     path's preprocessing to ``size`` x ``size``."""
-    frames = video if isinstance(video, FrameSource) else open_video(video)
+    frames = open_video(video)
     n = len(frames)
     picks = sorted(set(np.linspace(0, n - 1, min(count, n)).round().astype(int).tolist()))
     return CalibrationSet(
