@@ -23,12 +23,19 @@ from .resnet import check_stages, resnet_trunk
 
 
 def add_upsampled(fine: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
-    """``fine`` (B x C x H x W) + ``coarse`` nearest-upsampled to H x W. A 2x step doubles the
-    columns of ``coarse`` and adds each row to two rows of ``fine`` by broadcasting: the same sums,
-    with a copy of half the size."""
+    """``fine`` (B x C x H x W) + ``coarse`` nearest-upsampled to H x W. A 2x step is a broadcast add:
+    channels-last, each coarse pixel is added to a 2 x 2 block of fine pixels without any copy;
+    contiguous, the columns of ``coarse`` are doubled and each row is added to two rows of ``fine``."""
     b, c, h, w = fine.shape
     hc, wc = coarse.shape[-2:]
-    if (h, w) == (2 * hc, 2 * wc) and fine.is_contiguous() and coarse.is_contiguous() and eager():
+    if (h, w) != (2 * hc, 2 * wc) or not eager():
+        return fine + F.interpolate(coarse, size=(h, w), mode="nearest")
+    last = torch.channels_last
+    if fine.is_contiguous(memory_format=last) and coarse.is_contiguous(memory_format=last):
+        blocks = fine.permute(0, 2, 3, 1).reshape(b, hc, 2, wc, 2, c)
+        pixels = coarse.permute(0, 2, 3, 1).reshape(b, hc, 1, wc, 1, c)
+        return (blocks + pixels).reshape(b, h, w, c).permute(0, 3, 1, 2)
+    if fine.is_contiguous() and coarse.is_contiguous():
         rows = coarse[..., None].expand(b, c, hc, wc, 2).reshape(b, c, hc, 1, w)  # columns doubled
         return (fine.view(b, c, hc, 2, w) + rows).view(b, c, h, w)
     return fine + F.interpolate(coarse, size=(h, w), mode="nearest")
@@ -97,7 +104,9 @@ class TinyFPNEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """B x 3 x S x S -> (embedding B x D x S/16 x S/16, [B x D x S/4 x S/4, B x D x S/8 x S/8])."""
         feats = []
-        x = self.stem(x)
+        # Channels-last: the convolutions run faster and the skip-level layer norms become one fused
+        # pass (docs/performance.md); the embedding is returned contiguous, the skips channels-last.
+        x = self.stem(x.contiguous(memory_format=torch.channels_last))
         for stage in self.stages:
             x = stage(x)
             feats.append(x)
@@ -109,7 +118,8 @@ class TinyFPNEncoder(nn.Module):
         pos = self.pos_embed
         if pos.shape[-2:] != embed.shape[-2:]:
             pos = F.interpolate(pos, size=embed.shape[-2:], mode="bilinear", align_corners=False)
-        return embed + pos, [self.skip_norm[0](levels[0]), self.skip_norm[1](levels[1])]
+        embed = (embed + pos).contiguous()
+        return embed, [self.skip_norm[0](levels[0]), self.skip_norm[1](levels[1])]
 
     @torch.no_grad()
     def init_pos_embed(self, dense_pe: torch.Tensor) -> None:

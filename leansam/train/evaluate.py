@@ -239,3 +239,38 @@ def encoder_latency(model: Sam, reps: int = 10, warmup: int = 2) -> float:
         model.image_encoder(x)
         times.append(clock() - t0)
     return float(np.median(times))
+
+
+@torch.no_grad()
+def mask_resolution_limit(source: Sequence, sides: Sequence[int], max_images: int | None = None) -> dict:
+    """The IoU that masks stored at a low-res side ``L`` can reach at all: every ground-truth mask
+    is resized into the square padded encoder frame of side 4L, area-averaged to L x L (each cell's
+    coverage), brought back by the model postprocess (:func:`leansam.transforms.postprocess_logits`)
+    and thresholded at half coverage, then compared with itself at the original resolution. A model
+    predicting low-res logits of side L scores about this when it is perfect.
+
+    Returns {str(L): {"miou": mean over instances, "per_category": {category id: mIoU}}}.
+    """
+    from ..transforms import ImageTransform, postprocess_logits
+
+    ious: dict[int, dict[int, list[float]]] = {int(L): defaultdict(list) for L in sides}
+    for _, s in _samples(source, max_images):
+        gt = torch.from_numpy(np.asarray(s.masks))
+        h, w = gt.shape[-2:]
+        for L in ious:
+            t = ImageTransform(encoder_size=4 * L, prompt_frame=4 * L)
+            scale = 4 * L / max(h, w)
+            hh, ww = int(h * scale + 0.5), int(w * scale + 0.5)
+            frame = torch.nn.functional.interpolate(gt[None].float(), size=(hh, ww), mode="area")
+            frame = torch.nn.functional.pad(frame, (0, 4 * L - ww, 0, 4 * L - hh))
+            low = torch.nn.functional.avg_pool2d(frame, 4) - 0.5  # coverage, positive above one half
+            back = postprocess_logits(low, t, (h, w))[0] > 0
+            for cat, iou in zip(s.category_ids or [0] * len(gt), mask_iou(back.numpy(), s.masks)):
+                ious[L][int(cat)].append(float(iou))
+    return {
+        str(L): {
+            "miou": float(np.mean([v for vs in per.values() for v in vs])),
+            "per_category": {c: float(np.mean(v)) for c, v in sorted(per.items())},
+        }
+        for L, per in ious.items()
+    }

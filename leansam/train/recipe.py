@@ -41,7 +41,7 @@ from .calibrate import RESULTS as CALIBRATION
 from .calibrate import add_calibrate_args, calibrate_stage, everything_section
 from .curves import read_metrics
 from .data import RICH_SYNTH, TINY_SYNTH, SynthSource, open_source
-from .evaluate import encoder_latency, evaluate_gt
+from .evaluate import encoder_latency, evaluate_gt, mask_resolution_limit
 from .runner import save_atomic, write_json_file
 from .train import TrainConfig, train
 
@@ -270,6 +270,11 @@ def evaluate_stage(root: str, weights: str | None = None, n_everything: int = 20
         },
     }
     res["everything"] = _everything(model, n_everything, res["command"])
+    low = model.transform.encoder_size // 4
+    res["mask_resolution_limit"] = {
+        "low_res_side": low,
+        "sides": mask_resolution_limit(open_source(EVAL_SETS["held_out"]), (low, 2 * low, 4 * low)),
+    }
     mobile = leansam.build_model("mobile_sam", pretrained=False)
     t_model, t_mobile = encoder_latency(model, reps=20), encoder_latency(mobile, reps=5, warmup=1)
     res["latency_s"] = {

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from ..data.synth import CATEGORIES
+from ..data.synth.config import KIND_IDS
 
 BEGIN, END = "<!-- results -->", "<!-- /results -->"
 CAL_BEGIN, CAL_END = "<!-- everything-defaults -->", "<!-- /everything-defaults -->"
@@ -163,12 +164,31 @@ def _training_table(log: list[dict]) -> list[str]:
     return lines
 
 
+def _limit_lines(lim: dict) -> list[str]:
+    sides = lim["sides"]
+    low = str(lim["low_res_side"])
+    cells = ", ".join(
+        f"{int(k)} x {int(k)}{' (this model)' if k == low else ''}: **{v['miou']:.3f}**"
+        for k, v in sides.items()
+    )
+    thin = str(KIND_IDS["thin"])
+    return [
+        "How well masks of each low-res size can fit the held-out objects at all: each ground-truth mask "
+        "is area-averaged into the low-res grid and brought back by the model's postprocess. Mean IoU "
+        f"against itself, {cells}; for thin objects at this model's size "
+        f"{sides[low]['per_category'].get(thin, float('nan')):.3f}.",
+        "",
+    ]
+
+
 def results_markdown(res: dict) -> str:
     """The results block of docs/training.md for a ``default_model.json`` dict."""
     lat, p = res["latency_s"], res["params"]
     lines = [f"Measured by `{res['command']}` on `{res['weights']}`.", ""]
     lines += _sets_table(res["sets"])
     lines += ["", *_category_table(res["sets"]["held_out"]), "", *_everything_lines(res["everything"]), ""]
+    if "mask_resolution_limit" in res:
+        lines += _limit_lines(res["mask_resolution_limit"])
     lines += [
         f"Parameters: {p['model']:,} ({p['image_encoder']:,} in the image encoder). Image encoder, 1 image, "
         f"{lat['threads']} thread(s): {lat['encoder'] * 1e3:.1f} ms; MobileSAM's (random weights, 1024 px) "

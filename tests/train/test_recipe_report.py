@@ -109,3 +109,21 @@ def test_from_asset_skips_to_the_segment_a_snapshot_continues(tmp_path: Path, mo
     (tmp_path / "weights" / "seg2.pt").write_bytes(b"")
     assert recipe._todo(root, True) == [1]
     assert recipe._todo(root, False) == [0, 1]  # with the run folders, segments go in order
+
+
+def test_mask_resolution_limit_loses_thin_parts_at_coarse_sides() -> None:
+    """A 64-pixel square aligned with every grid survives any side (two bilinear steps round its
+    corners); a 3-pixel line of a 1024-pixel image is lost in a 64 x 64 grid (16-pixel cells) and
+    kept by a 256 x 256 one (4-pixel cells)."""
+    from types import SimpleNamespace
+
+    from leansam.train.evaluate import mask_resolution_limit
+
+    square, line = np.zeros((2, 1024, 1024), dtype=bool)
+    square[256:320, 512:576] = True
+    line[100:900, 500:503] = True
+    sample = SimpleNamespace(masks=np.stack([square, line]), category_ids=[1, 4])
+    res = mask_resolution_limit([sample], (64, 256))
+    assert res["64"]["per_category"][1] > 0.95 and res["256"]["per_category"][1] > 0.95
+    assert res["64"]["per_category"][4] < 0.1 < 0.6 < res["256"]["per_category"][4]
+    assert res["64"]["miou"] == pytest.approx(np.mean([res["64"]["per_category"][c] for c in (1, 4)]))
