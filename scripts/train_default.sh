@@ -5,7 +5,6 @@
 # machine without ROOT, pass --from-asset through FROM_ASSET=1 to start from the bundled weights.
 set -euo pipefail
 ROOT=${1:-runs/tiny2}
-export OMP_WAIT_POLICY=PASSIVE   # threads sleep instead of spinning when the CPU is shared
 python -m leansam.train.recipe train --root "$ROOT" ${FROM_ASSET:+--from-asset}
 python -m leansam.train.recipe export --root "$ROOT"   # the newest weights become the bundled ones
 python -m leansam.train.recipe eval --root "$ROOT"     # so eval measures what users get

@@ -124,5 +124,10 @@ class TinyFPNEncoder(nn.Module):
     @torch.no_grad()
     def init_pos_embed(self, dense_pe: torch.Tensor) -> None:
         """Starts the positional embedding as the prompt encoder's dense positional encoding
-        (1 x D x g x g): the decoder can then relate image cells to prompt coordinates from step 0."""
+        (1 x D x g' x g', resized to the embedding's grid when g' differs): the decoder can then relate
+        image cells to prompt coordinates from step 0."""
+        if dense_pe.shape[-2:] != self.pos_embed.shape[-2:]:
+            dense_pe = F.interpolate(
+                dense_pe, size=self.pos_embed.shape[-2:], mode="bilinear", align_corners=False
+            )
         self.pos_embed.copy_(dense_pe.reshape(self.pos_embed.shape))

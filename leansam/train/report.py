@@ -169,7 +169,7 @@ def _limit_lines(lim: dict) -> list[str]:
     low = str(lim["low_res_side"])
     cells = ", ".join(
         f"{int(k)} x {int(k)}{' (this model)' if k == low else ''}: **{v['miou']:.3f}**"
-        for k, v in sides.items()
+        for k, v in sorted(sides.items(), key=lambda kv: int(kv[0]))
     )
     thin = str(KIND_IDS["thin"])
     return [

@@ -22,9 +22,11 @@ from ..transforms import ImageTransform
 
 #: 256 encoder input, 256 prompt frame: 16 x 16 x 128 embedding, 64 x 64 low-res masks.
 TINY_TRANSFORM = ImageTransform(encoder_size=256, prompt_frame=256)
+#: The same architecture at 512: 32 x 32 x 128 embedding, 128 x 128 low-res masks.
+TINY_512_TRANSFORM = ImageTransform(encoder_size=512, prompt_frame=512)
 
 #: sha256 of leansam/assets/leansam_tiny.pt (printed by ``python -m leansam.train.recipe export``).
-TINY_SHA256 = "8094c60f78fa985a39ab091a88f234eae88bbf9981b5e3d9c9c4155000dcddb5"
+TINY_SHA256 = "1eda8e73cac0c5a2f0176e51110b772aa0559c23d903954abdd0de49854bd42f"
 
 #: Segment-everything defaults of the bundled weights: written by ``python -m leansam.train.recipe
 #: calibrate-everything`` (validation split, never the held-out set) to the file named in ``source``.
@@ -70,6 +72,12 @@ def build_leansam_tiny() -> Sam:
     return tiny_sam(TinyFPNEncoder(TinyFPNConfig()), high_res=True)
 
 
+def build_leansam_tiny_512() -> Sam:
+    """``leansam_tiny``'s architecture and state_dict (the 16 x 16 positional embedding is resized
+    to the grid) run on 512 px input, for masks that follow boundaries at 4-pixel resolution there."""
+    return tiny_sam(TinyFPNEncoder(TinyFPNConfig()), grid=32, prompt_frame=512, high_res=True)
+
+
 def build_leansam_tiny_teacher() -> Sam:
     """A larger model of the same pipeline, for distillation and pruning experiments (not shipped)."""
     return tiny_sam(TinyFPNEncoder(TINY_FPN_TEACHER), high_res=True)
@@ -94,6 +102,16 @@ MODELS = (
         "use an official checkpoint for real photos",
         default=True,
         everything=TINY_EVERYTHING,
+    ),
+    ModelInfo(
+        name="leansam_tiny_512",
+        family="default",
+        builder=build_leansam_tiny_512,
+        weights=None,
+        transform=TINY_512_TRANSFORM,
+        n_params=3_614_824,
+        description="leansam_tiny's architecture on 512 px input (128 x 128 low-res masks), trained by the "
+        "recipe's next segment; weights not shipped yet",
     ),
     ModelInfo(
         name="leansam_tiny_teacher",

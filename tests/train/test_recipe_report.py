@@ -103,12 +103,35 @@ def test_from_asset_skips_to_the_segment_a_snapshot_continues(tmp_path: Path, mo
     from leansam.train import recipe
 
     monkeypatch.setattr(recipe, "SNAPSHOTS", tmp_path / "weights")
+    monkeypatch.setattr(recipe, "BUNDLED_SEGMENT", "seg1")
     root = str(tmp_path / "runs")
-    assert recipe._todo(root, True) == [0, 1]  # nothing to resume: from the first segment
+    everything = list(range(len(recipe.SEGMENTS)))
+    # nothing to resume: the segment after the bundled one
+    assert recipe._todo(root, True) == everything[1:]
     (tmp_path / "weights").mkdir()
-    (tmp_path / "weights" / "seg2.pt").write_bytes(b"")
-    assert recipe._todo(root, True) == [1]
-    assert recipe._todo(root, False) == [0, 1]  # with the run folders, segments go in order
+    (tmp_path / "weights" / "seg3.pt").write_bytes(b"")
+    assert recipe._todo(root, True) == everything[2:]
+    assert recipe._todo(root, False) == everything  # with the run folders, segments go in order
+    (tmp_path / "weights" / "seg1.pt").write_bytes(b"")  # the bundled segment is never resumed
+    assert recipe._todo(root, True) == everything[2:]
+
+
+def test_export_refuses_a_segment_of_another_input_size(tmp_path: Path, capsys) -> None:
+    """seg3 trains at 512 px: its weights become the bundled ones only when leansam_tiny runs at 512."""
+    import torch
+
+    from leansam.train import recipe
+
+    seg3 = next(s for s in recipe.SEGMENTS if s.name == "seg3")
+    (tmp_path / "seg3").mkdir()
+    torch.save({"w": torch.zeros(1)}, tmp_path / "seg3" / "model.pt")
+    dest = tmp_path / "asset.pt"
+    with pytest.raises(ValueError, match="leansam_tiny runs at 256 px"):
+        recipe.export_stage(str(tmp_path), dest=str(dest))
+    assert not dest.exists()
+    assert recipe.main(["export", "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and seg3.model in err[0]
 
 
 def test_mask_resolution_limit_loses_thin_parts_at_coarse_sides() -> None:
