@@ -31,8 +31,8 @@ TINY_SHA256 = "1eda8e73cac0c5a2f0176e51110b772aa0559c23d903954abdd0de49854bd42f"
 #: Segment-everything defaults of the bundled weights: written by ``python -m leansam.train.recipe
 #: calibrate-everything`` (validation split, never the held-out set) to the file named in ``source``.
 TINY_EVERYTHING = EverythingDefaults(
-    pred_iou_thresh=0.5,
-    stability_score_thresh=0.7,
+    pred_iou_thresh=0.6,
+    stability_score_thresh=0.5,
     stability_score_offset=1.0,
     box_nms_thresh=0.5,
     source="docs/results/everything_calibration.json (python -m leansam.train.recipe calibrate-everything)",
