@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks import pruning
@@ -91,3 +92,41 @@ def test_retime_measures_the_latencies_again_and_keeps_the_accuracy(tmp_path):
     wrong = dict(before, rows=[dict(r, encoder_params=r["encoder_params"] + 1) for r in before["rows"]])
     with pytest.raises(SystemExit, match="rebuilt widths"):
         pruning.retime(wrong, reps=1)
+
+
+def test_retime_in_rounds_reports_the_median_of_the_rounds(tmp_path):
+    path = Path(_part(tmp_path, "0.5"))
+    argv = [
+        "--retime",
+        "--runs",
+        "2",
+        "--rounds",
+        "3",
+        "--json",
+        str(path),
+        "--plot",
+        str(tmp_path / "r.png"),
+    ]
+    assert pruning.main(argv) == 0
+    after = json.loads(path.read_text())
+    rounds = after["retimed"]["rounds_ms"]
+    assert after["retimed"]["rounds"] == 3 and all(len(v) == 3 for v in rounds.values())
+    for r in after["rows"]:
+        assert r["latency_ms"] == round(float(np.median(rounds[r["label"]])), 2)
+    assert "median of 3 rounds" in pruning.render(after)
+
+
+def test_accuracy_of_other_weights_than_the_bundled_ones_is_flagged_and_not_met():
+    from leansam.zoo.default import TINY_SHA256
+
+    rows = [
+        {"label": "leansam_tiny", "kind": "start", "box_miou": 0.60, "point_miou": 0.5, "latency_ms": 10.0},
+        {"label": "p", "kind": "pruned", "ratio": 0.5, "box_miou": 0.59, "point_miou": 0.5, "latency_ms": 5.0},
+    ]
+    res = {"model": "leansam_tiny", "rows": rows, "start_weights_sha256": TINY_SHA256}
+    assert pruning.stale_weights(res) is None and pruning.targets(res)[0]["met"]
+    for then in ("0" * 64, None):
+        old = dict(res, start_weights_sha256=then)
+        assert "run the sweep again" in pruning.stale_weights(old)
+        target = pruning.targets(old)[0]
+        assert not target["met"] and "earlier weights" in target["measured"]
