@@ -42,6 +42,7 @@ import torch
 
 from benchmarks.agreement import compare_records
 from benchmarks.everything_page import render, targets
+from benchmarks.weights import weights_sha256
 from leansam.bench.timing import StageTimer
 
 RESULT_PATH = Path(__file__).resolve().parents[1] / "docs" / "results" / "everything.json"
@@ -295,6 +296,7 @@ def hierarchical(n_images: int = 20, n_default_images: int = 3) -> dict[str, Any
         "machine": _machine(),
         "load_before": load_before,
         "model": "leansam_tiny (bundled)",
+        "weights_sha256": weights_sha256("leansam_tiny"),
         "images": f"leansam.train.recipe.held_out({n_images}) = synth:{n_images}:1000:rich",
         "points_per_side": 32,
         "settings": {k: dict(v) for k, v in HIER_SETTINGS.items()},

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.weights import stale_note, weights_sha256
 from leansam.io import write_json
 from leansam.prune.sweep import Sweep, plot_pareto, run_sweep, table_markdown
 from leansam.train.recipe import EVAL_SEED
@@ -53,33 +54,10 @@ def _row(res: dict, kind: str, ratio: float | None = None) -> dict | None:
     return None
 
 
-def weights_sha256(spec: str) -> str | None:
-    """sha256 of the weights a starting model ``NAME`` / ``NAME:CKPT`` loads (None: not a file here,
-    e.g. a random-weight model or a pruned folder)."""
-    from leansam.checkpoints import sha256_file
-    from leansam.registry import get_model_info
-
-    name, _, ckpt = spec.partition(":")
-    if ckpt:
-        return sha256_file(ckpt) if Path(ckpt).is_file() else None
-    try:
-        w = get_model_info(name).weights
-    except (KeyError, ValueError):
-        return None
-    return w.sha256 if w is not None and w.url.startswith("package://") else None
-
-
 def stale_weights(res: dict) -> str | None:
     """Why the accuracy columns are not those of the weights ``res['model']`` loads now (None: they are)."""
-    now = weights_sha256(res["model"])
-    then = res.get("start_weights_sha256")
-    if now is None or then == now:
-        return None
-    was = f"sha256 {then[:12]}" if then else "not recorded"
-    return (
-        f"the accuracy columns were measured on earlier `{res['model']}` weights ({was}), not on the ones it "
-        f"loads now (sha256 {now[:12]}): run the sweep again"
-    )
+    note = stale_note(res["model"], res.get("start_weights_sha256"))
+    return None if note is None else f"the accuracy columns were {note}"
 
 
 def targets(res: dict) -> list[dict]:

@@ -121,12 +121,19 @@ def test_accuracy_of_other_weights_than_the_bundled_ones_is_flagged_and_not_met(
 
     rows = [
         {"label": "leansam_tiny", "kind": "start", "box_miou": 0.60, "point_miou": 0.5, "latency_ms": 10.0},
-        {"label": "p", "kind": "pruned", "ratio": 0.5, "box_miou": 0.59, "point_miou": 0.5, "latency_ms": 5.0},
+        {
+            "label": "p",
+            "kind": "pruned",
+            "ratio": 0.5,
+            "box_miou": 0.59,
+            "point_miou": 0.5,
+            "latency_ms": 5.0,
+        },
     ]
     res = {"model": "leansam_tiny", "rows": rows, "start_weights_sha256": TINY_SHA256}
     assert pruning.stale_weights(res) is None and pruning.targets(res)[0]["met"]
     for then in ("0" * 64, None):
         old = dict(res, start_weights_sha256=then)
-        assert "run the sweep again" in pruning.stale_weights(old)
+        assert "run the benchmark again" in pruning.stale_weights(old)
         target = pruning.targets(old)[0]
         assert not target["met"] and "earlier weights" in target["measured"]
