@@ -125,8 +125,8 @@ def run(
             say(report.summary())
             x = fp32.preprocess(calib.images[0])
             with torch.inference_mode():
-                e_ref = fp32.image_encoder(x)
-                e_q = q.image_encoder(x)
+                e_ref = fp32.encode_image(x).embed
+                e_q = q.encode_image(x).embed
             cos = float(torch.nn.functional.cosine_similarity(e_ref.flatten(), e_q.flatten(), dim=0))
             fns = {
                 "fp32_eager": lambda m=fp32, x=x: m.image_encoder(x),
