@@ -9,13 +9,18 @@ from leansam.models.common import LayerNorm2d
 from leansam.models.tiny_fpn import add_upsampled
 
 
-def test_layer_norm_in_place_inference_is_bitwise_the_autograd_form() -> None:
+def _layer_norm_and_input() -> tuple[LayerNorm2d, torch.Tensor]:
+    """A LayerNorm2d with random affine weights and an off-centre input (seeded)."""
     torch.manual_seed(0)
     ln = LayerNorm2d(48, eps=1e-6)
     with torch.no_grad():
         ln.weight.normal_()
         ln.bias.normal_()
-    x = torch.randn(2, 48, 20, 24) * 3 + 1
+    return ln, torch.randn(2, 48, 20, 24) * 3 + 1
+
+
+def test_layer_norm_in_place_inference_is_bitwise_the_autograd_form() -> None:
+    ln, x = _layer_norm_and_input()
     trained = ln(x.clone().requires_grad_())  # grad enabled: the out-of-place form
     with torch.inference_mode():
         fast = ln(x)
@@ -38,12 +43,7 @@ def test_add_upsampled_equals_nearest_interpolation() -> None:
 
 
 def test_layer_norm_channels_last_matches_the_explicit_form() -> None:
-    torch.manual_seed(0)
-    ln = LayerNorm2d(48, eps=1e-6)
-    with torch.no_grad():
-        ln.weight.normal_()
-        ln.bias.normal_()
-    x = torch.randn(2, 48, 20, 24) * 3 + 1
+    ln, x = _layer_norm_and_input()
     with torch.no_grad():
         explicit = ln(x)
         fused = ln(x.contiguous(memory_format=torch.channels_last))
