@@ -104,9 +104,13 @@ class TinyFPNEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """B x 3 x S x S -> (embedding B x D x S/16 x S/16, [B x D x S/4 x S/4, B x D x S/8 x S/8])."""
         feats = []
-        # Channels-last: the convolutions run faster and the skip-level layer norms become one fused
-        # pass (docs/performance.md); the embedding is returned contiguous, the skips channels-last.
-        x = self.stem(x.contiguous(memory_format=torch.channels_last))
+        if not torch.is_grad_enabled():
+            # Inference runs channels-last: the convolutions are faster and the skip-level layer norms
+            # become one fused pass (docs/performance.md); the embedding is returned contiguous, the
+            # skips channels-last. Training stays contiguous: this torch's CPU backward can crash on
+            # channels-last convolutions of heavily pruned widths.
+            x = x.contiguous(memory_format=torch.channels_last)
+        x = self.stem(x)
         for stage in self.stages:
             x = stage(x)
             feats.append(x)

@@ -317,3 +317,20 @@ def test_prune_config_fields_are_checked():
     with pytest.raises(ValueError, match="importance"):
         PruneConfig(ratio=0.5, importance="random")
     assert dataclasses.asdict(PruneConfig(ratio=0.25))["ratio"] == 0.25
+
+
+def test_heavily_pruned_tiny_fpn_recovers():
+    """75% pruning leaves a 6-channel stem; recovery trains it (this torch's CPU backward crashed on
+    channels-last convolutions of such widths, so training runs contiguous)."""
+    teacher = leansam.build_model("leansam_tiny")
+    cfg = PruneConfig(
+        ratio=0.75,
+        importance="magnitude",
+        recovery_steps=3,
+        recovery_data="synth:8:5",
+        batch_size=2,
+        lr=1e-3,
+    )
+    model, report = prune_model(teacher, "leansam_tiny", cfg)
+    assert model.image_encoder.config.stem_width == 6
+    assert all(s["embed_mse_recovered"] < s["embed_mse"] for s in report["stages"]), report["stages"]
