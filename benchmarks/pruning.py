@@ -138,7 +138,7 @@ def render(res: dict) -> str:
         f"{s['reps']} calls on this machine ({res.get('machine', {}).get('cpu', 'cpu')}), in thread CPU "
         "time, one thread (docs/pruning.md). " + _provenance(res),
         "",
-        *([f"**Stale:** {stale_weights(res)}.", ""] if stale_weights(res) else []),
+        *([f"**Stale:** {stale}.", ""] if (stale := stale_weights(res)) else []),
         table_markdown(res["rows"]).rstrip(),
         "",
         f"![latency vs box mIoU]({PLOT.relative_to('docs')})",

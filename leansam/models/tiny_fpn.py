@@ -28,16 +28,15 @@ def add_upsampled(fine: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
     contiguous, the columns of ``coarse`` are doubled and each row is added to two rows of ``fine``."""
     b, c, h, w = fine.shape
     hc, wc = coarse.shape[-2:]
-    if (h, w) != (2 * hc, 2 * wc) or not eager():
-        return fine + F.interpolate(coarse, size=(h, w), mode="nearest")
-    last = torch.channels_last
-    if fine.is_contiguous(memory_format=last) and coarse.is_contiguous(memory_format=last):
-        blocks = fine.permute(0, 2, 3, 1).reshape(b, hc, 2, wc, 2, c)
-        pixels = coarse.permute(0, 2, 3, 1).reshape(b, hc, 1, wc, 1, c)
-        return (blocks + pixels).reshape(b, h, w, c).permute(0, 3, 1, 2)
-    if fine.is_contiguous() and coarse.is_contiguous():
-        rows = coarse[..., None].expand(b, c, hc, wc, 2).reshape(b, c, hc, 1, w)  # columns doubled
-        return (fine.view(b, c, hc, 2, w) + rows).view(b, c, h, w)
+    if (h, w) == (2 * hc, 2 * wc) and eager():
+        last = torch.channels_last
+        if fine.is_contiguous(memory_format=last) and coarse.is_contiguous(memory_format=last):
+            blocks = fine.permute(0, 2, 3, 1).reshape(b, hc, 2, wc, 2, c)
+            pixels = coarse.permute(0, 2, 3, 1).reshape(b, hc, 1, wc, 1, c)
+            return (blocks + pixels).reshape(b, h, w, c).permute(0, 3, 1, 2)
+        if fine.is_contiguous() and coarse.is_contiguous():
+            rows = coarse[..., None].expand(b, c, hc, wc, 2).reshape(b, c, hc, 1, w)  # columns doubled
+            return (fine.view(b, c, hc, 2, w) + rows).view(b, c, h, w)
     return fine + F.interpolate(coarse, size=(h, w), mode="nearest")
 
 

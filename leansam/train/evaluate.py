@@ -251,7 +251,7 @@ def mask_resolution_limit(source: Sequence, sides: Sequence[int], max_images: in
 
     Returns {str(L): {"miou": mean over instances, "per_category": {category id: mIoU}}}.
     """
-    from ..transforms import ImageTransform, postprocess_logits
+    from ..transforms import ImageTransform, longest_side_shape, postprocess_logits
 
     ious: dict[int, dict[int, list[float]]] = {int(L): defaultdict(list) for L in sides}
     for _, s in _samples(source, max_images):
@@ -259,8 +259,7 @@ def mask_resolution_limit(source: Sequence, sides: Sequence[int], max_images: in
         h, w = gt.shape[-2:]
         for L in ious:
             t = ImageTransform(encoder_size=4 * L, prompt_frame=4 * L)
-            scale = 4 * L / max(h, w)
-            hh, ww = int(h * scale + 0.5), int(w * scale + 0.5)
+            hh, ww = longest_side_shape((h, w), 4 * L)
             frame = torch.nn.functional.interpolate(gt[None].float(), size=(hh, ww), mode="area")
             frame = torch.nn.functional.pad(frame, (0, 4 * L - ww, 0, 4 * L - hh))
             low = torch.nn.functional.avg_pool2d(frame, 4) - 0.5  # coverage, positive above one half
