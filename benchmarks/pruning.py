@@ -2,7 +2,8 @@
 
     python -m benchmarks.pruning --model leansam_tiny_teacher:TEACHER.pt [--ratios 0.25,0.5,0.625,0.75]
         [--importances disturbed-taylor] [--recovery-steps 2000] [--lr 3e-4] [--references leansam_tiny]
-        [--held-out 200] [--runs 20] [--json docs/results/pruning.json] [--plot docs/img/pruning.png]
+        [--held-out 200] [--runs 20] [--teacher-cache DIR] [--json docs/results/pruning.json]
+        [--plot docs/img/pruning.png]
 
 The starting model is pruned at every ratio with every criterion (``leansam.prune.prune_model``:
 alternate slimming, each stage followed by ``--recovery-steps`` of embedding distillation from the
@@ -251,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--importances", default="disturbed-taylor")
     p.add_argument("--recovery-steps", type=int, default=2000)
     p.add_argument("--lr", type=float, default=3e-4, help="recovery learning rate")
+    p.add_argument("--teacher-cache", default="", help="folder of cached teacher embeddings, shared by parts")
     p.add_argument("--references", default="", help="comma-separated official variants of the family")
     p.add_argument("--held-out", type=int, default=200)
     p.add_argument("--runs", type=int, default=20)
@@ -285,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
             "lr": args.lr,
             "recovery_data": "synth:4000:0:rich",
             "calib": "synth:16:0:rich",
-        },
+        }
+        | ({"teacher_cache": args.teacher_cache} if args.teacher_cache else {}),
         eval_data=f"synth:{args.held_out}:{EVAL_SEED}:rich",  # the default model's held-out set
         references=tuple(r for r in args.references.split(",") if r),
         reps=args.runs,

@@ -46,6 +46,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch-size", type=positive_int, default=4, help="recovery batch size")
     p.add_argument("--lr", type=float, default=1e-4, help="recovery learning rate")
+    p.add_argument(
+        "--teacher-cache",
+        default="",
+        help="folder caching the teacher's embeddings across runs (default: none)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu", help="where recovery runs")
     p.add_argument(
@@ -71,6 +76,7 @@ def config_from_args(args: argparse.Namespace):
             lr=args.lr,
             seed=args.seed,
             device=args.device,
+            teacher_cache=args.teacher_cache,
         )
     except ValueError as e:
         raise InputError(f"--{str(e).replace('_', '-')}") from None

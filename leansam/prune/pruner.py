@@ -46,6 +46,8 @@ class PruneConfig:
         noise: ``disturbed-taylor``'s noise, as a fraction of the embedding's std.
         seed: seed of calibration noise and recovery.
         device: where the recovery runs (``cpu``, ``cuda``, ``auto``; ``leansam distill --device``).
+        teacher_cache: folder of the teacher's cached embeddings (``leansam distill``'s cache, keyed
+            by the teacher's weights and the input bytes, so runs may share it); "" disables it.
     """
 
     ratio: float
@@ -61,6 +63,7 @@ class PruneConfig:
     noise: float = 0.2
     seed: int = 0
     device: str = "cpu"
+    teacher_cache: str = ""
 
     def __post_init__(self) -> None:
         ok_ratio = isinstance(self.ratio, int | float) and not isinstance(self.ratio, bool)
@@ -242,7 +245,7 @@ def recover(student: Sam, teacher_spec: str, cfg: PruneConfig, seed: int) -> dic
             student=str(start),
             mode=cfg.recovery_mode,
             data=cfg.recovery_data,
-            cache_dir="",
+            cache_dir=cfg.teacher_cache,
             train_decoder=False,
         )
         last = distill(dcfg)

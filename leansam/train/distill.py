@@ -196,14 +196,32 @@ def _config(cls: type, text: str, spec: str, **fixed: Any) -> Any:
 
 
 # --- teacher embedding cache --------------------------------------------------------------------
+def teacher_weights_id(spec: str) -> str:
+    """An id that changes whenever the weights ``spec`` loads change: the spec plus the sha256 of
+    its checkpoint file(s), or of the registry's pinned file for a bare registry name."""
+    if Path(spec).exists():
+        files = (
+            sorted(p for p in Path(spec).rglob("*") if p.is_file()) if Path(spec).is_dir() else [Path(spec)]
+        )
+        return spec + ":" + ",".join(sha256_file(f) for f in files)
+    name, _, ckpt = spec.partition(":")
+    if ckpt:
+        return name + ":" + sha256_file(ckpt)
+    from ..registry import get_model_info
+
+    try:
+        weights = get_model_info(name).weights
+    except KeyError:  # UnknownModelError
+        weights = None
+    return name + ":" + ((weights.sha256 if weights else None) or "official")
+
+
 class TeacherCache:
     """Teacher embeddings on disk (fp16), keyed by teacher id and the encoder input's sha256."""
 
     def __init__(self, teacher: Sam, teacher_spec: str, root: str | None) -> None:
         self.teacher = teacher
-        name, _, ckpt = teacher_spec.partition(":")
-        ident = name + ":" + (sha256_file(ckpt) if ckpt else "official")
-        self.tid = hashlib.sha256(ident.encode()).hexdigest()[:16]
+        self.tid = hashlib.sha256(teacher_weights_id(teacher_spec).encode()).hexdigest()[:16]
         self.dir = Path(root) / self.tid if root else None
         self.hits = self.misses = 0
 

@@ -174,6 +174,26 @@ def test_teacher_cache_is_reused(tmp_path) -> None:
     assert len(list(cache.dir.glob("*.pt"))) == 2
 
 
+def test_teacher_cache_id_follows_the_weights(tmp_path) -> None:
+    """Cached embeddings are never served for other weights: the id follows the checkpoint's bytes,
+    and a bare registry name is keyed by its pinned sha256."""
+    from leansam.train.distill import teacher_weights_id
+    from leansam.zoo.default import TINY_SHA256
+
+    ckpt = tmp_path / "w.pt"
+    ckpt.write_bytes(b"one")
+    first = teacher_weights_id(f"leansam_tiny:{ckpt}")
+    ckpt.write_bytes(b"two")
+    assert teacher_weights_id(f"leansam_tiny:{ckpt}") != first
+    folder = tmp_path / "pruned"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"one")
+    first = teacher_weights_id(str(folder))
+    (folder / "model.safetensors").write_bytes(b"two")
+    assert teacher_weights_id(str(folder)) != first
+    assert TINY_SHA256 in teacher_weights_id("leansam_tiny")
+
+
 def test_bad_config_is_an_input_error() -> None:
     with pytest.raises(ValueError):
         TrainConfig(steps=0)
