@@ -234,6 +234,12 @@ def speed(runs: int = 3, points_per_side: int = 32) -> dict[str, Any]:
                 r.get("encoder", 0) + r.get("decoder", 0) + r.get("upscale", 0) for r in rows
             ],
         }
+    res["ratios"] = _speed_ratios(res)
+    return res
+
+
+def _speed_ratios(res: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """leansam / official per run (end to end, CPU time, after the encoder, per stage) and medians."""
     ratios = {
         "end_to_end": [a / b for a, b in zip(res["leansam"]["runs_s"], res["official"]["runs_s"])],
         "end_to_end_cpu_time": [
@@ -253,8 +259,7 @@ def speed(runs: int = 3, points_per_side: int = 32) -> dict[str, Any]:
         ratios[part] = [
             a.get(part, 0.0) / b[part] for a, b in zip(res["leansam"]["split_s"], res["official"]["split_s"])
         ]
-    res["ratios"] = {k: {"per_run": v, "median": float(np.median(v))} for k, v in ratios.items()}
-    return res
+    return {k: {"per_run": v, "median": float(np.median(v))} for k, v in ratios.items()}
 
 
 # --- hierarchical --------------------------------------------------------------------------------
@@ -347,6 +352,13 @@ def hierarchical(n_images: int = 20, n_default_images: int = 3) -> dict[str, Any
                 }
             )
         out["tinysam_defaults"] = {"options": TINYSAM_DEFAULTS, "per_image": defaults}
+    out["totals"] = _hierarchical_totals(out)
+    out["load_after"] = _load()
+    return out
+
+
+def _hierarchical_totals(out: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per setting, the per-image rows of :func:`hierarchical` summed: prompts, masks, objects found."""
     totals = {}
     for name in HIER_SETTINGS:
         rows = [r[name] for r in out["per_image"]]
@@ -366,9 +378,7 @@ def hierarchical(n_images: int = 20, n_default_images: int = 3) -> dict[str, Any
             "grid_s": sum(r["grid_s"] for r in rows),
             "hier_s": sum(r["hier_s"] for r in rows),
         }
-    out["totals"] = totals
-    out["load_after"] = _load()
-    return out
+    return totals
 
 
 # --- memory --------------------------------------------------------------------------------------

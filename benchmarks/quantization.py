@@ -88,6 +88,68 @@ def _held_out(n: int):
     return SynthSource(n, seed=HELD_OUT_SEED, config=TINY_SYNTH)
 
 
+def _quantization_info(report: Any) -> dict[str, Any]:
+    """What ``quantize_`` did, from its report: layer counts, what stayed fp32 and why, errors."""
+    return {
+        "layers_int8": len(report.layers),
+        "conv": sum(r.kind == "conv" for r in report.layers),
+        "linear": sum(r.kind == "linear" for r in report.layers),
+        "kept_fp32": len(report.kept_float),
+        "kept_reasons": sorted({r.split(" (")[0].split(":")[0] for r in report.kept_float.values()}),
+        "fused": len(report.fused),
+        "fusion_check": report.fusion_check,
+        "layer_error_mean": float(np.mean([r.error_searched for r in report.layers])),
+        "layer_error_minmax_mean": float(np.mean([r.error_minmax for r in report.layers])),
+    }
+
+
+def _time_at(fns: dict[str, Any], threads: int, runs: int) -> dict[str, Any]:
+    """Every encoder of ``fns`` timed in alternation at ``threads`` threads, with ratios to fp32 eager."""
+    torch.set_num_threads(threads)
+    with torch.inference_mode():
+        timing = measure_interleaved(fns, runs=runs, warmup=1)
+    tt: dict[str, Any] = {k: v.to_dict() for k, v in timing.items()}
+    ref = timing["fp32_eager"]
+    tt["ratios"] = {k: v.median / ref.median for k, v in timing.items() if k != "fp32_eager"}
+    tt["pair_ratios"] = {
+        k: [a / b for a, b in zip(v.runs, ref.runs)] for k, v in timing.items() if k != "fp32_eager"
+    }
+    if threads == 1:
+        # With one intra-op thread every kernel runs on the calling thread, so its CPU
+        # time excludes the time other jobs of a shared machine held the core.
+        with torch.inference_mode():
+            cpu = _cpu_interleaved(fns, runs=runs, warmup=1)
+        tt["cpu_time"] = {k: v.to_dict() for k, v in cpu.items()}
+        tt["cpu_ratios"] = {
+            k: v.median / cpu["fp32_eager"].median for k, v in cpu.items() if k != "fp32_eager"
+        }
+    return tt
+
+
+def _fidelity(fp32: leansam.Sam, q: leansam.Sam, held_out: int, gate_images: int, say: Any) -> dict[str, Any]:
+    """Held-out box / click mIoU of fp32 and int8 ``leansam_tiny`` and the fidelity gate between them."""
+    from leansam.fidelity import CompareConfig, compare_models
+    from leansam.train.evaluate import evaluate_gt
+
+    source = _held_out(held_out)
+    say(f"held-out evaluation on {held_out} images")
+    ev = {"fp32": evaluate_gt(fp32, source), "int8": evaluate_gt(q, source)}
+    imgs = [source[i].image for i in range(min(gate_images, held_out))]
+    gate = compare_models(fp32, q, imgs, CompareConfig(**GATE, **WEAK_EVERYTHING))
+    say(gate.table())
+    keys = ("box_miou", "point_miou", "n_instances", "n_images")
+    return {
+        "weights_sha256": weights_sha256("leansam_tiny"),
+        "held_out": f"SynthSource({held_out}, seed={HELD_OUT_SEED}, TINY_SYNTH)",
+        "fp32": {k: ev["fp32"][k] for k in keys},
+        "int8": {k: ev["int8"][k] for k in keys},
+        "gate_images": len(imgs),
+        "gate": gate.to_dict(),
+        "gate_table": gate.table(),
+        "gate_passed": gate.passed,
+    }
+
+
 def run(
     models: tuple[str, ...] = MODELS,
     runs: int = 7,
@@ -100,8 +162,6 @@ def run(
 ) -> dict:
     from leansam.compress import TinySamPTQConfig, load_calibration, quantize_
     from leansam.data.synth import generate
-    from leansam.fidelity import CompareConfig, compare_models
-    from leansam.train.evaluate import evaluate_gt
 
     say = log or (lambda m: sys.stderr.write(m + "\n"))
     res: dict[str, Any] = {"machine": machine_fingerprint().to_dict(), "models": {}, "threads": list(threads)}
@@ -116,8 +176,7 @@ def run(
         for name in models:
             say(f"== {name}")
             fp32 = _build(name)
-            folded = _folded(fp32)
-            q = copy.deepcopy(fp32)
+            folded, q = _folded(fp32), copy.deepcopy(fp32)
             torch.set_num_threads(work_threads)
             t0 = time.perf_counter()
             report = quantize_(q, TinySamPTQConfig(num_calib=calib_count), calib)
@@ -125,8 +184,7 @@ def run(
             say(report.summary())
             x = fp32.preprocess(calib.images[0])
             with torch.inference_mode():
-                e_ref = fp32.encode_image(x).embed
-                e_q = q.encode_image(x).embed
+                e_ref, e_q = fp32.encode_image(x).embed, q.encode_image(x).embed
             cos = float(torch.nn.functional.cosine_similarity(e_ref.flatten(), e_q.flatten(), dim=0))
             fns = {
                 "fp32_eager": lambda m=fp32, x=x: m.image_encoder(x),
@@ -134,77 +192,31 @@ def run(
                 "int8_pytorch": lambda m=q, x=x: m.image_encoder(x),
             }
             ort_fns, ort_info, ort_note = _ort_variants(name, fp32, calib, tmp / name, say)
-            for label, fn in ort_fns.items():
-                fns[label] = lambda fn=fn, x=x: fn(x)
+            fns.update({label: (lambda fn=fn, x=x: fn(x)) for label, fn in ort_fns.items()})
             entry: dict[str, Any] = {
                 "weights": "bundled (trained)" if name == "leansam_tiny" else "random init",
                 "input": list(x.shape),
                 "quantize_seconds": q_seconds,
-                "quantization": {
-                    "layers_int8": len(report.layers),
-                    "conv": sum(r.kind == "conv" for r in report.layers),
-                    "linear": sum(r.kind == "linear" for r in report.layers),
-                    "kept_fp32": len(report.kept_float),
-                    "kept_reasons": sorted(
-                        {r.split(" (")[0].split(":")[0] for r in report.kept_float.values()}
-                    ),
-                    "fused": len(report.fused),
-                    "fusion_check": report.fusion_check,
-                    "layer_error_mean": float(np.mean([r.error_searched for r in report.layers])),
-                    "layer_error_minmax_mean": float(np.mean([r.error_minmax for r in report.layers])),
-                },
+                "quantization": _quantization_info(report),
                 "embedding_cosine_int8_vs_fp32": cos,
                 "ort": ort_info,
                 "ort_note": ort_note,
                 "timing": {},
             }
             for t in threads:
-                torch.set_num_threads(t)
-                n = runs if name != "mobile_sam" else max(3, runs - 2)
-                with torch.inference_mode():
-                    timing = measure_interleaved(fns, runs=n, warmup=1)
-                tt = {k: v.to_dict() for k, v in timing.items()}
-                ref = timing["fp32_eager"]
-                tt["ratios"] = {k: v.median / ref.median for k, v in timing.items() if k != "fp32_eager"}
-                tt["pair_ratios"] = {
-                    k: [a / b for a, b in zip(v.runs, ref.runs)]
-                    for k, v in timing.items()
-                    if k != "fp32_eager"
-                }
-                if t == 1:
-                    # With one intra-op thread every kernel runs on the calling thread, so its CPU
-                    # time excludes the time other jobs of a shared machine held the core.
-                    with torch.inference_mode():
-                        cpu = _cpu_interleaved(fns, runs=n, warmup=1)
-                    tt["cpu_time"] = {k: v.to_dict() for k, v in cpu.items()}
-                    tt["cpu_ratios"] = {
-                        k: v.median / cpu["fp32_eager"].median for k, v in cpu.items() if k != "fp32_eager"
-                    }
+                tt = _time_at(fns, t, runs if name != "mobile_sam" else max(3, runs - 2))
                 entry["timing"][str(t)] = tt
                 say(
                     f"{name}, {t} thread(s): "
-                    + ", ".join(f"{k} {v.median * 1000:.1f} ms" for k, v in timing.items())
+                    + ", ".join(
+                        f"{k} {v['median_s'] * 1000:.1f} ms" for k, v in tt.items() if "median_s" in v
+                    )
                     + f"; int8/fp32 {tt['ratios']['int8_pytorch']:.3f}"
                 )
             res["models"][name] = entry
             if name == "leansam_tiny":
                 torch.set_num_threads(work_threads)
-                source = _held_out(held_out)
-                say(f"held-out evaluation on {held_out} images")
-                ev = {"fp32": evaluate_gt(fp32, source), "int8": evaluate_gt(q, source)}
-                imgs = [source[i].image for i in range(min(gate_images, held_out))]
-                gate = compare_models(fp32, q, imgs, CompareConfig(**GATE, **WEAK_EVERYTHING))
-                res["fidelity"] = {
-                    "weights_sha256": weights_sha256("leansam_tiny"),
-                    "held_out": f"SynthSource({held_out}, seed={HELD_OUT_SEED}, TINY_SYNTH)",
-                    "fp32": {k: ev["fp32"][k] for k in ("box_miou", "point_miou", "n_instances", "n_images")},
-                    "int8": {k: ev["int8"][k] for k in ("box_miou", "point_miou", "n_instances", "n_images")},
-                    "gate_images": len(imgs),
-                    "gate": gate.to_dict(),
-                    "gate_table": gate.table(),
-                    "gate_passed": gate.passed,
-                }
-                say(gate.table())
+                res["fidelity"] = _fidelity(fp32, q, held_out, gate_images, say)
     return res
 
 
