@@ -1,7 +1,7 @@
 """Structural pruning (SlimSAM's method): image-encoder latency vs box / click mIoU, a Pareto report.
 
     python -m benchmarks.pruning --model leansam_tiny_teacher:TEACHER.pt [--ratios 0.25,0.5,0.625,0.75]
-        [--importances disturbed-taylor] [--recovery-steps 2000] [--lr 3e-4] [--references leansam_tiny]
+        [--importances disturbed-taylor] [--recovery-steps 4000] [--lr 3e-4] [--references leansam_tiny]
         [--held-out 200] [--runs 20] [--teacher-cache DIR] [--json docs/results/pruning.json]
         [--plot docs/img/pruning.png]
 
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--retime", action="store_true", help="measure the encoder latencies of --json again")
     p.add_argument("--ratios", default="0.25,0.5,0.625,0.75")
     p.add_argument("--importances", default="disturbed-taylor")
-    p.add_argument("--recovery-steps", type=int, default=2000)
+    p.add_argument("--recovery-steps", type=int, default=4000)
     p.add_argument("--lr", type=float, default=3e-4, help="recovery learning rate")
     p.add_argument("--teacher-cache", default="", help="folder of cached teacher embeddings, shared by parts")
     p.add_argument("--references", default="", help="comma-separated official variants of the family")
