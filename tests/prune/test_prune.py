@@ -258,9 +258,10 @@ def test_pruned_model_exports_to_onnx(tiny_pruned, tmp_path):
 
 
 @pytest.mark.parametrize("mode", ["encoder", "full"])
-def test_recovery_distillation_reduces_the_embedding_error(mode):
+def test_recovery_distillation_reduces_the_embedding_error(mode, tmp_path):
     """Each stage's recovery (leansam distill: embedding MSE, or with ``full`` also the decoder's
-    tokens and masks) brings the pruned model closer to its teacher."""
+    tokens and masks) brings the pruned model closer to its teacher; ``teacher_cache`` keeps the
+    teacher's embeddings on disk for later runs."""
     teacher = leansam.build_model("leansam_tiny")
     cfg = PruneConfig(
         ratio=0.5,
@@ -272,11 +273,13 @@ def test_recovery_distillation_reduces_the_embedding_error(mode):
         batch_size=2,
         lr=1e-3,
         recovery_mode=mode,
+        teacher_cache=str(tmp_path / "cache"),
     )
     _, report = prune_model(teacher, "leansam_tiny", cfg)
     assert [s["pruned"] for s in report["stages"]] == [["bottleneck"], ["embedding"]]
     for s in report["stages"]:
         assert s["embed_mse_recovered"] < s["embed_mse"], s
+    assert list((tmp_path / "cache").glob("*/*.pt"))
 
 
 def _run_cli(args, tmp_path, capsys):
