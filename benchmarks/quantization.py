@@ -208,9 +208,7 @@ def run(
                 entry["timing"][str(t)] = tt
                 say(
                     f"{name}, {t} thread(s): "
-                    + ", ".join(
-                        f"{k} {v['median_s'] * 1000:.1f} ms" for k, v in tt.items() if "median_s" in v
-                    )
+                    + ", ".join(f"{k} {tt[k]['median_s'] * 1000:.1f} ms" for k in fns)
                     + f"; int8/fp32 {tt['ratios']['int8_pytorch']:.3f}"
                 )
             res["models"][name] = entry
