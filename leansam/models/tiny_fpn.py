@@ -12,7 +12,7 @@ B x D x S/8 x S/8]) with D = ``out_chans`` (the decoder's width).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -134,3 +134,28 @@ class TinyFPNEncoder(nn.Module):
                 dense_pe, size=self.pos_embed.shape[-2:], mode="bilinear", align_corners=False
             )
         self.pos_embed.copy_(dense_pe.reshape(self.pos_embed.shape))
+
+
+@torch.no_grad()
+def deepen(encoder: TinyFPNEncoder, depths: tuple[int, int, int, int]) -> TinyFPNEncoder:
+    """A deeper copy of ``encoder`` that computes the same function (net2net-style depth growth).
+
+    Every stage keeps its blocks and gains ``depths[i] - current`` full-width basic blocks at its end.
+    A new block's second batch norm starts at zero scale and shift, so the block passes its
+    (non-negative, post-ReLU) input through unchanged until training moves it. ``depths`` may not
+    be below the current depths; pruned encoders (``mids``) keep their inner widths.
+    """
+    c = encoder.config
+    if any(d < cur for d, cur in zip(depths, c.depths)):
+        raise ValueError(f"deepen: depths {tuple(depths)} must not be below the encoder's {c.depths}")
+    mids = None
+    if c.mids is not None:
+        mids = tuple(tuple(m) + (w,) * (d - cur) for m, w, d, cur in zip(c.mids, c.widths, depths, c.depths))
+    grown = TinyFPNEncoder(replace(c, depths=tuple(depths), mids=mids))
+    grown.load_state_dict(encoder.state_dict(), strict=False)
+    for stage, cur in zip(grown.stages, c.depths):
+        for block in list(stage)[cur:]:
+            bn = block.conv2[1]
+            bn.weight.zero_()
+            bn.bias.zero_()
+    return grown.train(encoder.training)

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,6 +34,10 @@ THRESHOLDS = ("pred_iou_thresh", "stability_score_thresh", "stability_score_offs
 
 #: Prompt kinds of :func:`evaluate_gt`: result name -> ``leansam.eval`` prompt kind.
 PROMPTS = {"box": "tight-box", "point": "center"}
+
+#: Upper edges of :func:`evaluate_gt`'s ``per_fill`` buckets: an instance's share of its tight box
+#: (its fill-the-box IoU). Low fill means thin, concave or occluded objects, whose box says little.
+FILL_EDGES = (0.2, 0.4, 0.6, 1.0)
 
 
 def _samples(source: Sequence, max_images: int | None):
@@ -62,16 +67,22 @@ def _inputs(i: int, s) -> dict:
     }
 
 
-def _per_category(evaluators: dict[str, MaskIoUEvaluator]) -> dict[int, dict]:
-    per: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+def _grouped(evaluators: dict[str, MaskIoUEvaluator], group: Callable[[int, int, dict], Any]) -> dict:
+    """mIoU per prompt kind within each group (sorted) that ``group(image_id, k, row)`` puts instance k in."""
+    per: dict[Any, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for kind, ev in evaluators.items():
         for image_id in ev.image_ids:
-            for r in ev.image_rows(image_id):
-                per[r["category_id"]][kind].append(r["iou"])
+            for k, r in enumerate(ev.image_rows(image_id)):
+                per[group(image_id, k, r)][kind].append(r["iou"])
     return {
-        c: {**{f"{k}_miou": float(np.mean(v)) for k, v in d.items()}, "n": len(d["box"])}
-        for c, d in sorted(per.items())
+        g: {**{f"{k}_miou": float(np.mean(v)) for k, v in d.items()}, "n": len(d["box"])}
+        for g, d in sorted(per.items())
     }
+
+
+def _fill_bucket(fill: float) -> str:
+    k = min(int(np.searchsorted(FILL_EDGES, fill, side="right")), len(FILL_EDGES) - 1)
+    return f"{FILL_EDGES[k - 1] if k else 0.0:.1f}-{FILL_EDGES[k]:.1f}"
 
 
 @torch.no_grad()
@@ -79,7 +90,8 @@ def evaluate_gt(model: Sam, source: Sequence, max_images: int | None = None) -> 
     """mIoU against ground truth with the tight GT box and with the centre click (module docstring).
 
     Returns {"box_miou", "point_miou", "fill_box_miou", "n_instances", "n_images",
-    "per_category": {category id: {"box_miou", "point_miou", "fill_box_miou", "n"}}}; mIoU in [0, 1].
+    "per_category": {category id: {"box_miou", "point_miou", "fill_box_miou", "n"}},
+    "per_fill": {"0.0-0.2" ...: the same per box-fill bucket}}; mIoU in [0, 1].
     """
     model.eval()
     predictor = SamPredictor(model)
@@ -93,11 +105,14 @@ def evaluate_gt(model: Sam, source: Sequence, max_images: int | None = None) -> 
             evaluators[name].process(inputs, [{"masks": masks}])
         evaluators["fill_box"].process(inputs, [{"masks": filled_boxes(s.masks)}])
     res = {name: ev.evaluate() for name, ev in evaluators.items()}
+    fills = evaluators["fill_box"]
     return {
         **{f"{name}_miou": r["mIoU"] / 100 for name, r in res.items()},
         "n_instances": res["box"]["n"],
         "n_images": res["box"]["n_images"],
-        "per_category": _per_category(evaluators),
+        "per_category": _grouped(evaluators, lambda i, k, r: r["category_id"]),
+        # an instance's fill-the-box IoU is the share of its tight box that it covers
+        "per_fill": _grouped(evaluators, lambda i, k, r: _fill_bucket(fills.image_rows(i)[k]["iou"])),
     }
 
 

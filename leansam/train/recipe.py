@@ -63,7 +63,10 @@ EVAL_SETS = {
 @dataclasses.dataclass(frozen=True)
 class Segment:
     """One resumable training run of the recipe: its name (run folder), data, length and LR, and
-    the registry model it trains (every segment's weights load into the next one's model)."""
+    the registry model it trains. Every segment starts from the previous one's weights: loaded
+    as they are, or with ``grow``, into a model whose encoder has more blocks (the previous
+    encoder deepened by :func:`leansam.models.tiny_fpn.deepen`, the same function at step 0).
+    ``stop_after`` ends a segment early with its LR schedule unchanged (0: after ``steps``)."""
 
     name: str
     data: str
@@ -75,6 +78,8 @@ class Segment:
     seed: int = 0
     model: str = "leansam_tiny"
     prompts_per_image: int = 8
+    stop_after: int = 0
+    grow: bool = False
 
 
 SEGMENTS = (
@@ -92,6 +97,19 @@ SEGMENTS = (
         seed=2,
         model="leansam_tiny_512",
         prompts_per_image=16,
+        stop_after=1250,  # continued with a deeper encoder (seg4; docs/training.md)
+    ),
+    Segment(
+        "seg4",
+        "synth:100000:3:rich",
+        steps=6000,
+        lr=3e-4,
+        warmup=100,
+        correction_rounds=1,
+        seed=3,
+        model="leansam_tiny_deep_512",
+        prompts_per_image=16,
+        grow=True,
     ),
 )
 #: The segment whose final weights are the bundled ones (``export``): with ``--from-asset`` training
@@ -111,6 +129,7 @@ def segment_config(root: str, seg: Segment, init: str | None) -> TrainConfig:
         model=seg.model if init is None else f"{seg.model}:{init}",
         data=seg.data,
         steps=seg.steps,
+        stop_after=seg.stop_after,
         batch_size=8,
         lr=seg.lr,
         warmup=seg.warmup,
@@ -160,13 +179,33 @@ def train_stage(root: str, from_asset: bool = False) -> str | None:
     init = None
     if k > 0:
         prev = Path(root) / SEGMENTS[k - 1].name / "model.pt"
-        init = str(asset_path()) if from_asset else str(prev)
+        init = str(prev) if prev.is_file() or not from_asset else str(asset_path())
     elif from_asset:
         init = str(asset_path())
     if restore_snapshot(root, seg):  # its weights replace init's when the run resumes
         init = str(asset_path())
+    if seg.grow:  # a resumed run needs no start weights: last.pt's replace them
+        resuming = (Path(root) / seg.name / "last.pt").is_file()
+        init = None if resuming or init is None else grown_init(root, k, init)
     train(segment_config(root, seg, init))
     return seg.name
+
+
+def grown_init(root: str, k: int, init: str) -> str:
+    """The start weights of segment ``k`` (with ``grow``): ``init`` (the previous segment's weights)
+    in the previous segment's model, its encoder deepened to segment k's; written to
+    ``<root>/<segment>.init.pt``, whose path is returned."""
+    import leansam
+
+    from ..models.tiny_fpn import deepen
+
+    prev = load_recipe_model(init, SEGMENTS[k - 1].model)
+    model = leansam.build_model(SEGMENTS[k].model, pretrained=False)
+    prev.image_encoder = deepen(prev.image_encoder, model.image_encoder.config.depths)
+    model.load_state_dict(prev.state_dict())  # strict: every other part is the same architecture
+    dest = Path(root) / f"{SEGMENTS[k].name}.init.pt"
+    save_atomic(model.state_dict(), dest)
+    return str(dest)
 
 
 def snapshot_stage(root: str, dest: Path = SNAPSHOTS) -> Path | None:
@@ -254,7 +293,7 @@ def training_log(root: str) -> list[dict]:
                 "segment": seg.name,
                 "data": seg.data,
                 "steps_done": steps,
-                "steps_planned": seg.steps,
+                "steps_planned": seg.stop_after or seg.steps,
                 "images_seen": steps * 8,
                 "wall_hours": sum(m["seconds"]) / 3600,
                 "cpu_hours_logged": sum(cpu) / 3600,
@@ -361,16 +400,30 @@ def export_stage(root: str, src: str | None = None, dest: str | None = None) -> 
 
 def _check_bundled_pipeline(seg: Segment) -> None:
     """The bundled weights run in ``leansam_tiny``'s pipeline: a segment trained at another input
-    size is exported only once the registry entry has that size too."""
+    size or with another architecture is exported only once the registry entry has them too."""
+    import leansam
+
     from ..registry import get_model_info
 
+    problems = []
     trained, bundled = get_model_info(seg.model).transform, get_model_info("leansam_tiny").transform
     if trained.encoder_size != bundled.encoder_size:
-        raise ValueError(
-            f"{seg.name} trains {seg.model} at {trained.encoder_size} px but leansam_tiny runs at "
-            f"{bundled.encoder_size} px: set TINY_TRANSFORM in leansam/zoo/default.py to "
-            f"{trained.encoder_size} px first"
+        problems.append(
+            f"it trains at {trained.encoder_size} px but leansam_tiny runs at {bundled.encoder_size} px "
+            f"(set TINY_TRANSFORM in leansam/zoo/default.py to {trained.encoder_size} px)"
         )
+    shapes = [
+        {k: v.shape for k, v in leansam.build_model(name, pretrained=False).state_dict().items()}
+        for name in (seg.model, "leansam_tiny")
+    ]
+    differ = sorted(k for k in shapes[0].keys() | shapes[1].keys() if shapes[0].get(k) != shapes[1].get(k))
+    if differ:
+        problems.append(
+            f"its weights do not fit leansam_tiny ({len(differ)} tensors differ, e.g. {differ[0]}; "
+            f"build leansam_tiny as {seg.model} in leansam/zoo/default.py)"
+        )
+    if problems:
+        raise ValueError(f"{seg.name} trains {seg.model}: " + "; ".join(problems))
 
 
 def example_alpha(shape: tuple[int, int]):

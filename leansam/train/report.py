@@ -181,12 +181,25 @@ def _limit_lines(lim: dict) -> list[str]:
     ]
 
 
+def _fill_table(r: dict) -> list[str]:
+    lines = [
+        "| share of its box the object covers (held-out) | n | box | click | fill-the-box |",
+        "|---|---|---|---|---|",
+    ]
+    for bucket, d in r.get("per_fill", {}).items():
+        lines.append(
+            f"| {bucket} | {d['n']} | {d['box_miou']:.3f} | {d['point_miou']:.3f} | {d['fill_box_miou']:.3f} |"
+        )
+    return [*lines, ""] if "per_fill" in r else []
+
+
 def results_markdown(res: dict) -> str:
     """The results block of docs/training.md for a ``default_model.json`` dict."""
     lat, p = res["latency_s"], res["params"]
     lines = [f"Measured by `{res['command']}` on `{res['weights']}`.", ""]
     lines += _sets_table(res["sets"])
-    lines += ["", *_category_table(res["sets"]["held_out"]), "", *_everything_lines(res["everything"]), ""]
+    held = res["sets"]["held_out"]
+    lines += ["", *_category_table(held), "", *_fill_table(held), *_everything_lines(res["everything"]), ""]
     if "mask_resolution_limit" in res:
         lines += _limit_lines(res["mask_resolution_limit"])
     lines += [

@@ -53,7 +53,9 @@ class RunConfig:
 
     Attributes:
         out: output folder (config.json, metrics.csv, last.pt, model.pt).
-        steps: optimiser steps.
+        steps: optimiser steps (the length of the LR schedule).
+        stop_after: end the run after this many steps (0: ``steps``), the schedule unchanged: a run
+            cut short keeps the learning rates it was trained with.
         batch_size: images per step per rank.
         lr: peak learning rate (AdamW); linear warm-up for ``warmup`` steps, then cosine to
             ``lr * min_lr_frac``.
@@ -72,6 +74,7 @@ class RunConfig:
 
     out: str = "runs/run"
     steps: int = 100
+    stop_after: int = 0
     batch_size: int = 4
     lr: float = 1e-3
     weight_decay: float = 0.01
@@ -89,6 +92,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.steps <= 0 or self.batch_size <= 0 or self.ckpt_every <= 0:
             raise ValueError("steps, batch_size and ckpt_every must be positive")
+        if not 0 <= self.stop_after <= self.steps:
+            raise ValueError(f"stop_after must be in [0, steps={self.steps}], not {self.stop_after}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, not {self.lr}")
         if self.weight_decay < 0 or self.warmup < 0 or self.grad_clip < 0 or self.threads < 0:
@@ -371,7 +376,7 @@ def fit(
     export: Callable[[], dict[str, torch.Tensor]],
     params: list[nn.Parameter] | list[dict[str, Any]] | None = None,
 ) -> dict[str, float]:
-    """Runs (or resumes) ``cfg.steps`` optimiser steps of ``step_fn``.
+    """Runs (or resumes) ``cfg.steps`` (or ``cfg.stop_after``) optimiser steps of ``step_fn``.
 
     Args:
         cfg: the run's config (saved as config.json).
@@ -389,6 +394,7 @@ def fit(
     out = Path(cfg.out)
     opt, sched, params = _optimizer(cfg, module, params)
     start = _resume(cfg, module, opt, sched, info)
+    end = cfg.stop_after or cfg.steps
     if info.main:
         out.mkdir(parents=True, exist_ok=True)
         claim(out, RUN_FILES, "leansam training run")
@@ -398,17 +404,17 @@ def fit(
     if info.main and cfg.progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=cfg.steps, initial=start, desc=out.name, dynamic_ncols=True, mininterval=2.0)
+        bar = tqdm(total=end, initial=start, desc=out.name, dynamic_ncols=True, mininterval=2.0)
     last: dict[str, float] = {}
     module.train()
-    for step in range(start, cfg.steps):
+    for step in range(start, end):
         last = _one_step(cfg, step, step_fn, opt, sched, params, info)
         if log is not None:
             log.write(last)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{last['loss']:.4f}", refresh=False)
-        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
+        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == end:
             _save_checkpoint(cfg, step + 1, module, opt, sched, info)
     for closing in (bar, log):
         if closing is not None:

@@ -38,6 +38,10 @@ TINY_EVERYTHING = EverythingDefaults(
     source="docs/results/everything_calibration.json (python -m leansam.train.recipe calibrate-everything)",
 )
 
+#: ``leansam_tiny``'s pyramid with more blocks in the stride-16 and stride-32 stages (the recipe
+#: grows seg3's weights into it with :func:`leansam.models.tiny_fpn.deepen`).
+TINY_FPN_DEEP = TinyFPNConfig(depths=(1, 2, 4, 3))
+
 #: The teacher's encoder: the default model's pyramid, wider and deeper.
 TINY_FPN_TEACHER = TinyFPNConfig(widths=(48, 96, 192, 384), depths=(2, 2, 2, 2), stem_width=32)
 
@@ -78,6 +82,11 @@ def build_leansam_tiny_512() -> Sam:
     return tiny_sam(TinyFPNEncoder(TinyFPNConfig()), grid=32, prompt_frame=512, high_res=True)
 
 
+def build_leansam_tiny_deep_512() -> Sam:
+    """``leansam_tiny_512`` with a deeper encoder (:data:`TINY_FPN_DEEP`): 512 px, 32 x 32 x 128 embedding."""
+    return tiny_sam(TinyFPNEncoder(TINY_FPN_DEEP), grid=32, prompt_frame=512, high_res=True)
+
+
 def build_leansam_tiny_teacher() -> Sam:
     """A larger model of the same pipeline, for distillation and pruning experiments (not shipped)."""
     return tiny_sam(TinyFPNEncoder(TINY_FPN_TEACHER), high_res=True)
@@ -112,6 +121,16 @@ MODELS = (
         n_params=3_614_824,
         description="leansam_tiny's architecture on 512 px input (128 x 128 low-res masks), trained by the "
         "recipe's next segment; weights not shipped yet",
+    ),
+    ModelInfo(
+        name="leansam_tiny_deep_512",
+        family="default",
+        builder=build_leansam_tiny_deep_512,
+        weights=None,
+        transform=TINY_512_TRANSFORM,
+        n_params=6_567_016,
+        description="leansam_tiny_512 with 4 + 3 blocks in the encoder's last two stages, trained by the recipe's "
+        "segment seg4 from seg3's weights; weights not shipped yet",
     ),
     ModelInfo(
         name="leansam_tiny_teacher",

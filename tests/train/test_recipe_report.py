@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -150,3 +151,75 @@ def test_mask_resolution_limit_loses_thin_parts_at_coarse_sides() -> None:
     assert res["64"]["per_category"][1] > 0.95 and res["256"]["per_category"][1] > 0.95
     assert res["64"]["per_category"][4] < 0.1 < 0.6 < res["256"]["per_category"][4]
     assert res["64"]["miou"] == pytest.approx(np.mean([res["64"]["per_category"][c] for c in (1, 4)]))
+
+
+def test_per_fill_splits_the_instances_by_the_share_of_their_box_they_cover() -> None:
+    import leansam
+    from leansam.train.evaluate import evaluate_gt
+    from leansam.train.report import results_markdown
+
+    r = evaluate_gt(leansam.build_model(), held_out(3))
+    buckets = r["per_fill"]
+    assert len(buckets) >= 2 and sum(d["n"] for d in buckets.values()) == r["n_instances"]
+    for name, d in buckets.items():  # an instance's fill-the-box IoU is its share of the box
+        low, high = map(float, name.split("-"))
+        assert low <= d["fill_box_miou"] <= high
+    for kind in ("box", "point", "fill_box"):
+        recombined = sum(d["n"] * d[f"{kind}_miou"] for d in buckets.values()) / r["n_instances"]
+        assert recombined == pytest.approx(r[f"{kind}_miou"])
+    res = json.loads((ROOT / RESULTS).read_text(encoding="utf-8"))
+    res["sets"]["held_out"] = {**res["sets"]["held_out"], "per_fill": buckets}
+    assert f"| {next(iter(buckets))} | {next(iter(buckets.values()))['n']} |" in results_markdown(res)
+
+
+def test_a_growing_segment_starts_from_the_previous_weights_computing_the_same_masks(tmp_path: Path) -> None:
+    import torch
+
+    import leansam
+    from leansam.train.recipe import _check_bundled_pipeline, grown_init, load_recipe_model
+
+    k = next(i for i, s in enumerate(SEGMENTS) if s.grow)
+    torch.manual_seed(0)
+    prev = leansam.build_model(SEGMENTS[k - 1].model, pretrained=False)
+    with torch.no_grad():
+        for p in prev.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    torch.save(prev.state_dict(), tmp_path / "prev.pt")
+    init = grown_init(str(tmp_path), k, str(tmp_path / "prev.pt"))
+    grown = load_recipe_model(init, SEGMENTS[k].model)
+    assert sum(p.numel() for p in grown.parameters()) > sum(p.numel() for p in prev.parameters())
+    image = (np.random.default_rng(0).random((96, 128, 3)) * 255).astype(np.uint8)
+    box = np.array([[10, 20, 90, 80]], np.float32)
+    a = leansam.SamPredictor(prev.eval())
+    b = leansam.SamPredictor(grown)
+    for p in (a, b):
+        p.set_image(image)
+    _, _, low_a = a.predict(box=box[0], multimask_output=False, return_logits=True)
+    _, _, low_b = b.predict(box=box[0], multimask_output=False, return_logits=True)
+    np.testing.assert_allclose(low_b, low_a, atol=1e-4)
+    with pytest.raises(ValueError, match="do not fit leansam_tiny"):
+        _check_bundled_pipeline(dataclasses.replace(SEGMENTS[k], model="leansam_tiny_deep_512"))
+
+
+def test_from_asset_continues_a_finished_segment_from_its_own_weights(tmp_path: Path, monkeypatch) -> None:
+    """On a machine with seg3's final weights, seg4 grows them, not the bundled weights."""
+    import torch
+
+    import leansam
+    from leansam.train import recipe
+
+    monkeypatch.setattr(recipe, "SNAPSHOTS", tmp_path / "weights")
+    seen = []
+    monkeypatch.setattr(recipe, "train", seen.append)
+    k = next(i for i, s in enumerate(SEGMENTS) if s.grow)
+    root = tmp_path / "runs"
+    (root / SEGMENTS[k - 1].name).mkdir(parents=True)
+    torch.manual_seed(1)
+    prev = leansam.build_model(SEGMENTS[k - 1].model, pretrained=False).state_dict()
+    prev = {n: t + 0.01 * torch.randn_like(t) if t.is_floating_point() else t for n, t in prev.items()}
+    torch.save(prev, root / SEGMENTS[k - 1].name / "model.pt")
+    assert recipe.train_stage(str(root), from_asset=True) == SEGMENTS[k].name
+    name, _, init = seen[0].model.partition(":")
+    assert name == SEGMENTS[k].model and init == str(root / f"{SEGMENTS[k].name}.init.pt")
+    grown = torch.load(init, weights_only=True)
+    assert all(torch.equal(grown[n], t) for n, t in prev.items() if n.startswith("mask_decoder."))

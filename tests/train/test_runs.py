@@ -236,3 +236,32 @@ def test_fit_resumes_a_weights_only_snapshot_on_the_schedule(tmp_path) -> None:
         return next(r.split(",")[1] for r in rows[1:] if r.split(",")[0] == str(step))
 
     assert lr_at("fresh", 4) == lr_at("whole", 4) and lr_at("fresh", 5) == lr_at("whole", 5)
+
+
+def test_stop_after_ends_the_run_early_on_the_full_schedule(tmp_path) -> None:
+    """``stop_after`` writes model.pt after that many steps, each at the LR of the full schedule."""
+    cfg = RunConfig(steps=6, ckpt_every=4, warmup=1, lr=0.1, bf16=False, progress=False, device="cpu")
+    info = DistInfo(0, 1, torch.device("cpu"))
+
+    def run(out: Path, stop_after: int) -> list[str]:
+        torch.manual_seed(0)
+        module = nn.Linear(3, 1)
+
+        def step_fn(step: int) -> tuple[torch.Tensor, dict[str, float]]:
+            return module(torch.randn(2, 3)).pow(2).mean(), {}
+
+        fit(
+            dataclasses.replace(cfg, out=str(out), stop_after=stop_after),
+            module,
+            step_fn,
+            info,
+            module.state_dict,
+        )
+        return [r.split(",")[1] for r in (out / "metrics.csv").read_text().splitlines()[1:]]
+
+    whole, cut = run(tmp_path / "whole", 0), run(tmp_path / "cut", 3)
+    assert len(whole) == 6 and cut == whole[:3]
+    assert (tmp_path / "cut" / "model.pt").is_file()
+    assert torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["step"] == 3
+    with pytest.raises(ValueError, match="stop_after"):
+        RunConfig(steps=6, stop_after=7)
