@@ -15,6 +15,7 @@ Stages::
     python -m leansam.train.recipe snapshot --root runs/tiny2  # -> weights/leansam_tiny/<segment>.pt
     python -m leansam.train.recipe eval --root runs/tiny2      # -> docs/results/default_model.json
     python -m leansam.train.recipe eval --only everything      # its segment-everything part only
+    python -m leansam.train.recipe eval --only training        # its training log only
     python -m leansam.train.recipe calibrate-everything        # -> docs/results/everything_calibration.json
     python -m leansam.train.recipe export --root runs/tiny2    # -> leansam/assets/leansam_tiny.pt
     python -m leansam.train.recipe docs                        # results -> docs/training.md
@@ -371,6 +372,17 @@ def evaluate_everything_stage(weights: str | None = None, n_everything: int = 20
     return res["everything"]
 
 
+def training_log_stage(root: str) -> list[dict]:
+    """Re-reads only the training log of ``docs/results/default_model.json`` from the run folders
+    under ``root``; a segment whose run folder this machine lacks keeps its recorded row."""
+    res = json.loads(RESULTS.read_text(encoding="utf-8"))
+    rows = {t["segment"]: t for t in res.get("training", [])}
+    rows.update({t["segment"]: t for t in training_log(root)})
+    res["training"] = [rows[s.name] for s in SEGMENTS if s.name in rows]
+    write_json_file(RESULTS, res)
+    return res["training"]
+
+
 def _everything(model, n_everything: int, command: str) -> dict:
     held = open_source(EVAL_SETS["held_out"])
     ev = everything_section(model, held, n_everything, _example_image(), example_objects())
@@ -499,7 +511,9 @@ def main(argv: list[str] | None = None) -> int:
         "--from-asset", action="store_true", help="start the next segment from the bundled weights"
     )
     p.add_argument("--weights", default=None, help="eval: a run file instead of the bundled weights")
-    p.add_argument("--only", choices=["everything"], help="eval: re-measure only this part of the results")
+    p.add_argument(
+        "--only", choices=["everything", "training"], help="eval: re-measure only this part of the results"
+    )
     p.add_argument("--threads", type=int, default=2)
     add_calibrate_args(p)
     a = p.parse_args(argv)
@@ -514,6 +528,8 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+    elif a.stage == "eval" and a.only == "training":
+        print(json.dumps(training_log_stage(a.root), indent=2))
     elif a.stage == "eval":
         print(json.dumps(evaluate_stage(a.root, a.weights), indent=2))
     elif a.stage == "calibrate-everything":

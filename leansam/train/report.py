@@ -208,7 +208,8 @@ def results_markdown(res: dict) -> str:
         f"{lat['mobile_sam_encoder'] * 1e3:.0f} ms in the same run: **{lat['ratio_to_mobile_sam']:.4f}x** "
         "(target <= 0.25x).",
         "",
-        "Training log (from each segment's `metrics.csv`; CPU hours count only the steps that logged them):",
+        "Training log (from each segment's `metrics.csv`; wall hours include the times training was paused "
+        "for other work, CPU hours do not and count only the steps that logged them):",
         "",
         *_training_table(res["training"]),
     ]

@@ -1,4 +1,5 @@
-"""leansam's own models: ``leansam_tiny`` (bundled, the registry default) and its teacher.
+"""leansam's own models: ``leansam_tiny`` (bundled, the registry default), the architectures its
+recipe's later segments train (``leansam_tiny_512``, ``leansam_tiny_deep_512``) and a teacher.
 
 ``leansam_tiny`` is trained here, on CPU, **only on procedurally generated synthetic scenes**
 (``leansam.data.synth``); docs/training.md has the recipe (``scripts/train_default.sh``) and the
@@ -120,7 +121,7 @@ MODELS = (
         transform=TINY_512_TRANSFORM,
         n_params=3_614_824,
         description="leansam_tiny's architecture on 512 px input (128 x 128 low-res masks), trained by the "
-        "recipe's next segment; weights not shipped yet",
+        "recipe's segment seg3; weights not shipped yet",
     ),
     ModelInfo(
         name="leansam_tiny_deep_512",

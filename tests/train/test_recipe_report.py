@@ -223,3 +223,28 @@ def test_from_asset_continues_a_finished_segment_from_its_own_weights(tmp_path: 
     assert name == SEGMENTS[k].model and init == str(root / f"{SEGMENTS[k].name}.init.pt")
     grown = torch.load(init, weights_only=True)
     assert all(torch.equal(grown[n], t) for n, t in prev.items() if n.startswith("mask_decoder."))
+
+
+def test_eval_only_training_updates_the_segments_this_machine_ran(tmp_path: Path, monkeypatch) -> None:
+    from leansam.train import recipe
+
+    results = tmp_path / "default_model.json"
+    committed = json.loads((ROOT / RESULTS).read_text(encoding="utf-8"))
+    results.write_text(json.dumps(committed), encoding="utf-8")
+    monkeypatch.setattr(recipe, "RESULTS", results)
+    run = tmp_path / "runs" / SEGMENTS[2].name
+    run.mkdir(parents=True)
+    rows = [f"{i},0.001,{0.5 - 0.01 * i},2.0,3.0,0.7" for i in range(5)]
+    (run / "metrics.csv").write_text("step,lr,loss,seconds,cpu_seconds,iou_r0\n" + "\n".join(rows) + "\n")
+    assert recipe.main(["eval", "--only", "training", "--root", str(tmp_path / "runs")]) == 0
+    res = json.loads(results.read_text(encoding="utf-8"))
+    by_name = {t["segment"]: t for t in res["training"]}
+    for t in committed["training"]:  # segments without a run folder here keep their rows
+        if t["segment"] != SEGMENTS[2].name:
+            assert by_name[t["segment"]] == t
+    new = by_name[SEGMENTS[2].name]
+    assert new["steps_done"] == 5 and new["cpu_hours_logged"] == pytest.approx(15 / 3600)
+    assert [t["segment"] for t in res["training"]] == [s.name for s in SEGMENTS if s.name in by_name]
+    assert {k: v for k, v in res.items() if k != "training"} == {
+        k: v for k, v in committed.items() if k != "training"
+    }
