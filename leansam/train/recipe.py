@@ -103,7 +103,7 @@ SEGMENTS = (
     Segment(
         "seg4",
         "synth:100000:3:rich",
-        steps=6000,
+        steps=3000,
         lr=3e-4,
         warmup=100,
         correction_rounds=1,
