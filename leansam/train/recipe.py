@@ -209,10 +209,11 @@ def grown_init(root: str, k: int, init: str) -> str:
     return str(dest)
 
 
-def snapshot_stage(root: str, dest: Path = SNAPSHOTS) -> Path | None:
+def snapshot_stage(root: str, dest: Path | None = None) -> Path | None:
     """Copies the running segment's weights (fp16, no optimizer state) and its metrics into ``dest``,
     to be committed: a machine without ``root`` continues the segment from them. None: no running
-    segment."""
+    segment. ``dest`` defaults to :data:`SNAPSHOTS`."""
+    dest = SNAPSHOTS if dest is None else dest
     for seg in SEGMENTS:
         run = Path(root) / seg.name
         if _finished(root, seg) or not (run / "last.pt").is_file():
@@ -234,8 +235,10 @@ def _copy_file(src: Path, dest: Path) -> None:
         shutil.copyfile(src, tmp)
 
 
-def restore_snapshot(root: str, seg: Segment, src: Path = SNAPSHOTS) -> bool:
-    """Starts ``seg``'s run folder from its committed snapshot when the folder has no ``last.pt``."""
+def restore_snapshot(root: str, seg: Segment, src: Path | None = None) -> bool:
+    """Starts ``seg``'s run folder from its committed snapshot (in ``src``, default :data:`SNAPSHOTS`)
+    when the folder has no ``last.pt``."""
+    src = SNAPSHOTS if src is None else src
     run, snap = Path(root) / seg.name, src / f"{seg.name}.pt"
     if (run / "last.pt").is_file() or not snap.is_file():
         return False
