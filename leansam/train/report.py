@@ -182,15 +182,17 @@ def _limit_lines(lim: dict) -> list[str]:
 
 
 def _fill_table(r: dict) -> list[str]:
+    if "per_fill" not in r:  # a results file without the breakdown
+        return []
     lines = [
         "| share of its box the object covers (held-out) | n | box | click | fill-the-box |",
         "|---|---|---|---|---|",
     ]
-    for bucket, d in r.get("per_fill", {}).items():
+    for bucket, d in r["per_fill"].items():
         lines.append(
             f"| {bucket} | {d['n']} | {d['box_miou']:.3f} | {d['point_miou']:.3f} | {d['fill_box_miou']:.3f} |"
         )
-    return [*lines, ""] if "per_fill" in r else []
+    return [*lines, ""]
 
 
 def results_markdown(res: dict) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -198,7 +197,7 @@ def test_a_growing_segment_starts_from_the_previous_weights_computing_the_same_m
     _, _, low_b = b.predict(box=box[0], multimask_output=False, return_logits=True)
     np.testing.assert_allclose(low_b, low_a, atol=1e-4)
     with pytest.raises(ValueError, match="do not fit leansam_tiny"):
-        _check_bundled_pipeline(dataclasses.replace(SEGMENTS[k], model="leansam_tiny_deep_512"))
+        _check_bundled_pipeline(SEGMENTS[k])
 
 
 def test_from_asset_continues_a_finished_segment_from_its_own_weights(tmp_path: Path, monkeypatch) -> None:
