@@ -331,3 +331,30 @@ def sam2():
         )
     _install_sam2_cc_stub()
     return sam2
+
+
+class SharedEncoder(torch.nn.Module):
+    """Runs ``encoder`` once per distinct input; later calls with (nearly) the same input reuse it.
+
+    Put in both leansam's and the official model, it makes them see one image embedding, so that
+    a test compares what comes after the encoder (encoder parity is tested on its own) and pays
+    for one encoder run instead of two.
+    """
+
+    img_size = 1024  # read by the official predictor
+
+    def __init__(self, encoder: torch.nn.Module, cache: list) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.cache = cache  # [(input, output, [max input difference of each reuse])]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for key, out, diffs in self.cache:
+            if key.shape == x.shape:
+                d = (key - x).abs().max().item()
+                if d <= 1e-3:
+                    diffs.append(d)
+                    return out
+        out = self.encoder(x)
+        self.cache.append((x.clone(), out, []))
+        return out

@@ -8,7 +8,7 @@ upscaling, IoU / stability filtering, boxes, edge filtering, NMS, RLE and record
 
 Random stand-in weights give soft, image-wide masks (logits within about +-1.2, every
 box the whole image), so the options are chosen for them: stability offset 0.1 and
-thresholds that keep a few dozen masks with a margin of > 1e-3 to every threshold
+thresholds that keep some masks and drop others, with a margin of > 1e-3 to every threshold
 (checked on this fixture), and box NMS at 1.0 so the near-identical boxes do not
 collapse to one mask. NMS itself is compared on the scripted model in
 ``test_generator.py``.
@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
 import leansam
 from leansam.everything import AutomaticMaskGenerator
@@ -29,34 +27,15 @@ from tests.everything.reference import official_hierarchical
 
 NAME = "sam_vit_b"
 OPTS = {
-    "points_per_side": 10,  # 100 prompts: two batches of 64
+    "points_per_side": 10,
     "pred_iou_thresh": 0.05,
     "stability_score_thresh": 0.5,
     "stability_score_offset": 0.1,
     "box_nms_thresh": 1.0,
 }
-
-
-class SharedEncoder(nn.Module):
-    """Runs ``encoder`` once per distinct input; later calls with (nearly) the same input reuse it."""
-
-    img_size = 1024  # read by the official predictor
-
-    def __init__(self, encoder: nn.Module, cache: list) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.cache = cache  # [(input, output, [max input difference of each reuse])]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for key, out, diffs in self.cache:
-            if key.shape == x.shape:
-                d = (key - x).abs().max().item()
-                if d <= 1e-3:
-                    diffs.append(d)
-                    return out
-        out = self.encoder(x)
-        self.cache.append((x.clone(), out, []))
-        return out
+#: The default suite's grid: 49 prompts in two batches (the official decoder takes ~0.16 s a prompt);
+#: 17 masks kept, margins 2.8e-3 (IoU) and 1.7e-3 (stability) to the thresholds on this fixture.
+GRID = {**OPTS, "points_per_side": 7, "points_per_batch": 25, "stability_score_thresh": 0.45}
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +45,8 @@ def models(tmp_path_factory):
     official = oracles.segment_anything().sam_model_registry["vit_b"](checkpoint=str(path)).eval()
     cache: list = []
     encoder = mine.image_encoder
-    mine.image_encoder = SharedEncoder(encoder, cache)
-    official.image_encoder = SharedEncoder(encoder, cache)
+    mine.image_encoder = oracles.SharedEncoder(encoder, cache)
+    official.image_encoder = oracles.SharedEncoder(encoder, cache)
     return mine, official, cache
 
 
@@ -105,12 +84,12 @@ def assert_same_mask_set(mine, ref):
 
 @pytest.fixture(scope="module")
 def grid_runs(models, image):
-    return run_both(models, image, **OPTS)
+    return run_both(models, image, **GRID)
 
 
 def test_grid_matches_official_generator(grid_runs):
     mine, ref, _ = grid_runs
-    assert 20 <= len(ref) <= 60  # a few dozen masks survive the chosen thresholds
+    assert 10 <= len(ref) <= 40  # some, not all, masks survive the chosen thresholds
     assert_same_mask_set(mine, ref)
 
 
@@ -120,7 +99,7 @@ def test_grid_records_have_segment_anything_format(grid_runs, image):
     for a in mine:
         assert a["segmentation"].shape == image.shape[:2] and a["segmentation"].dtype == bool
         assert isinstance(a["area"], int) and all(isinstance(v, int) for v in a["bbox"] + a["crop_box"])
-    assert stats.prompts_decoded == 100 and stats.batches == 2 and stats.crops == 1
+    assert stats.prompts_decoded == 49 and stats.batches == 2 and stats.crops == 1
 
 
 def test_encoder_ran_once_and_inputs_agree(grid_runs, models):
