@@ -114,6 +114,10 @@ def test_from_asset_skips_to_the_segment_a_snapshot_continues(tmp_path: Path, mo
     assert recipe._todo(root, False) == everything  # with the run folders, segments go in order
     (tmp_path / "weights" / "seg1.pt").write_bytes(b"")  # the bundled segment is never resumed
     assert recipe._todo(root, True) == everything[2:]
+    (tmp_path / "runs" / "seg4").mkdir(parents=True)  # a finished later segment: earlier ones are done
+    (tmp_path / "runs" / "seg4" / "model.pt").write_bytes(b"")
+    assert recipe._todo(root, True) == everything[4:]
+    assert recipe._todo(root, False) == [k for k in everything if k != 3]
 
 
 def test_export_refuses_a_segment_of_another_input_size(tmp_path: Path, capsys) -> None:
