@@ -113,8 +113,8 @@ SEGMENTS = (
         grow=True,
         stop_after=1200,  # continued without the correction round (seg5; docs/training.md)
     ),
-    # No correction round: half the decoder passes per step, so twice the steps per CPU hour; the
-    # targets are measured on one box or one click.
+    # No correction round: half the decoder passes per step, so more steps per CPU hour; the targets
+    # are measured on one box or one click.
     Segment(
         "seg5",
         "synth:100000:4:rich",
