@@ -358,3 +358,13 @@ class SharedEncoder(torch.nn.Module):
         out = self.encoder(x)
         self.cache.append((x.clone(), out, []))
         return out
+
+
+def share_encoder(mine: torch.nn.Module, official: torch.nn.Module) -> list:
+    """Wraps both models' image encoders in one :class:`SharedEncoder` cache around ``mine``'s
+    encoder; returns the cache ([(input, output, [max input difference of each reuse])])."""
+    cache: list = []
+    encoder = mine.image_encoder
+    mine.image_encoder = SharedEncoder(encoder, cache)
+    official.image_encoder = SharedEncoder(encoder, cache)
+    return cache

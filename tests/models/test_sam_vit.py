@@ -3,7 +3,8 @@
 Strict loading, parameter counts and predictor parity with the stored fixture (ViT-B/L/H) are in
 test_registry_parity.py; this file keeps the embedding and the live-oracle checks. The live
 predictor checks give both predictors one image embedding (leansam's encoder, run once): the
-encoders are compared on their own, and the official ViT-B encoder takes 18 s on 2 cores.
+encoders are compared on their own (against the official encoder live in the slow suite only:
+it is the costliest step of this file).
 """
 
 from __future__ import annotations
@@ -56,10 +57,7 @@ def predictors(ckpt_path, case):
     sa = oracles.segment_anything()
     mine_model = leansam.build_model(NAME, checkpoint=ckpt_path)
     official = sa.sam_model_registry["vit_b"](checkpoint=str(ckpt_path)).eval()
-    cache: list = []
-    encoder = mine_model.image_encoder
-    mine_model.image_encoder = oracles.SharedEncoder(encoder, cache)
-    official.image_encoder = oracles.SharedEncoder(encoder, cache)
+    cache = oracles.share_encoder(mine_model, official)
     mine = leansam.SamPredictor(mine_model)
     mine.set_image(case["image"])
     ref = sa.SamPredictor(official)

@@ -103,7 +103,7 @@ def test_compare_video_gates_an_int8_candidate(int8_dir: Path, clip, tmp_path: P
     assert "FAIL: frame_iou" in out and ">= 0.94: pass" in out
 
 
-@pytest.mark.slow  # four tracking runs, two of them in bf16 (30 s on 2 cores)
+@pytest.mark.slow  # four tracking runs, two of them in bf16
 def test_compare_tracks_measures_what_separate_runs_give(clip) -> None:
     """The bf16 candidate against fp32: the report's IoUs and pixel counts are those of two separate runs."""
     _, frames, ckpt, box = clip
