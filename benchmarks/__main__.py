@@ -27,6 +27,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from benchmarks.weights import names_model, outdated_models, outdated_note
 from leansam.io import atomic_path
 
 #: Topics in page order: (module name, what it measures).
@@ -92,7 +93,7 @@ def build_page(plots: bool = True) -> str:
         try:
             if plots and hasattr(mod, "plots"):
                 mod.plots(result)
-            sections.append(mod.render(result).rstrip() + "\n")
+            sections.append(_with_outdated_note(mod.render(result), result, topic))
         except (KeyError, TypeError, ValueError) as e:
             # A result written by an older version of the topic: say so rather than fail the page.
             sections.append(
@@ -102,6 +103,9 @@ def build_page(plots: bool = True) -> str:
             continue
         for t in getattr(mod, "targets", lambda r: [])(result):
             verdict = "met" if t["met"] else "**not met**"
+            # a target may say which section of the result it comes from (``section``)
+            if any(names_model(t["target"], n) for n in outdated_models(result, t.get("section"))):
+                verdict = "outdated: measured on earlier weights"
             summary.append(f"| {t['target']} | {t['measured']} | {verdict} | {topic} |")
     head = [INTRO]
     if summary:
@@ -125,9 +129,21 @@ def fill_blocks(text: str) -> str:
         if result is None:
             return m.group(1) + f"Not measured yet: run `python -m benchmarks.{topic}`.\n" + m.group(5)
         body = getattr(importlib.import_module(f"benchmarks.{topic}"), function)(result)
-        return m.group(1) + body.rstrip() + "\n" + m.group(5)
+        note = outdated_note(result, f"python -m benchmarks.{topic}")
+        return m.group(1) + (f"{note}\n\n" if note else "") + body.rstrip() + "\n" + m.group(5)
 
     return _BLOCK.sub(fill, text)
+
+
+def _with_outdated_note(section: str, result: dict[str, Any], topic: str) -> str:
+    """A topic's section with :func:`benchmarks.weights.outdated_note` under its heading."""
+    note = outdated_note(result, f"python -m benchmarks.{topic}")
+    if note is None:
+        return section.rstrip() + "\n"
+    head, _, body = section.rstrip().partition("\n")
+    if not head.startswith("#"):
+        return f"{note}\n\n{section.rstrip()}\n"
+    return f"{head}\n\n{note}\n\n{body.lstrip(chr(10))}\n"
 
 
 def expected_pages(plots: bool = False) -> dict[Path, str]:

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from benchmarks.everything import SPEED_OPTS
+from benchmarks.weights import record_bundled
 from leansam.bench.timing import machine_fingerprint
 from leansam.io import write_json
 
@@ -218,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=RESULT)
     args = p.parse_args(argv)
     result = run(args)
-    write_json(args.json, result)
+    write_json(args.json, record_bundled(result))
     print(args.json)
     return 0
 

@@ -42,7 +42,7 @@ import torch
 
 from benchmarks.agreement import compare_records
 from benchmarks.everything_page import render, targets
-from benchmarks.weights import weights_sha256
+from benchmarks.weights import record_bundled, weights_sha256
 from leansam.bench.timing import StageTimer
 
 RESULT_PATH = Path(__file__).resolve().parents[1] / "docs" / "results" / "everything.json"
@@ -523,7 +523,7 @@ def run(
         sec["command"] = command
         sec["quick"] = quick
         sec["wall_s"] = time.perf_counter() - t
-        result[name] = sec
+        result[name] = record_bundled(sec)
         if path is not None:
             write_json(path, result)
     return result

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 import leansam
+from benchmarks.weights import record_bundled
 from leansam.bench.timing import machine_fingerprint, measure_interleaved
 from leansam.io import write_json
 
@@ -192,7 +193,7 @@ def run(
         "models": rows,
     }
     if out is not None:
-        write_json(out, res)
+        write_json(out, record_bundled(res))
     return res
 
 

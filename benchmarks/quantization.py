@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 import leansam
-from benchmarks.weights import stale_note, weights_sha256
+from benchmarks.weights import record_bundled, stale_note, weights_sha256
 from leansam.bench.timing import Timing, machine_fingerprint, measure_interleaved
 from leansam.io import write_json
 
@@ -478,6 +478,8 @@ def keep_other_models(old: dict, new: dict) -> dict:
     earlier = {k: v for k, v in old.get("earlier", {}).items() if k in others}
     earlier.update({k: old.get("command", "unknown") for k in others if k not in earlier})
     out["earlier"] = earlier
+    kept = {k: v for k, v in old.get("bundled_weights", {}).items() if k in others}
+    out["bundled_weights"] = {**kept, **new.get("bundled_weights", {})}
     return out
 
 
@@ -501,6 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     start = [round(v, 2) for v in os.getloadavg()]
     res = run(models, args.runs, threads, args.calib_count, args.held_out, work_threads=args.work_threads)
     res["load_average"] = {"start": start, "end": [round(v, 2) for v in os.getloadavg()]}
+    res = record_bundled(res)
     res["command"] = (
         f"python -m benchmarks.quantization --models {','.join(models)} --runs {args.runs} "
         f"--threads {args.threads} --calib-count {args.calib_count} --held-out {args.held_out} "

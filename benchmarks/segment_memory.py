@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from benchmarks.weights import record_bundled
 from leansam.bench.timing import machine_fingerprint
 from leansam.io import write_json
 
@@ -126,7 +127,7 @@ def run(megapixels: tuple[float, ...], threads: int = 1, out: Path | None = RESU
         "machine": machine_fingerprint("cpu").to_dict(),
     }
     if out is not None:
-        write_json(out, result)
+        write_json(out, record_bundled(result))
     return result
 
 

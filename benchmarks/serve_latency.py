@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.weights import record_bundled
 from leansam.bench.timing import machine_fingerprint
 from leansam.io import write_json
 
@@ -255,7 +256,7 @@ def run(
         "concurrent": conc,
     }
     if out is not None:
-        write_json(out, res)
+        write_json(out, record_bundled(res))
     return res
 
 

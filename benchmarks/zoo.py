@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from benchmarks import anchors
+from benchmarks.weights import record_bundled
 from leansam.bench import BenchConfig, run_benchmark
 from leansam.bench.report import (
     PlotUnavailable,
@@ -124,7 +125,7 @@ def run(
     result["command"] = COMMAND.format(
         models=models, runs=runs, warmup=warmup, grids=",".join(map(str, grids)), threads=threads
     )
-    write_json(out, result)
+    write_json(out, record_bundled(result))
     return result
 
 

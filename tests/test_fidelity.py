@@ -102,7 +102,7 @@ def test_cli_quantize_then_compare(images, tmp_path, capsys):
         [
             "quantize",
             "--model",
-            "leansam_tiny",
+            "leansam_nano",
             "--method",
             "tinysam",
             "--calib",
@@ -117,7 +117,7 @@ def test_cli_quantize_then_compare(images, tmp_path, capsys):
     assert code == 0, err
     assert (out / "model.pt").is_file() and (out / "quantization.json").is_file()
     gate = tmp_path / "gate.json"
-    args = ["compare", "--reference", "leansam_tiny", "--candidate", out, "--images", images, "--json", gate]
+    args = ["compare", "--reference", "leansam_nano", "--candidate", out, "--images", images, "--json", gate]
     args += [
         "--everything-iou-thresh",
         "0.4",
@@ -130,7 +130,7 @@ def test_cli_quantize_then_compare(images, tmp_path, capsys):
     assert code == 0, stdout + err
     assert "PASS" in stdout and "| mask IoU, box prompt |" in stdout
     report = json.loads(gate.read_text())
-    assert report["passed"] and report["box_iou"]["mean"] >= 0.9 and report["reference"] == "leansam_tiny"
+    assert report["passed"] and report["box_iou"]["mean"] >= 0.9 and report["reference"] == "leansam_nano"
     # int8 is not bit-exact: a cosine of exactly 1 fails the gate with status 1 (not an error)
     code, stdout, err = run([*args, "--no-everything", "--min-cosine", "1.0"], capsys)
     assert code == 1, stdout + err
@@ -153,7 +153,7 @@ def test_cli_compare_bad_input(args, pattern, images, tmp_path, capsys):
     (tmp_path / "garbage.pth").write_bytes(b"\x00not a checkpoint" * 10)
     (tmp_path / "noimages").mkdir()
     base = {
-        "--reference": "leansam_tiny",
+        "--reference": "leansam_nano",
         "--candidate": str(tmp_path / "garbage.pth"),
         "--images": str(images),
     }
@@ -176,12 +176,12 @@ def test_cli_compare_bad_input(args, pattern, images, tmp_path, capsys):
     ("args", "pattern"),
     [
         (["--model", "no_such_model", "--calib", "{calib}"], "unknown model"),
-        (["--model", "leansam_tiny", "--calib", "{tmp}/empty"], "has no images"),
-        (["--model", "leansam_tiny", "--calib", "{tmp}/broken"], "not an image"),
-        (["--model", "leansam_tiny"], "needs calibration images"),
-        (["--model", "leansam_tiny", "--calib", "{calib}", "--w-bits", "12"], "w_bits"),
-        (["--model", "leansam_tiny", "--calib", "{calib}", "--per-channel", "yes"], "--per-channel not used"),
-        (["--model", "leansam_tiny", "--calib", "{calib}", "--config", "{tmp}/bad.json"], "unknown option"),
+        (["--model", "leansam_nano", "--calib", "{tmp}/empty"], "has no images"),
+        (["--model", "leansam_nano", "--calib", "{tmp}/broken"], "not an image"),
+        (["--model", "leansam_nano"], "needs calibration images"),
+        (["--model", "leansam_nano", "--calib", "{calib}", "--w-bits", "12"], "w_bits"),
+        (["--model", "leansam_nano", "--calib", "{calib}", "--per-channel", "yes"], "--per-channel not used"),
+        (["--model", "leansam_nano", "--calib", "{calib}", "--config", "{tmp}/bad.json"], "unknown option"),
     ],
 )
 def test_cli_quantize_bad_input(args, pattern, images, tmp_path, capsys):

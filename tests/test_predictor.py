@@ -11,7 +11,7 @@ from leansam.bench.protocol import test_image as synthetic_image
 
 @pytest.fixture(scope="module")
 def predictor():
-    p = leansam.SamPredictor(leansam.build_model("leansam_tiny"))
+    p = leansam.SamPredictor(leansam.build_model("leansam_nano"))
     p.set_image(synthetic_image((120, 160), 0)[0])
     return p
 
@@ -62,11 +62,11 @@ def test_one_point_set_shared_by_many_boxes(predictor):
 @pytest.mark.parametrize("block", [0, -2])
 def test_prompt_block_must_be_positive(block):
     with pytest.raises(ValueError, match="prompt_block"):
-        leansam.SamPredictor(leansam.build_model("leansam_tiny"), prompt_block=block)
+        leansam.SamPredictor(leansam.build_model("leansam_nano"), prompt_block=block)
 
 
 def test_mask_input_takes_the_models_low_res_size(predictor):
-    """leansam_tiny's embedding grid is 16 x 16: its low-res logits (and mask_input) are 64 x 64."""
+    """leansam_nano's embedding grid is 16 x 16: its low-res logits (and mask_input) are 64 x 64."""
     import numpy as np
 
     h, w = predictor.low_res_size()

@@ -10,7 +10,7 @@ each a one-key mapping ``{KIND: {options..., gate: {thresholds}}}``::
       everything: false
       min_box_iou: 0.8                       # default thresholds (leansam compare's)
     steps:
-      - distil: {student: leansam_tiny, mode: encoder, steps: 2000, data: "synth:4000:0"}
+      - distil: {student: leansam_nano, mode: encoder, steps: 2000, data: "synth:4000:0"}
       - prune: {ratio: 0.5, importance: disturbed-taylor, recovery_steps: 500, gate: {min_box_iou: 0.75}}
       - quantize: {method: tinysam, calib: "synth:8:7"}
       - export: {int8: static}

@@ -3,7 +3,7 @@
     python -m leansam.train.ablation --teacher leansam_tiny_teacher:runs/tiny/teacher/model.pt \\
         --root runs/compare --steps 60 --eval-images 30
 
-For each mode of :data:`leansam.train.distill.MODES` the same untrained student (``leansam_tiny``
+For each mode of :data:`leansam.train.distill.MODES` the same untrained student (``leansam_nano``
 architecture: random encoder, prompt encoder / decoder copied from the teacher, seed 0) is
 distilled for ``--steps`` steps on the teacher's training images; then student and teacher are
 compared on held-out synthetic images (seed 1000): mean IoU between their masks for GT-box and
@@ -31,13 +31,13 @@ def compare_modes(
     t = load_spec(teacher).eval()
     src = held_out(eval_images)
     torch.manual_seed(0)
-    untrained = build_student("leansam_tiny", t)
+    untrained = build_student("leansam_nano", t)
     rows = [{"mode": "untrained", "steps": 0, **agreement(untrained, t, src)}]
     for mode in modes:
         cfg = DistillConfig(
             out=f"{root}/{mode}",
             teacher=teacher,
-            student="leansam_tiny",
+            student="leansam_nano",
             mode=mode,
             data=SEGMENTS[-1].data,
             steps=steps,
@@ -53,7 +53,7 @@ def compare_modes(
         distill(cfg)
         import leansam
 
-        student = leansam.build_model("leansam_tiny", checkpoint=f"{root}/{mode}/model.pt")
+        student = leansam.build_model("leansam_nano", checkpoint=f"{root}/{mode}/model.pt")
         rows.append({"mode": mode, "steps": steps, **agreement(student, t, src)})
     write_json_file(f"{root}/compare.json", rows)
     return rows

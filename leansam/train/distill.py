@@ -84,7 +84,7 @@ class DistillConfig(RunConfig):
     """
 
     teacher: str = "leansam_tiny_teacher"
-    student: str = "leansam_tiny"
+    student: str = "leansam_nano"
     student_init: str = ""
     mode: str = "encoder"
     data: str = "synth:4000:0"

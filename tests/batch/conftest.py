@@ -11,7 +11,7 @@ import pytest
 from leansam.data.synth import SynthConfig, generate
 
 N_IMAGES = 7
-#: Options that make the bundled leansam_tiny keep some masks on the synthetic images, fast.
+#: Options that make the bundled leansam_nano keep some masks on the synthetic images, fast.
 EVERYTHING_OPTS = [
     "--points-per-side",
     "4",

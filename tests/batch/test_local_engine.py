@@ -183,7 +183,7 @@ def test_an_output_folder_of_another_run_is_refused_untouched(dataset, tmp_path,
 )
 def test_eval_engine_options_bad_input(extra, pattern, synth_images, tmp_path, capsys):
     out = tmp_path / "out"
-    args = ["eval", "--model", "leansam_tiny", "--images", synth_images / "images"]
+    args = ["eval", "--model", "leansam_nano", "--images", synth_images / "images"]
     args += ["--annotations", synth_images / "annotations.json", "--out", out, *extra]
     code, _, err = run(args, capsys)
     assert_clean_error(code, err, out, pattern)

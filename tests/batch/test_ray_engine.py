@@ -80,7 +80,7 @@ def test_eval_on_ray_gives_the_local_results(cluster, synth_images, tmp_path, ca
         for a in gt["annotations"]
     ]
     (tmp_path / "dets.json").write_text(json.dumps(dets))
-    base = ["eval", "--model", "leansam_tiny", "--images", synth_images / "images"]
+    base = ["eval", "--model", "leansam_nano", "--images", synth_images / "images"]
     base += ["--annotations", synth_images / "annotations.json", "--detections", tmp_path / "dets.json"]
     base += ["--threads", "1", "--no-progress"]
     code, _, err = run([*base, "--out", tmp_path / "local"], capsys)

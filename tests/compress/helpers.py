@@ -27,7 +27,7 @@ needs_int8 = pytest.mark.skipif(
 )
 
 
-def encoder_convs(name: str = "leansam_tiny", in_graph: bool = False) -> int:
+def encoder_convs(name: str = "leansam_nano", in_graph: bool = False) -> int:
     """Convolutions of a model's image encoder: what int8 quantization of the encoder covers. The
     exported encoder graph (``in_graph``) also holds the decoder's skip-feature projections."""
     model = leansam.build_model(name, pretrained=False)
@@ -61,7 +61,7 @@ def load_images(folder: Path) -> list[np.ndarray]:
 @functools.cache
 def tiny_fp32() -> leansam.Sam:
     """The bundled default model in fp32 (cached; do not modify it)."""
-    return leansam.build_model("leansam_tiny")
+    return leansam.build_model("leansam_nano")
 
 
 def embed(model: nn.Module, image: np.ndarray) -> torch.Tensor:

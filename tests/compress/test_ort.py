@@ -36,7 +36,7 @@ def held_out_image():
 @pytest.fixture(scope="module")
 def static_dir(calib_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("ort") / "static"
-    res = quantize_onnx("leansam_tiny", OrtStaticConfig(num_calib=4), out, calib=calib_dir)
+    res = quantize_onnx("leansam_nano", OrtStaticConfig(num_calib=4), out, calib=calib_dir)
     return out, res
 
 
@@ -53,7 +53,7 @@ def test_static_qdq_folder(static_dir, held_out_image):
         "quantization.json",
     ]
     manifest = json.loads((out / "quantization.json").read_text())
-    assert manifest["model"] == "leansam_tiny" and manifest["config"]["method"] == "ort-static"
+    assert manifest["model"] == "leansam_nano" and manifest["config"]["method"] == "ort-static"
     assert len(manifest["calibration"]) == 4
     # QDQ: every Conv input gets a QuantizeLinear/DequantizeLinear pair, weights are int8 initialisers
     n = encoder_convs(in_graph=True)
@@ -62,7 +62,7 @@ def test_static_qdq_folder(static_dir, held_out_image):
 
     graph = onnx.load(str(res.encoder)).graph
     assert any(t.data_type == onnx.TensorProto.INT8 for t in graph.initializer)
-    model = load_onnx_quantized(out, expect_model="leansam_tiny")
+    model = load_onnx_quantized(out, expect_model="leansam_nano")
     img = held_out_image
     assert _cos(embed(model, img), embed(tiny_fp32(), img)) > 0.995
     pred = leansam.SamPredictor(model)
@@ -72,37 +72,37 @@ def test_static_qdq_folder(static_dir, held_out_image):
 
 
 def test_dynamic_with_conv_integer(held_out_image, tmp_path):
-    res = quantize_onnx("leansam_tiny", OrtDynamicConfig(op_types=("Conv",)), tmp_path / "dyn")
+    res = quantize_onnx("leansam_nano", OrtDynamicConfig(op_types=("Conv",)), tmp_path / "dyn")
     assert res.ops.get("ConvInteger", 0) == encoder_convs(in_graph=True)
     assert res.ops.get("DynamicQuantizeLinear", 0) >= 1
     model = load_onnx_quantized(tmp_path / "dyn")
     img = held_out_image
     assert _cos(embed(model, img), embed(tiny_fp32(), img)) > 0.99
     # the default op types (MatMul, Gemm) find nothing to quantize in a pure conv net: say so
-    none = quantize_onnx("leansam_tiny", OrtDynamicConfig(), tmp_path / "none")
+    none = quantize_onnx("leansam_nano", OrtDynamicConfig(), tmp_path / "none")
     assert none.quantized_nodes == 0 and "NOTHING was quantized" in none.summary()
 
 
 def test_bad_input(tmp_path, monkeypatch):
     with pytest.raises(TypeError, match="OrtStaticConfig"):
-        quantize_onnx("leansam_tiny", TinySamPTQConfig(), tmp_path / "x")
+        quantize_onnx("leansam_nano", TinySamPTQConfig(), tmp_path / "x")
     with pytest.raises(InputError, match="no calibration images"):
-        quantize_onnx("leansam_tiny", OrtStaticConfig(), tmp_path / "x")
+        quantize_onnx("leansam_nano", OrtStaticConfig(), tmp_path / "x")
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(InputError, match="has no images"):
-        quantize_onnx("leansam_tiny", OrtStaticConfig(), tmp_path / "x", calib=empty)
+        quantize_onnx("leansam_nano", OrtStaticConfig(), tmp_path / "x", calib=empty)
     assert not (tmp_path / "x").exists()
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(ImportError, match=r"pip install 'leansam\[onnx\]'"):
-        quantize_onnx("leansam_tiny", OrtDynamicConfig(), tmp_path / "x")
+        quantize_onnx("leansam_nano", OrtDynamicConfig(), tmp_path / "x")
 
 
 def test_onnx_candidate_in_the_gate(static_dir, calib_dir, capsys):
     from leansam.cli import main
 
     out, _ = static_dir
-    args = ["compare", "--reference", "leansam_tiny", "--candidate", str(out), "--images", str(calib_dir)]
+    args = ["compare", "--reference", "leansam_nano", "--candidate", str(out), "--images", str(calib_dir)]
     # The gate's plumbing with an ONNX candidate. The bundled model's int8 box IoU against fp32 on
     # this image is 0.80 and moves as training continues; the threshold keeps a 0.1 margin.
     code = main([*args, "--no-everything", "--max-images", "1", "--min-box-iou", "0.7"])
@@ -119,7 +119,7 @@ def test_cli_without_onnxruntime(calib_dir, tmp_path, capsys, monkeypatch):
         [
             "quantize",
             "--model",
-            "leansam_tiny",
+            "leansam_nano",
             "--method",
             "ort-static",
             "--calib",

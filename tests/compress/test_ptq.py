@@ -23,7 +23,7 @@ from leansam.compress import (
 from leansam.compress.int8 import FloatWithActivation, FusedActivation, Int8Conv2d, Int8Linear
 from leansam.io import InputError
 from leansam.train.data import TINY_SYNTH, SynthSource
-from leansam.zoo.default import TINY_TRANSFORM, tiny_sam
+from leansam.zoo.default import NANO_TRANSFORM, tiny_sam
 
 from .helpers import (  # noqa: F401 (one_thread: autouse fixture)
     FLOAT_KERNELS,
@@ -113,7 +113,7 @@ def test_save_and_load(tiny_int8, held_out, tmp_path):
     model, _report = tiny_int8
     out = save_quantized(model, tmp_path / "q")
     manifest = json.loads((out / "quantization.json").read_text())
-    assert manifest["model"] == "leansam_tiny" and len(manifest["layers"]) == encoder_convs()
+    assert manifest["model"] == "leansam_nano" and len(manifest["layers"]) == encoder_convs()
     assert manifest["report"]["config"]["method"] == "tinysam"
     # tensors only: loadable with weights_only=True
     state = torch.load(out / "model.pt", weights_only=True)
@@ -193,7 +193,7 @@ class _Toy(nn.Module):
 def _toy(reuse: str = "") -> leansam.Sam:
     torch.manual_seed(0)
     model = tiny_sam(_Toy(reuse))
-    model.transform = TINY_TRANSFORM
+    model.transform = NANO_TRANSFORM
     return model.eval()
 
 

@@ -1,6 +1,6 @@
 """Per-model segment-everything defaults: a model's registered thresholds apply wherever the
 caller leaves them unset (API, CLI, dataset engine), the caller's values always win, and
-leansam_tiny's come from the calibration results file, whose replay matches the generator."""
+the bundled models' come from their calibration results files, whose replay matches the generator."""
 
 from __future__ import annotations
 
@@ -98,10 +98,22 @@ def test_dataset_engine_uses_the_models_defaults() -> None:
     assert got["stability_score_thresh"] == _declared()["stability_score_thresh"]
 
 
-def test_registry_defaults_are_the_calibration_results() -> None:
-    cal = json.loads((ROOT / CALIBRATION).read_text(encoding="utf-8"))
-    assert cal["model"] == "leansam_tiny"
-    assert _declared() == cal["chosen"]
+#: Models whose registry entry declares segment-everything defaults (the bundled ones).
+CALIBRATED = [n for n in list_models() if everything_defaults(n) is not None]
+
+
+def test_the_default_models_results_file_is_the_calibration_stages() -> None:
+    assert (
+        "leansam_tiny" in CALIBRATED and str(CALIBRATION) in get_model_info("leansam_tiny").everything.source
+    )
+
+
+@pytest.mark.parametrize("name", CALIBRATED)
+def test_registry_defaults_are_the_calibration_results(name: str) -> None:
+    info = get_model_info(name).everything
+    cal = json.loads((ROOT / info.source.split()[0]).read_text(encoding="utf-8"))
+    assert cal["model"] == name
+    assert info.thresholds() == cal["chosen"]
     assert cal["generator"]["chosen"]["options"] == cal["chosen"]
 
 

@@ -1,7 +1,7 @@
 """Stand-in models and their ONNX exports, built once per test session.
 
 Weights: the parity fixtures' deterministic stand-in checkpoints where a fixture folder exists
-(``tests/parity.py``), the bundled weights for leansam_tiny, else a seeded random initialisation.
+(``tests/parity.py``), the bundled weights for leansam_tiny and leansam_nano, else a seeded random initialisation.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def build_stand_in(name: str, tmp: Path) -> leansam.Sam:
         model = leansam.build_model(name, checkpoint=path)
         path.unlink()
         return model
-    if name == "leansam_tiny":
+    if name in ("leansam_tiny", "leansam_nano"):
         return leansam.build_model(name)
     torch.manual_seed(0)
     return leansam.build_model(name, pretrained=False)

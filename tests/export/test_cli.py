@@ -14,7 +14,7 @@ from leansam.data.coco import decode_mask
 from leansam.export import read_metadata
 from tests.test_cli import assert_clean_error, run
 
-TINY = "leansam_tiny"
+NANO = "leansam_nano"
 BOX = ["--box", "120,80,330,260", "--box", "300,200,560,420", "--point", "200,150"]
 
 
@@ -26,8 +26,8 @@ def image_file(tmp_path_factory, scene):
 
 
 @pytest.fixture(scope="module")
-def tiny(exports):
-    return exports.folder(TINY)
+def nano(exports):
+    return exports.folder(NANO)
 
 
 def _masks(out):
@@ -38,12 +38,12 @@ def _masks(out):
 
 def test_export_writes_both_files_with_metadata(tmp_path, capsys):
     out = tmp_path / "onnx"
-    code, _, err = run(["export", "onnx", "--model", TINY, "--out", out, "--upscale"], capsys)
+    code, _, err = run(["export", "onnx", "--model", NANO, "--out", out, "--upscale"], capsys)
     assert code == 0, err
     assert sorted(p.name for p in out.iterdir()) == [".leansam-outputs.json", "decoder.onnx", "encoder.onnx"]
     enc, dec = read_metadata(out / "encoder.onnx"), read_metadata(out / "decoder.onnx")
     assert enc["leansam.role"] == "encoder" and dec["leansam.role"] == "decoder"
-    assert enc["leansam.model"] == dec["leansam.model"] == TINY
+    assert enc["leansam.model"] == dec["leansam.model"] == NANO
     assert enc["leansam.weights"] == dec["leansam.weights"]
     assert json.loads(dec["leansam.decoder"])["upscale"] is True
     assert json.loads(enc["leansam.normalization"])["mean"] == [123.675, 116.28, 103.53]
@@ -54,8 +54,8 @@ def test_export_writes_both_files_with_metadata(tmp_path, capsys):
     ("args", "pattern"),
     [
         (["--model", "mobile_samm"], "unknown model 'mobile_samm'"),
-        (["--model", TINY, "--opset", "13"], "--opset must be at least 17"),
-        (["--model", TINY, "--checkpoint", "missing.pt"], "checkpoint file not found"),
+        (["--model", NANO, "--opset", "13"], "--opset must be at least 17"),
+        (["--model", NANO, "--checkpoint", "missing.pt"], "checkpoint file not found"),
     ],
 )
 def test_export_bad_input_is_one_error_line(args, pattern, tmp_path, capsys):
@@ -67,37 +67,39 @@ def test_export_bad_input_is_one_error_line(args, pattern, tmp_path, capsys):
 def test_export_onto_a_file_is_refused(tmp_path, capsys):
     target = tmp_path / "taken"
     target.write_text("not a folder")
-    code, _, err = run(["export", "onnx", "--model", TINY, "--out", target], capsys)
+    code, _, err = run(["export", "onnx", "--model", NANO, "--out", target], capsys)
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "not a folder" in lines[0]
     assert target.read_text() == "not a folder"
 
 
-def test_segment_on_onnx_runtime_matches_torch(tiny, image_file, tmp_path, capsys):
+def test_segment_on_onnx_runtime_matches_torch(nano, image_file, tmp_path, capsys):
     torch_out, onnx_out = tmp_path / "torch", tmp_path / "onnx"
-    code, _, err = run(["segment", image_file, *BOX, "--multimask", "--out", torch_out], capsys)
+    code, _, err = run(
+        ["segment", image_file, "--model", NANO, *BOX, "--multimask", "--out", torch_out], capsys
+    )
     assert code == 0, err
     code, _, err = run(
-        ["segment", image_file, *BOX, "--multimask", "--backend", "onnx", "--onnx", tiny, "--out", onnx_out],
+        ["segment", image_file, *BOX, "--multimask", "--backend", "onnx", "--onnx", nano, "--out", onnx_out],
         capsys,
     )
     assert code == 0, err
     assert "ONNX Runtime" in err
     ref_meta, ref = _masks(torch_out)
     got_meta, got = _masks(onnx_out)
-    assert got_meta["model"] == TINY and str(tiny) in got_meta["checkpoint"]
+    assert got_meta["model"] == NANO and str(nano) in got_meta["checkpoint"]
     assert len(got) == len(ref) == 6
     for a, b, ma, mb in zip(ref, got, ref_meta["masks"], got_meta["masks"]):
         assert np.count_nonzero(a != b) <= 1e-3 * a.size
         assert abs(ma["score"] - mb["score"]) <= 1e-3
 
 
-def test_everything_on_onnx_runtime_matches_torch(tiny, image_file, tmp_path, capsys):
+def test_everything_on_onnx_runtime_matches_torch(nano, image_file, tmp_path, capsys):
     common = ["--points-per-side", "4", "--pred-iou-thresh", "0", "--stability-score-thresh", "0"]
     torch_out, onnx_out = tmp_path / "torch", tmp_path / "onnx"
-    assert run(["everything", image_file, *common, "--out", torch_out], capsys)[0] == 0
+    assert run(["everything", image_file, "--model", NANO, *common, "--out", torch_out], capsys)[0] == 0
     code, _, err = run(
-        ["everything", image_file, *common, "--backend", "onnx", "--onnx", tiny, "--out", onnx_out], capsys
+        ["everything", image_file, *common, "--backend", "onnx", "--onnx", nano, "--out", onnx_out], capsys
     )
     assert code == 0, err
     _, ref = _masks(torch_out)
@@ -111,29 +113,30 @@ def test_backend_onnx_exports_once_into_the_cache(image_file, tmp_path, capsys, 
     monkeypatch.setenv("LEANSAM_HOME", str(tmp_path / "home"))
     for i in range(2):
         code, _, err = run(
-            ["segment", image_file, *BOX, "--backend", "onnx", "--out", tmp_path / f"o{i}"], capsys
+            ["segment", image_file, "--model", NANO, *BOX, "--backend", "onnx", "--out", tmp_path / f"o{i}"],
+            capsys,
         )
         assert code == 0, err
-        assert ("exporting leansam_tiny" in err) == (i == 0)
-    assert len(list((tmp_path / "home" / "onnx").glob("leansam_tiny-*/encoder.onnx"))) == 1
+        assert ("exporting leansam_nano" in err) == (i == 0)
+    assert len(list((tmp_path / "home" / "onnx").glob("leansam_nano-*/encoder.onnx"))) == 1
 
 
-def test_backend_errors_are_one_line(tiny, image_file, tmp_path, capsys, monkeypatch):
+def test_backend_errors_are_one_line(nano, image_file, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
     cases = [
         (
-            ["--model", "mobile_sam", "--backend", "onnx", "--onnx", tiny],
-            "exported from model 'leansam_tiny', not 'mobile_sam'",
+            ["--model", "mobile_sam", "--backend", "onnx", "--onnx", nano],
+            "exported from model 'leansam_nano', not 'mobile_sam'",
         ),
         (["--backend", "onnx", "--onnx", tmp_path / "missing.onnx"], "no such ONNX file or folder"),
         (
-            ["--backend", "onnx", "--onnx", tiny / "decoder.onnx", "--onnx-decoder", tiny / "encoder.onnx"],
+            ["--backend", "onnx", "--onnx", nano / "decoder.onnx", "--onnx-decoder", nano / "encoder.onnx"],
             "given where",
         ),
-        (["--onnx", tiny], "need --backend onnx"),
-        (["--backend", "onnx", "--onnx", tiny, "--checkpoint", "x.pt"], "--checkpoint is for exporting"),
+        (["--onnx", nano], "need --backend onnx"),
+        (["--backend", "onnx", "--onnx", nano, "--checkpoint", "x.pt"], "--checkpoint is for exporting"),
         (
-            ["--backend", "onnx", "--onnx", tiny, "--providers", "NoSuchExecutionProvider"],
+            ["--backend", "onnx", "--onnx", nano, "--providers", "NoSuchExecutionProvider"],
             "not available here",
         ),
     ]
@@ -141,7 +144,7 @@ def test_backend_errors_are_one_line(tiny, image_file, tmp_path, capsys, monkeyp
     corrupt.write_bytes(b"\x08\x07not an onnx file" * 50)
     cases.append(
         (
-            ["--backend", "onnx", "--onnx", corrupt, "--onnx-decoder", tiny / "decoder.onnx"],
+            ["--backend", "onnx", "--onnx", corrupt, "--onnx-decoder", nano / "decoder.onnx"],
             "not a valid ONNX",
         )
     )
@@ -150,15 +153,15 @@ def test_backend_errors_are_one_line(tiny, image_file, tmp_path, capsys, monkeyp
         assert_clean_error(code, err, out, pattern)
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     code, _, err = run(
-        ["segment", image_file, *BOX, "--backend", "onnx", "--onnx", tiny, "--out", out], capsys
+        ["segment", image_file, *BOX, "--backend", "onnx", "--onnx", nano, "--out", out], capsys
     )
     assert_clean_error(code, err, out, "pip install 'leansam[onnx]'")
-    code, _, err = run(["everything", image_file, "--backend", "onnx", "--onnx", tiny, "--out", out], capsys)
+    code, _, err = run(["everything", image_file, "--backend", "onnx", "--onnx", nano, "--out", out], capsys)
     assert_clean_error(code, err, out, "pip install 'leansam[onnx]'")
 
 
 def test_export_without_onnx_installed(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)
     out = tmp_path / "onnx"
-    code = main(["export", "onnx", "--model", TINY, "--out", str(out)])
+    code = main(["export", "onnx", "--model", NANO, "--out", str(out)])
     assert_clean_error(code, capsys.readouterr().err, out, "pip install 'leansam[onnx]'")

@@ -24,7 +24,7 @@ from leansam.export import OnnxExportConfig, export_onnx, load_onnx_decoder, loa
 from leansam.models.sam import ImageFeatures
 from tests.export.conftest import random_boxes
 
-LIGHT = ("leansam_tiny",)  # whole pipeline in the default suite: the bundled model (128-d, 16 x 16, 256 px)
+LIGHT = ("leansam_tiny",)  # whole pipeline in the default suite: the default model (128-d, 32 x 32, 512 px)
 # Decoder graphs in the default suite: SAM's (MobileSAM); SAM 2's (object score, high-res features,
 # dynamic single mask, box first, always one padding point); EfficientSAM's (no mask prompt, GELU,
 # GroupNorm, box first, padding to 6 points at -1, bicubic upscaling).

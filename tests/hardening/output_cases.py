@@ -33,7 +33,7 @@ def _recipe(ctx: dict) -> Path:
     if not path.exists():
         gate = {"images": "synth:1:7", "prompts_per_image": 1, "everything": False, "min_box_iou": 0.0}
         step = {"prune": {"ratio": 0.5, "importance": "magnitude", "calib": "synth:2:0", "num_calib": 1}}
-        path.write_text(yaml.safe_dump({"model": "leansam_tiny", "gate": gate, "steps": [step]}))
+        path.write_text(yaml.safe_dump({"model": "leansam_nano", "gate": gate, "steps": [step]}))
     return path
 
 
@@ -44,7 +44,7 @@ def _eval_data(ctx: dict) -> list:
 def _sweep(ctx: dict) -> Path:
     path = ctx["root"] / "sweep.yaml"
     if not path.exists():
-        sweep = {"model": "leansam_tiny", "ratios": [0.5], "importances": ["magnitude"], "save_models": True}
+        sweep = {"model": "leansam_nano", "ratios": [0.5], "importances": ["magnitude"], "save_models": True}
         sweep.update(eval={"data": "synth:1:1000"}, prune={"calib": "synth:2:0", "num_calib": 1})
         path.write_text(yaml.safe_dump(sweep))
     return path
@@ -54,7 +54,7 @@ CASES = {
     "segment": Case(lambda out, ctx: ["segment", EXAMPLE, *BOX, "--out", out]),
     "segment dataset": Case(lambda out, ctx: ["segment", ctx["set"] / "images", *BOX, "--out", out]),
     "data synth": Case(lambda out, ctx: ["data", "synth", "--n", "2", "--out", out]),
-    "prune": Case(lambda out, ctx: ["prune", "--model", "leansam_tiny", *PRUNE, "--out", out]),
+    "prune": Case(lambda out, ctx: ["prune", "--model", "leansam_nano", *PRUNE, "--out", out]),
     "compress": Case(lambda out, ctx: ["compress", "--recipe", _recipe(ctx), "--out", out]),
     "compress --sweep": Case(
         lambda out, ctx: ["compress", "--sweep", _sweep(ctx), "--no-timing", "--out", out]

@@ -159,9 +159,9 @@ def _compare(path: Path, ctx: dict) -> list:
     return [
         "compare",
         "--reference",
-        "leansam_tiny",
+        "leansam_nano",
         "--candidate",
-        "leansam_tiny",
+        "leansam_nano",
         "--images",
         images,
         "--json",

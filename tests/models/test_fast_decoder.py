@@ -178,12 +178,12 @@ def test_a_model_built_and_prompted_in_any_grad_mode_gives_the_same_masks(mode: 
     # Caches keyed on autograd internals (a tensor's version counter) crash on inference tensors.
     image = (torch.rand(96, 128, 3, generator=torch.Generator().manual_seed(0)) * 255).byte().numpy()
     with torch.no_grad():
-        p = leansam.SamPredictor(leansam.build_model("leansam_tiny"))
+        p = leansam.SamPredictor(leansam.build_model("leansam_nano"))
         p.set_image(image)
         ref = p.predict(box=[10, 10, 90, 70])
     ctx = {"inference_mode": torch.inference_mode, "no_grad": torch.no_grad, "grad": torch.enable_grad}[mode]
     with ctx():
-        model = leansam.build_model("leansam_tiny")
+        model = leansam.build_model("leansam_nano")
         predictor = leansam.SamPredictor(model)
         predictor.set_image(image)
         got = predictor.predict(box=[10, 10, 90, 70])

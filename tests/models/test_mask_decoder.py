@@ -19,7 +19,7 @@ from tests import oracles
 def test_generator_survives_every_prompt_being_filtered_out():
     # With an unreachable IoU threshold every prompt is dropped before upscaling, so the decoder's
     # upscaling path sees an empty batch; it must return no masks instead of failing on a reshape.
-    model = leansam.build_model("leansam_tiny")
+    model = leansam.build_model("leansam_nano")
     image = (np.random.default_rng(0).random((96, 128, 3)) * 255).astype(np.uint8)
     gen = AutomaticMaskGenerator(model, points_per_side=4, pred_iou_thresh=1e9)
     assert gen.generate(image) == []

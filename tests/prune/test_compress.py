@@ -22,14 +22,14 @@ def _recipe(tmp_path, data) -> str:
 
 
 def _chain(prune_gate: dict) -> dict:
-    start = str(checkpoint_path(get_model_info("leansam_tiny")))
+    start = str(checkpoint_path(get_model_info("leansam_nano")))
     return {
-        "model": "leansam_tiny",
+        "model": "leansam_nano",
         "gate": {**GATE, "min_box_iou": 0.05},
         "steps": [
             {
                 "distil": {
-                    "student": "leansam_tiny",
+                    "student": "leansam_nano",
                     "student_init": start,
                     "mode": "encoder",
                     "steps": 2,
@@ -71,7 +71,7 @@ def test_recipe_chains_distil_prune_int8_onnx(tmp_path, capsys):
         [
             "compare",
             "--reference",
-            "leansam_tiny",
+            "leansam_nano",
             "--candidate",
             str(out / "02_prune"),
             "--images",
@@ -137,13 +137,13 @@ def test_recipe_that_is_not_yaml(tmp_path, capsys):
 
 
 def test_sweep_writes_a_pareto_report(tmp_path):
-    """Two ratios of leansam_tiny with the start model and a reference point: table, JSON and plot."""
+    """Two ratios of leansam_nano with the start model and a reference point: table, JSON and plot."""
     sweep = {
-        "model": "leansam_tiny",
+        "model": "leansam_nano",
         "ratios": [0.25, 0.5],
         "importances": ["magnitude"],
         "eval": {"data": "synth:2:1000"},
-        "references": ["leansam_tiny"],
+        "references": ["leansam_nano"],
         "timing": {"reps": 1, "warmup": 0},
     }
     path = tmp_path / "sweep.yaml"
@@ -174,10 +174,10 @@ def test_pareto_front():
 @pytest.mark.parametrize(
     ("sweep", "words"),
     [
-        ({"model": "leansam_tiny"}, "missing field 'ratios'"),
-        ({"model": "leansam_tiny", "ratios": [0.5, 1.5]}, "ratio must be a number in (0, 1)"),
-        ({"model": "leansam_tiny", "ratios": [0.5], "colour": "red"}, "unknown field(s) ['colour']"),
-        ({"model": "leansam_tiny", "ratios": [0.5], "importances": ["random"]}, "importance must be one of"),
+        ({"model": "leansam_nano"}, "missing field 'ratios'"),
+        ({"model": "leansam_nano", "ratios": [0.5, 1.5]}, "ratio must be a number in (0, 1)"),
+        ({"model": "leansam_nano", "ratios": [0.5], "colour": "red"}, "unknown field(s) ['colour']"),
+        ({"model": "leansam_nano", "ratios": [0.5], "importances": ["random"]}, "importance must be one of"),
     ],
 )
 def test_bad_sweep(sweep, words, tmp_path, capsys):

@@ -136,10 +136,10 @@ def test_tiny_fpn_inner_width_pruning_of_dead_channels_is_exact():
 
 @pytest.fixture(scope="module")
 def tiny_pruned(tmp_path_factory):
-    """leansam_tiny pruned by half (taylor on synthetic scenes with masks, alternate slimming)."""
-    teacher = leansam.build_model("leansam_tiny")
+    """leansam_nano pruned by half (taylor on synthetic scenes with masks, alternate slimming)."""
+    teacher = leansam.build_model("leansam_nano")
     cfg = PruneConfig(ratio=0.5, importance="taylor", calib="synth:4:7", num_calib=4)
-    model, report = prune_model(teacher, "leansam_tiny", cfg)
+    model, report = prune_model(teacher, "leansam_nano", cfg)
     out = tmp_path_factory.mktemp("pruned") / "tiny_p50"
     save_pruned(model, out, report)
     return teacher, model, report, out
@@ -149,7 +149,7 @@ def test_pruned_model_round_trips_and_predicts_identically(tiny_pruned):
     _teacher, model, report, out = tiny_pruned
     assert report["encoder_params_after"] < 0.5 * report["encoder_params_before"]
     arch = read_arch(out)
-    assert arch["base"] == "leansam_tiny" and arch["encoder"]["kind"] == "tiny_fpn"
+    assert arch["base"] == "leansam_nano" and arch["encoder"]["kind"] == "tiny_fpn"
     loaded = leansam.build_model(str(out))
     assert loaded.image_encoder.config == model.image_encoder.config
     for k, v in model.state_dict().items():
@@ -210,13 +210,13 @@ def test_pruned_model_on_the_command_line(tiny_pruned, tmp_path, capsys):
         == 2
     )
     err = capsys.readouterr().err.strip().splitlines()
-    assert "pruned 'leansam_tiny' model and does not fit 'sam_vit_b'" in err[-1]
+    assert "pruned 'leansam_nano' model and does not fit 'sam_vit_b'" in err[-1]
     assert not (tmp_path / "c").exists()
     rc = main(
         [
             "compare",
             "--reference",
-            "leansam_tiny",
+            "leansam_nano",
             "--candidate",
             str(out),
             "--images",
@@ -262,7 +262,7 @@ def test_recovery_distillation_reduces_the_embedding_error(mode, tmp_path):
     """Each stage's recovery (leansam distill: embedding MSE, or with ``full`` also the decoder's
     tokens and masks) brings the pruned model closer to its teacher; ``teacher_cache`` keeps the
     teacher's embeddings on disk for later runs."""
-    teacher = leansam.build_model("leansam_tiny")
+    teacher = leansam.build_model("leansam_nano")
     cfg = PruneConfig(
         ratio=0.5,
         importance="disturbed-taylor",
@@ -275,7 +275,7 @@ def test_recovery_distillation_reduces_the_embedding_error(mode, tmp_path):
         recovery_mode=mode,
         teacher_cache=str(tmp_path / "cache"),
     )
-    _, report = prune_model(teacher, "leansam_tiny", cfg)
+    _, report = prune_model(teacher, "leansam_nano", cfg)
     assert [s["pruned"] for s in report["stages"]] == [["bottleneck"], ["embedding"]]
     for s in report["stages"]:
         assert s["embed_mse_recovered"] < s["embed_mse"], s
@@ -291,7 +291,7 @@ def _run_cli(args, tmp_path, capsys):
 
 @pytest.mark.parametrize("ratio", ["0", "1", "-0.2", "1.5", "nan"])
 def test_bad_ratio(ratio, tmp_path, capsys):
-    rc, err, out = _run_cli(["--model", "leansam_tiny", "--ratio", ratio], tmp_path, capsys)
+    rc, err, out = _run_cli(["--model", "leansam_nano", "--ratio", ratio], tmp_path, capsys)
     assert rc == 2 and len(err) == 1 and err[0].startswith("error:") and "ratio" in err[0]
     assert not out.exists()
 
@@ -308,7 +308,7 @@ def test_taylor_needs_masks(tmp_path, capsys):
 
     images = make_images(tmp_path / "imgs", n=1)
     rc, err, out = _run_cli(
-        ["--model", "leansam_tiny", "--ratio", "0.5", "--importance", "taylor", "--calib", str(images)],
+        ["--model", "leansam_nano", "--ratio", "0.5", "--importance", "taylor", "--calib", str(images)],
         tmp_path,
         capsys,
     )
@@ -325,7 +325,7 @@ def test_prune_config_fields_are_checked():
 def test_heavily_pruned_tiny_fpn_recovers():
     """75% pruning leaves a 6-channel stem; recovery trains it (this torch's CPU backward crashed on
     channels-last convolutions of such widths, so training runs contiguous)."""
-    teacher = leansam.build_model("leansam_tiny")
+    teacher = leansam.build_model("leansam_nano")
     cfg = PruneConfig(
         ratio=0.75,
         importance="magnitude",
@@ -334,6 +334,6 @@ def test_heavily_pruned_tiny_fpn_recovers():
         batch_size=2,
         lr=1e-3,
     )
-    model, report = prune_model(teacher, "leansam_tiny", cfg)
+    model, report = prune_model(teacher, "leansam_nano", cfg)
     assert model.image_encoder.config.stem_width == 6
     assert all(s["embed_mse_recovered"] < s["embed_mse"] for s in report["stages"]), report["stages"]

@@ -12,7 +12,7 @@ import leansam
 from leansam.checkpoints import checkpoint_path, sha256_file
 from leansam.io import load_image
 from leansam.registry import default_model_name, get_model_info
-from leansam.train.recipe import example_alpha
+from leansam.train.example import example_alpha
 
 EXAMPLE = "leansam/assets/example.jpg"
 
@@ -77,7 +77,7 @@ def test_everything_command_on_the_example_finds_its_objects(tmp_path) -> None:
     from leansam.cli import main
     from leansam.data.coco import decode_mask
     from leansam.train.evaluate import match_counts
-    from leansam.train.recipe import example_objects
+    from leansam.train.example import example_objects
 
     out = tmp_path / "everything"
     assert main(["everything", EXAMPLE, "--out", str(out), "--threads", "1"]) == 0

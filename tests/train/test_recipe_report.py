@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from leansam.train.calibrate import RESULTS as CALIBRATION
-from leansam.train.recipe import EVAL_SETS, RESULTS, SEGMENTS, held_out, segment_config
+from leansam.train.recipe import BUNDLED_SEGMENT, EVAL_SETS, RESULTS, SEGMENTS, held_out, segment_config
 from leansam.train.report import BEGIN, END, render_page, results_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,8 +44,11 @@ def test_every_set_and_segment_is_reported() -> None:
 def test_segments_resume_from_their_predecessor(tmp_path: Path) -> None:
     first = segment_config(str(tmp_path), SEGMENTS[0], None)
     second = segment_config(str(tmp_path), SEGMENTS[1], f"{tmp_path}/seg1/model.pt")
-    assert first.model == "leansam_tiny" and first.decoder_warmup > 0
-    assert second.model == f"leansam_tiny:{tmp_path}/seg1/model.pt" and second.decoder_warmup == 0
+    assert first.model == "leansam_nano" and first.decoder_warmup > 0
+    assert second.model == f"leansam_nano:{tmp_path}/seg1/model.pt" and second.decoder_warmup == 0
+    # the bundled segment and the later ones train the default model
+    bundled = [s.name for s in SEGMENTS].index(BUNDLED_SEGMENT)
+    assert all(s.model == "leansam_tiny" for s in SEGMENTS[bundled:])
     assert first.out != second.out and first.seed != second.seed
     # the held-out images are rendered with a seed no segment trains on
     assert all(f":{held_out(1).seed}:" not in s.data for s in SEGMENTS)
@@ -120,22 +123,31 @@ def test_from_asset_skips_to_the_segment_a_snapshot_continues(tmp_path: Path, mo
     assert recipe._todo(root, False) == [k for k in everything if k != 3]
 
 
-def test_export_refuses_a_segment_of_another_input_size(tmp_path: Path, capsys) -> None:
-    """seg3 trains at 512 px: its weights become the bundled ones only when leansam_tiny runs at 512."""
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("seg2", "it trains at 256 px but leansam_tiny runs at 512 px"),  # leansam_nano
+        ("seg3", "its weights do not fit leansam_tiny"),  # leansam_nano_512: a shallower encoder
+    ],
+)
+def test_export_refuses_a_segment_of_another_pipeline(
+    tmp_path: Path, capsys, name: str, message: str
+) -> None:
+    """Only weights that run in leansam_tiny's pipeline (input size and architecture) become the bundled ones."""
     import torch
 
     from leansam.train import recipe
 
-    seg3 = next(s for s in recipe.SEGMENTS if s.name == "seg3")
-    (tmp_path / "seg3").mkdir()
-    torch.save({"w": torch.zeros(1)}, tmp_path / "seg3" / "model.pt")
+    seg = next(s for s in recipe.SEGMENTS if s.name == name)
+    (tmp_path / name).mkdir()
+    torch.save({"w": torch.zeros(1)}, tmp_path / name / "model.pt")
     dest = tmp_path / "asset.pt"
-    with pytest.raises(ValueError, match="leansam_tiny runs at 256 px"):
+    with pytest.raises(ValueError, match=message):
         recipe.export_stage(str(tmp_path), dest=str(dest))
     assert not dest.exists()
     assert recipe.main(["export", "--root", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error:") and seg3.model in err[0]
+    assert len(err) == 1 and err[0].startswith("error:") and seg.model in err[0]
 
 
 def test_mask_resolution_limit_loses_thin_parts_at_coarse_sides() -> None:
@@ -200,12 +212,14 @@ def test_a_growing_segment_starts_from_the_previous_weights_computing_the_same_m
     _, _, low_a = a.predict(box=box[0], multimask_output=False, return_logits=True)
     _, _, low_b = b.predict(box=box[0], multimask_output=False, return_logits=True)
     np.testing.assert_allclose(low_b, low_a, atol=1e-4)
+    _check_bundled_pipeline(SEGMENTS[k])  # the grown model is leansam_tiny's
     with pytest.raises(ValueError, match="do not fit leansam_tiny"):
-        _check_bundled_pipeline(SEGMENTS[k])
+        _check_bundled_pipeline(SEGMENTS[k - 1])
 
 
 def test_from_asset_continues_a_finished_segment_from_its_own_weights(tmp_path: Path, monkeypatch) -> None:
-    """On a machine with seg3's final weights, seg4 grows them, not the bundled weights."""
+    """On a machine with seg3's final weights, seg4 grows them, not the bundled weights (as when
+    seg2's were the bundled ones)."""
     import torch
 
     import leansam
@@ -215,6 +229,7 @@ def test_from_asset_continues_a_finished_segment_from_its_own_weights(tmp_path: 
     seen = []
     monkeypatch.setattr(recipe, "train", seen.append)
     k = next(i for i, s in enumerate(SEGMENTS) if s.grow)
+    monkeypatch.setattr(recipe, "BUNDLED_SEGMENT", SEGMENTS[k - 2].name)
     root = tmp_path / "runs"
     (root / SEGMENTS[k - 1].name).mkdir(parents=True)
     torch.manual_seed(1)
