@@ -19,7 +19,7 @@ from leansam.train.runner import DistInfo, MetricsCSV, RunConfig, fit
 from leansam.train.train import TrainConfig, train
 
 TINY = [
-    "--model", "leansam_tiny", "--data", "synth:6:2", "--batch-size", "1", "--prompts-per-image", "2",
+    "--model", "leansam_nano", "--data", "synth:6:2", "--batch-size", "1", "--prompts-per-image", "2",
     "--loss-res", "64", "--threads", "1", "--no-progress", "--ckpt-every", "2", "--lr", "1e-3",
 ]  # fmt: skip
 
