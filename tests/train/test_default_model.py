@@ -56,7 +56,7 @@ def example_prediction() -> tuple[np.ndarray, np.ndarray]:
 def test_demo_prompt_segments_the_ellipse(example_prediction) -> None:
     mask, gt = example_prediction
     iou = (mask & gt).sum() / (mask | gt).sum()
-    assert iou >= 0.6, iou  # measured 0.70 for the shipped weights (a weak, synthetic-only model)
+    assert iou >= 0.95, iou  # measured 0.996 for the shipped weights (seg5)
 
 
 def test_segment_command_on_the_example(tmp_path) -> None:
@@ -73,7 +73,7 @@ def test_segment_command_on_the_example(tmp_path) -> None:
 
 def test_everything_command_on_the_example_finds_its_objects(tmp_path) -> None:
     """`leansam everything` with the default model and no thresholds set (the model's own defaults)
-    finds at least half of the example's objects; with SAM ViT-H's thresholds it keeps one mask."""
+    finds all but at most one of the example's objects."""
     from leansam.cli import main
     from leansam.data.coco import decode_mask
     from leansam.train.evaluate import match_counts
@@ -92,4 +92,4 @@ def test_everything_command_on_the_example_finds_its_objects(tmp_path) -> None:
     inter = pred.astype(np.float64) @ gt.T.astype(np.float64)
     union = pred.sum(1)[:, None] + gt.sum(1)[None, :] - inter
     found, _ = match_counts(inter / np.maximum(union, 1))
-    assert found >= len(objects) / 2, (found, len(objects), len(rec["masks"]))
+    assert found >= len(objects) - 1, (found, len(objects), len(rec["masks"]))  # measured: 7 of 7
