@@ -67,10 +67,11 @@ def outdated_models(result: dict[str, Any], section: str | None = None) -> list[
     ``bundled_weights``, and any sha256 in the file's top-level values, cover every section."""
     top = {k: v for k, v in result.items() if not isinstance(v, dict) or k == "bundled_weights"}
     top_hashes = set(_SHA.findall(json.dumps(top)))
-    parts = [json.dumps(v) for k, v in result.items() if isinstance(v, dict) and k != "bundled_weights"]
-    parts.append(json.dumps({k: v for k, v in top.items() if k != "bundled_weights"}))
     if section is not None:
         parts = [json.dumps(result.get(section, {}))]
+    else:
+        parts = [json.dumps(v) for k, v in result.items() if isinstance(v, dict) and k != "bundled_weights"]
+        parts.append(json.dumps({k: v for k, v in top.items() if k != "bundled_weights"}))
     return [
         name
         for name, sha in bundled_models().items()
