@@ -40,7 +40,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             out.append(
                 {
                     "target": "hierarchical cuts decoder prompts >= 50% at <= 2 points object recall loss "
-                    f"against the grid (leansam_tiny, held-out, {name} filters)",
+                    f"against the grid (leansam_tiny, held-out, {name} settings)",
                     "measured": f"{100 * t['prompt_cut']:.0f}% cut, recall {t['gt_found_hier']} vs "
                     f"{t['gt_found_grid']} of {t['gt_objects']} objects ({-loss:+.1f} points); "
                     f"{100 * t['kept_at_050']:.0f}% / {100 * t['kept_at_075']:.0f}% of grid masks kept at "
@@ -163,9 +163,12 @@ def _render_hier(sec: dict[str, Any]) -> list[str]:
         lines += [f"**Stale:** {stale}.", ""]
     lines += _header(sec)
     lines += [
-        f"Images: {sec['images']}; {sec['points_per_side']} points per side (grid: 1024 prompts). Settings "
-        "(chosen on training-seed images): "
-        + "; ".join(f"**{k}** `{v}`" for k, v in sec["settings"].items())
+        f"Images: {sec['images']}; {sec['points_per_side']} points per side (grid: 1024 prompts). Settings: "
+        + "; ".join(
+            f"**{k}** `{v}`"
+            + (f": {sec['setting_sources'][k]}" if k in sec.get("setting_sources", {}) else "")
+            for k, v in sec["settings"].items()
+        )
         + ". A grid mask is kept when hierarchical has a mask with IoU >= 0.5 (0.75) with it; "
         "'GT found' = ground-truth objects matched by a mask at IoU >= 0.5. Times are one sequential run "
         "each (grid then hierarchical per image).",

@@ -75,6 +75,7 @@ class EverythingDefaults:
         stability_score_thresh: keep masks whose stability score is at least it.
         stability_score_offset: logit offset of the stability score.
         box_nms_thresh: box-IoU threshold of the NMS within a crop.
+        high_score_thresh: hierarchical sampling's confident-logit threshold (TinySAM's 8.5 if None).
         source: where the numbers come from (a results file and the command that writes it).
     """
 
@@ -82,11 +83,18 @@ class EverythingDefaults:
     stability_score_thresh: float | None = None
     stability_score_offset: float | None = None
     box_nms_thresh: float | None = None
+    high_score_thresh: float | None = None
     source: str = ""
 
     def thresholds(self) -> dict[str, float]:
         """The declared options by name (the None fields left out)."""
-        names = ("pred_iou_thresh", "stability_score_thresh", "stability_score_offset", "box_nms_thresh")
+        names = (
+            "pred_iou_thresh",
+            "stability_score_thresh",
+            "stability_score_offset",
+            "box_nms_thresh",
+            "high_score_thresh",
+        )
         return {n: float(getattr(self, n)) for n in names if getattr(self, n) is not None}
 
 

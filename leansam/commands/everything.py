@@ -52,6 +52,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stability-score-thresh", type=float, default=None, help=model_default)
     p.add_argument("--stability-score-offset", type=float, default=None, help=model_default)
     p.add_argument("--box-nms-thresh", type=float, default=None, help=model_default)
+    p.add_argument(
+        "--high-score-thresh",
+        type=float,
+        default=None,
+        help="hierarchical: logit that makes a sparse mask's pixels covered; " + model_default,
+    )
     p.add_argument("--crop-n-layers", type=int, default=0)
     p.add_argument("--min-mask-region-area", type=int, default=0)
     p.add_argument(
@@ -78,6 +84,7 @@ def _generator_options(args: argparse.Namespace) -> dict:
         "stability_score_thresh": args.stability_score_thresh,
         "stability_score_offset": args.stability_score_offset,
         "box_nms_thresh": args.box_nms_thresh,
+        "high_score_thresh": args.high_score_thresh,
         "crop_n_layers": args.crop_n_layers,
         "min_mask_region_area": args.min_mask_region_area,
         "non_overlapping": args.non_overlapping,

@@ -130,8 +130,10 @@ class AutomaticMaskGenerator:
         **overrides: Any,
     ) -> None:
         opts = GeneratorOptions.from_kwargs(options, **overrides)
-        self.strategy, self.sampler = make_sampler(strategy, opts)
-        self.options = opts.resolved(self.strategy, everything_defaults(getattr(model, "name", None)))
+        name = strategy.name if isinstance(strategy, PromptSampler) else strategy
+        # resolved first: the hierarchical sampler takes the model's confident-logit threshold
+        self.options = opts.resolved(name, everything_defaults(getattr(model, "name", None)))
+        self.strategy, self.sampler = make_sampler(strategy, self.options)
         self.model = model.eval()
         self.last_stats = GenerateStats(strategy=self.strategy)
 

@@ -25,6 +25,9 @@ SAM_DEFAULTS = {
     "stability_score_offset": 1.0,
     "box_nms_thresh": 0.7,
 }
+#: TinySAM's confident-logit threshold (SAM-H's logits): the hierarchical default of a model that
+#: declares none.
+TINYSAM_HIGH_SCORE = 8.5
 # Detector boxes are not filtered (MobileSAMv2 keeps one mask per detected object).
 _BOX_DEFAULTS = {
     "pred_iou_thresh": 0.0,
@@ -73,7 +76,8 @@ class GeneratorOptions:
         non_overlapping: mask-level NMS at ``mask_nms_thresh``, then every pixel belongs to
             at most one mask (the highest predicted IoU); area, bbox and RLE are recomputed.
         mask_nms_thresh: mask-IoU threshold used with ``non_overlapping``.
-        high_score_thresh: hierarchical only: logit above which a confident mask covers a pixel (8.5).
+        high_score_thresh: hierarchical only: logit above which a confident sparse mask covers a
+            pixel (its dense clicks are skipped). None: the model's default, else TinySAM's 8.5.
         boxes: boxes strategy: the prompts, see :func:`~leansam.everything.load_boxes` (JSON path,
             N x 4 XYXY array or tensor in pixels of the image, or a callable ``image -> boxes``).
         box_batch_size: box prompts per decoder call (MobileSAMv2: 320).
@@ -100,7 +104,7 @@ class GeneratorOptions:
     output_mode: str = "binary_mask"
     non_overlapping: bool = False
     mask_nms_thresh: float = 0.5
-    high_score_thresh: float = 8.5
+    high_score_thresh: float | None = None
     boxes: BoxSource | None = None
     box_batch_size: int = 320
     multimask_output: bool | None = None
@@ -143,7 +147,10 @@ class GeneratorOptions:
         """The options left as None filled in: for click strategies from ``model_defaults`` (a
         model's registered defaults) where it sets them, else segment_anything's; for boxes with
         the boxes strategy's (no filtering)."""
-        d = dict(_BOX_DEFAULTS if strategy == "boxes" else SAM_DEFAULTS)
+        d = {
+            **(_BOX_DEFAULTS if strategy == "boxes" else SAM_DEFAULTS),
+            "high_score_thresh": TINYSAM_HIGH_SCORE,
+        }
         if strategy != "boxes" and model_defaults is not None:
             d.update(model_defaults.thresholds())
         return replace(self, **{k: float(d[k] if getattr(self, k) is None else getattr(self, k)) for k in d})
@@ -169,9 +176,8 @@ def make_sampler(strategy: str | PromptSampler, o: GeneratorOptions) -> tuple[st
         if o.point_grids is not None:
             raise ValueError("hierarchical sampling builds its own grids; point_grids is not supported")
         check_memory(o, (0, 0))
-        return strategy, HierarchicalSampler(
-            o.points_per_side, o.high_score_thresh, o.crop_n_points_downscale_factor
-        )
+        high = TINYSAM_HIGH_SCORE if o.high_score_thresh is None else o.high_score_thresh  # unresolved
+        return strategy, HierarchicalSampler(o.points_per_side, high, o.crop_n_points_downscale_factor)
     check_memory(o, (0, 0))  # the prompt grids, before they are built
     if o.point_grids is not None:
         return strategy, GridSampler(o.point_grids)

@@ -16,11 +16,16 @@ per setting. The chosen setting has the highest recall at IoU >= 0.5 among those
 (one-to-one matches / masks, :func:`~leansam.train.evaluate.match_counts`) at least
 ``min_precision``; ties go to the higher precision. The real generator then runs with SAM's
 defaults and with the chosen ones on the same images, which checks the replay.
+
+**Hierarchical sampling.** With the chosen thresholds fixed, :mod:`leansam.train.calibrate_hier`
+then chooses the confident-logit threshold of TinySAM's sampler (``--only-hierarchical``: this
+part alone, into the existing results file).
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,13 +87,34 @@ class Candidates:
             union > 0, inter.float() / union.clamp(min=1).float(), torch.zeros_like(inter).float()
         )
 
-    def kept(self, setting: dict[str, float]) -> torch.Tensor:
-        """Indices of the masks the generator keeps with ``setting`` (thresholds by option name)."""
-        keep = self.counts[:, LEVELS.index(0.0)] > 0
+    def passes(self, setting: dict[str, float]) -> torch.Tensor:
+        """K bool: the masks that pass the generator's per-mask filters (predicted IoU above the
+        threshold, stability at least the threshold), before the empty check and NMS."""
+        keep = torch.ones(len(self.iou), dtype=torch.bool)
         if setting["pred_iou_thresh"] > 0.0:
             keep &= self.iou > setting["pred_iou_thresh"]
         if setting["stability_score_thresh"] > 0.0:
             keep &= self.stability(setting["stability_score_offset"]) >= setting["stability_score_thresh"]
+        return keep
+
+    def select(self, idx: torch.Tensor) -> Candidates:
+        """The candidates ``idx`` (indices or a K bool mask), in that order."""
+        idx_np = idx.numpy()
+        return Candidates(self.boxes[idx], self.iou[idx], self.counts[idx], self.gt_iou[idx_np])
+
+    @staticmethod
+    def cat(parts: list[Candidates]) -> Candidates:
+        """The candidates of ``parts`` one after the other."""
+        return Candidates(
+            torch.cat([p.boxes for p in parts]),
+            torch.cat([p.iou for p in parts]),
+            torch.cat([p.counts for p in parts]),
+            np.concatenate([p.gt_iou for p in parts]),
+        )
+
+    def kept(self, setting: dict[str, float]) -> torch.Tensor:
+        """Indices of the masks the generator keeps with ``setting`` (thresholds by option name)."""
+        keep = self.passes(setting) & (self.counts[:, LEVELS.index(0.0)] > 0)
         idx = keep.nonzero().flatten()
         if len(idx) == 0:
             return idx
@@ -109,12 +135,38 @@ def collect(
         batch: clicks per decoder call.
     """
     h, w = image.shape[:2]
-    dev = model.device
     features = model.encode_image(model.preprocess(image))
     points = GridSampler.from_points_per_side(points_per_side).rounds((h, w), 0)[0].points
+    return decode_points(model, features, points, gt_masks, (h, w), batch=batch)[0]
+
+
+@torch.no_grad()
+def decode_points(
+    model,
+    features,
+    points: np.ndarray,
+    gt_masks: np.ndarray,
+    size: tuple[int, int],
+    probe: np.ndarray | None = None,
+    batch: int = 64,
+) -> tuple[Candidates, torch.Tensor | None]:
+    """Decodes single clicks (three masks each, no filter) as the generator does.
+
+    Args:
+        features: ``model.encode_image`` of the image.
+        points: N x 2 float64 (x, y) clicks in pixels of the image (H, W = ``size``).
+        gt_masks: G x H x W bool ground-truth objects.
+        probe: P x 2 int64 (x, y) pixels; when given, each mask's full-size logit there is returned.
+
+    Returns:
+        (the 3N candidates, mask ``3i + j`` being click i's j-th; the 3N x P float32 logits at
+        ``probe``, or None).
+    """
+    h, w = size
+    dev = model.device
     gt = torch.from_numpy(np.asarray(gt_masks, bool)).reshape(len(gt_masks), -1).float()
     gt_area = gt.sum(1)
-    parts: dict[str, list] = {"boxes": [], "iou": [], "counts": [], "gt_iou": []}
+    parts: dict[str, list] = {"boxes": [], "iou": [], "counts": [], "gt_iou": [], "probe": []}
     thr = model.mask_threshold
     for s in range(0, len(points), batch):
         pts = torch.as_tensor(points[s : s + batch], dtype=torch.float64).float().to(dev)
@@ -124,6 +176,8 @@ def collect(
         for c in range(0, len(low), 32):  # the generator's mask chunk
             logits = model.postprocess_masks(low[c : c + 32, None], (h, w))[:, 0]
             counts = [(logits > thr + lv).sum(dim=(-1, -2), dtype=torch.int32) for lv in LEVELS]
+            if probe is not None:
+                parts["probe"].append(logits[:, probe[:, 1], probe[:, 0]].float().cpu())
             masks = logits > thr
             del logits
             parts["boxes"].append(ops.masks_to_boxes(masks).cpu())
@@ -133,12 +187,13 @@ def collect(
             union = flat.sum(1)[:, None] + gt_area[None, :] - inter
             parts["gt_iou"].append((inter.double() / union.double().clamp(min=1)).numpy())
         parts["iou"].append(iou.float().cpu())
-    return Candidates(
+    cands = Candidates(
         torch.cat(parts["boxes"]),
         torch.cat(parts["iou"]),
         torch.cat(parts["counts"]),
         np.concatenate(parts["gt_iou"]) if parts["gt_iou"] else np.zeros((0, len(gt_masks))),
     )
+    return cands, (torch.cat(parts["probe"]) if probe is not None else None)
 
 
 def score(cands: list[Candidates], setting: dict[str, float]) -> dict:
@@ -318,12 +373,56 @@ def add_calibrate_args(p) -> None:
         "--lever-images", type=int, default=5, help="calibrate-everything: images for the other options"
     )
     p.add_argument("--out", default=str(RESULTS), help="calibrate-everything: results JSON")
+    p.add_argument(
+        "--hier-images", type=int, default=40, help="calibrate-everything: validation images, hierarchical"
+    )
+    p.add_argument(
+        "--max-loss", type=float, default=1.0, help="calibrate-everything: hierarchical recall loss (points)"
+    )
+    p.add_argument(
+        "--only-hierarchical",
+        action="store_true",
+        help="calibrate-everything: re-run only the hierarchical part (the grid thresholds from --out)",
+    )
+
+
+def _hierarchical_part(model_name: str, chosen: dict[str, float], n_images: int, max_loss: float) -> dict:
+    """:func:`~leansam.train.calibrate_hier.calibrate_hierarchical` on the first ``n_images``
+    validation images with the grid thresholds ``chosen``, checked with the real generator."""
+    import leansam
+
+    from .calibrate_hier import calibrate_hierarchical
+
+    model = leansam.build_model(model_name).eval()
+    source = open_source(validation_spec(n_images))
+    res = calibrate_hierarchical(model, source, chosen, max_loss)
+    real = everything_recall(
+        model, source, strategy="hierarchical", high_score_thresh=res["chosen"], **chosen
+    )
+    return {
+        "command": f"python -m leansam.train.recipe calibrate-everything --model {model_name} "
+        f"--only-hierarchical --hier-images {n_images} --max-loss {max_loss}",
+        "validation": validation_spec(n_images),
+        **res,
+        "generator": {k: real[k] for k in ("recall", "precision", "masks_per_image")},
+    }
 
 
 def calibrate_stage(args) -> dict:
-    """Runs :func:`calibrate` with the command line's options and writes its results file."""
-    res = calibrate(args.model, args.images, args.min_precision, args.lever_images)
+    """Runs :func:`calibrate` with the command line's options and writes its results file; with
+    ``--only-hierarchical``, only the hierarchical part, into the existing file."""
+    if args.only_hierarchical:
+        res = json.loads(Path(args.out).read_text(encoding="utf-8"))
+        if res["model"] != args.model:
+            raise ValueError(f"{args.out} holds the calibration of {res['model']}, not of {args.model}")
+    else:
+        res = calibrate(args.model, args.images, args.min_precision, args.lever_images)
+        if Path(args.out) != RESULTS:
+            res["command"] += f" --out {args.out}"
+    res["hierarchical"] = _hierarchical_part(args.model, res["chosen"], args.hier_images, args.max_loss)
     if Path(args.out) != RESULTS:
-        res["command"] += f" --out {args.out}"
+        res["hierarchical"]["command"] += f" --out {args.out}"
     write_json_file(args.out, res)
-    return {k: res[k] for k in ("chosen", "replay", "generator", "ceiling")}
+    return {k: res[k] for k in ("chosen", "replay", "generator", "ceiling")} | {
+        "high_score_thresh": res["hierarchical"]["chosen"]
+    }

@@ -145,7 +145,30 @@ def calibration_markdown(cal: dict, rows: int = 10) -> str:
         f"Ceilings on the validation split: unfiltered grid masks {ceil['grid_masks_unfiltered']:.3f}; "
         f"centre click {click['best_predicted']:.3f} (highest-scored mask), {click['best_of_3']:.3f} (best of three).",
     ]
+    if "hierarchical" in cal:
+        lines += _hierarchical_markdown(cal["hierarchical"])
     return "\n".join(lines)
+
+
+def _hierarchical_markdown(h: dict) -> list[str]:
+    """The hierarchical sampling part of the calibration block (its threshold sweep)."""
+    lines = [
+        "",
+        f"Hierarchical sampling's confident logit: **{h['chosen']:g}** (TinySAM's: 8.5). Chosen by "
+        f"`{h['command']}` on `{h['validation']}` ({h['objects']} objects, the thresholds above): {h['rule']}. "
+        f"The grid decodes {h['grid']['prompts']} prompts and finds {h['grid']['recall']:.3f} of the objects; "
+        f"the real generator with the chosen value finds {h['generator']['recall']:.3f} "
+        f"({h['generator']['masks_per_image']:.1f} masks per image).",
+        "",
+        "| confident logit | prompts decoded | cut | recall | loss (points) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in h["thresholds"]:
+        lines.append(
+            f"| {r['high_score_thresh']:g} | {r['prompts']} | {100 * r['prompt_cut']:.0f}% | {r['recall']:.3f} "
+            f"| {r['recall_loss_points']:.1f} |"
+        )
+    return lines
 
 
 def _training_table(log: list[dict]) -> list[str]:

@@ -39,6 +39,7 @@ TINY_EVERYTHING = EverythingDefaults(
     stability_score_thresh=0.6,
     stability_score_offset=2.0,
     box_nms_thresh=0.5,
+    high_score_thresh=0.0,
     source="docs/results/everything_calibration.json (python -m leansam.train.recipe calibrate-everything)",
 )
 NANO_EVERYTHING = EverythingDefaults(
@@ -46,6 +47,7 @@ NANO_EVERYTHING = EverythingDefaults(
     stability_score_thresh=0.7,
     stability_score_offset=1.0,
     box_nms_thresh=0.5,
+    high_score_thresh=0.0,
     source="docs/results/everything_calibration_nano.json (python -m leansam.train.recipe "
     "calibrate-everything --model leansam_nano --out docs/results/everything_calibration_nano.json)",
 )
