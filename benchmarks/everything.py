@@ -294,10 +294,10 @@ def _everything_once(
 def _resolved(model: Any, setting: dict[str, float]) -> dict[str, float]:
     """The thresholds the hierarchical generator runs with for ``setting`` (the model's fill the rest)."""
     from leansam.everything import AutomaticMaskGenerator
+    from leansam.everything.options import SAM_DEFAULTS
 
     o = AutomaticMaskGenerator(model, "hierarchical", points_per_side=32, **setting).options
-    keys = ("pred_iou_thresh", "stability_score_thresh", "stability_score_offset", "box_nms_thresh")
-    return {k: getattr(o, k) for k in (*keys, "high_score_thresh")}
+    return {k: getattr(o, k) for k in (*SAM_DEFAULTS, "high_score_thresh")}
 
 
 def hierarchical(n_images: int = 40, n_default_images: int = 3) -> dict[str, Any]:

@@ -30,7 +30,7 @@ import torch
 from ..interface import ImageFeatures, PromptableModel
 from ..registry import everything_defaults
 from . import ops
-from .options import STRATEGIES, GeneratorOptions, check_memory, make_sampler
+from .options import STRATEGIES, GeneratorOptions, check_memory, make_sampler, strategy_name
 from .records import MaskSet, make_non_overlapping, remove_small_regions, to_records
 from .samplers import BoxSampler, BoxSource, PromptRound, PromptSampler, load_boxes
 
@@ -130,9 +130,10 @@ class AutomaticMaskGenerator:
         **overrides: Any,
     ) -> None:
         opts = GeneratorOptions.from_kwargs(options, **overrides)
-        name = strategy.name if isinstance(strategy, PromptSampler) else strategy
         # resolved first: the hierarchical sampler takes the model's confident-logit threshold
-        self.options = opts.resolved(name, everything_defaults(getattr(model, "name", None)))
+        self.options = opts.resolved(
+            strategy_name(strategy), everything_defaults(getattr(model, "name", None))
+        )
         self.strategy, self.sampler = make_sampler(strategy, self.options)
         self.model = model.eval()
         self.last_stats = GenerateStats(strategy=self.strategy)
@@ -141,7 +142,7 @@ class AutomaticMaskGenerator:
     def check_options(cls, strategy: str | PromptSampler = "grid", **options: Any) -> None:
         """Raises ValueError for the options the constructor would reject, without a model
         (so that a command line can refuse bad options before it loads one)."""
-        make_sampler(strategy, GeneratorOptions.from_kwargs(**options))
+        make_sampler(strategy, GeneratorOptions.from_kwargs(**options).resolved(strategy_name(strategy)))
 
     # --- public --------------------------------------------------------------------------------
     @torch.no_grad()
@@ -273,10 +274,7 @@ class AutomaticMaskGenerator:
         """Removes the prompts of a ``skip_covered`` round that land on covered pixels."""
         if not rnd.skip_covered or covered is None or rnd.points is None or len(rnd) == 0:
             return rnd
-        h, w = covered.shape
-        # Pixel of a point: integer part of its coordinates (TinySAM indexes int(x), int(y)).
-        xs = np.clip(rnd.points[:, 0].astype(np.int64), 0, w - 1)
-        ys = np.clip(rnd.points[:, 1].astype(np.int64), 0, h - 1)
+        xs, ys = rnd.click_pixels(tuple(covered.shape))
         hit = covered.cpu().numpy()[ys, xs]
         self.last_stats.prompts_skipped += int(hit.sum())
         return PromptRound(rnd.name, points=rnd.points[~hit], multimask_output=rnd.multimask_output)

@@ -156,8 +156,15 @@ class GeneratorOptions:
         return replace(self, **{k: float(d[k] if getattr(self, k) is None else getattr(self, k)) for k in d})
 
 
+def strategy_name(strategy: str | PromptSampler) -> str | PromptSampler:
+    """The name a strategy's options are resolved for: a sampler's ``name``, else ``strategy`` as
+    given (:func:`make_sampler` rejects what is not a strategy)."""
+    return strategy.name if isinstance(strategy, PromptSampler) else strategy
+
+
 def make_sampler(strategy: str | PromptSampler, o: GeneratorOptions) -> tuple[str, PromptSampler | None]:
-    """(strategy name, sampler) for ``strategy``; the boxes strategy's sampler is built per image (None)."""
+    """(strategy name, sampler) for ``strategy`` with the :meth:`~GeneratorOptions.resolved` options
+    ``o``; the boxes strategy's sampler is built per image (None)."""
     if isinstance(strategy, PromptSampler):
         if o.crop_n_layers and not strategy.supports_crops:
             raise ValueError(f"sampler {strategy.name!r} does not support crop layers")
@@ -176,8 +183,9 @@ def make_sampler(strategy: str | PromptSampler, o: GeneratorOptions) -> tuple[st
         if o.point_grids is not None:
             raise ValueError("hierarchical sampling builds its own grids; point_grids is not supported")
         check_memory(o, (0, 0))
-        high = TINYSAM_HIGH_SCORE if o.high_score_thresh is None else o.high_score_thresh  # unresolved
-        return strategy, HierarchicalSampler(o.points_per_side, high, o.crop_n_points_downscale_factor)
+        return strategy, HierarchicalSampler(
+            o.points_per_side, o.high_score_thresh, o.crop_n_points_downscale_factor
+        )
     check_memory(o, (0, 0))  # the prompt grids, before they are built
     if o.point_grids is not None:
         return strategy, GridSampler(o.point_grids)

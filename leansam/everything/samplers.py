@@ -54,6 +54,14 @@ class PromptRound:
     def __len__(self) -> int:
         return len(self.points) if self.points is not None else len(self.boxes)
 
+    def click_pixels(self, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """(xs, ys) int64: the pixel of each click in a crop of ``size`` (H, W), the integer part of
+        its coordinates clipped to the crop (TinySAM indexes ``int(x), int(y)``)."""
+        h, w = size
+        xs = np.clip(self.points[:, 0].astype(np.int64), 0, w - 1)
+        ys = np.clip(self.points[:, 1].astype(np.int64), 0, h - 1)
+        return xs, ys
+
 
 @runtime_checkable
 class PromptSampler(Protocol):

@@ -123,7 +123,12 @@ class Candidates:
 
 @torch.no_grad()
 def collect(
-    model, image: np.ndarray, gt_masks: np.ndarray, points_per_side: int = 32, batch: int = 64
+    model,
+    image: np.ndarray,
+    gt_masks: np.ndarray,
+    points_per_side: int = 32,
+    batch: int = 64,
+    features=None,
 ) -> Candidates:
     """The :class:`Candidates` of one image: its grid decoded as the generator decodes it.
 
@@ -133,9 +138,11 @@ def collect(
         gt_masks: G x H x W bool ground-truth objects.
         points_per_side: the grid is ``points_per_side`` squared clicks (pixels of the image).
         batch: clicks per decoder call.
+        features: ``model.encode_image`` of the image when the caller has it (else encoded here).
     """
     h, w = image.shape[:2]
-    features = model.encode_image(model.preprocess(image))
+    if features is None:
+        features = model.encode_image(model.preprocess(image))
     points = GridSampler.from_points_per_side(points_per_side).rounds((h, w), 0)[0].points
     return decode_points(model, features, points, gt_masks, (h, w), batch=batch)[0]
 

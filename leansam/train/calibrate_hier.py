@@ -69,18 +69,12 @@ def collect_hier(
     """The :class:`HierCandidates` of one image (H x W x 3 uint8 RGB; G x H x W bool objects)."""
     h, w = image.shape[:2]
     sparse_round, dense_round = HierarchicalSampler(points_per_side).rounds((h, w), 0)
-    # The pixel of a click: the integer part of its coordinates (as the generator's skip rule).
-    dense_px = np.stack(
-        [
-            np.clip(dense_round.points[:, 0].astype(np.int64), 0, w - 1),
-            np.clip(dense_round.points[:, 1].astype(np.int64), 0, h - 1),
-        ],
-        axis=1,
-    )
+    dense_px = np.stack(dense_round.click_pixels((h, w)), axis=1)  # the generator's skip rule
     features = model.encode_image(model.preprocess(image))
     sparse, cover = decode_points(model, features, sparse_round.points, gt_masks, (h, w), probe=dense_px)
     dense, _ = decode_points(model, features, dense_round.points, gt_masks, (h, w))
-    return HierCandidates(collect(model, image, gt_masks, points_per_side), sparse, dense, cover)
+    grid = collect(model, image, gt_masks, points_per_side, features=features)
+    return HierCandidates(grid, sparse, dense, cover)
 
 
 def _found(ious: np.ndarray) -> int:

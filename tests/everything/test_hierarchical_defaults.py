@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 import leansam
 from leansam.everything import AutomaticMaskGenerator
@@ -17,13 +16,13 @@ from leansam.registry import everything_defaults, get_model_info
 from leansam.train.calibrate import LEVELS, VALIDATION_SEED
 from leansam.train.calibrate_hier import choose_threshold, collect_hier
 from leansam.train.data import RICH_SYNTH, SynthSource
+from tests.compress.helpers import one_thread  # noqa: F401  (autouse fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    torch.set_num_threads(1)
     return leansam.build_model("leansam_tiny")
 
 

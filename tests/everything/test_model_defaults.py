@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import leansam
 from leansam.everything import AutomaticMaskGenerator
@@ -19,6 +18,7 @@ from leansam.train.calibrate import LEVELS, VALIDATION_SEED, collect, settings
 from leansam.train.calibrate import RESULTS as CALIBRATION
 from leansam.train.data import RICH_SYNTH, SynthSource
 from leansam.train.recipe import EVAL_SETS, SEGMENTS
+from tests.compress.helpers import one_thread  # noqa: F401  (autouse fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 KEYS = tuple(SAM_DEFAULTS)
@@ -26,7 +26,6 @@ KEYS = tuple(SAM_DEFAULTS)
 
 @pytest.fixture(scope="module")
 def tiny():
-    torch.set_num_threads(1)
     return leansam.build_model("leansam_tiny")
 
 

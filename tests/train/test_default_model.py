@@ -13,6 +13,7 @@ from leansam.checkpoints import checkpoint_path, sha256_file
 from leansam.io import load_image
 from leansam.registry import default_model_name, get_model_info
 from leansam.train.example import example_alpha
+from tests.compress.helpers import one_thread  # noqa: F401  (autouse fixture)
 
 EXAMPLE = "leansam/assets/example.jpg"
 
@@ -39,7 +40,6 @@ def test_build_model_without_a_name_gives_the_default() -> None:
 
 @pytest.fixture(scope="module")
 def example_prediction() -> tuple[np.ndarray, np.ndarray]:
-    torch.set_num_threads(1)
     model = leansam.build_model("leansam_tiny")  # bundled weights, no network
     image = load_image(EXAMPLE)
     pred = leansam.SamPredictor(model)
