@@ -82,7 +82,7 @@ def test_replay_matches_the_hierarchical_generator(tiny) -> None:
         "box_nms_thresh": 0.6,
     }
     skipped_some = kept_any = False
-    for s in SynthSource(2, VALIDATION_SEED, RICH_SYNTH):
+    for s in SynthSource(1, VALIDATION_SEED, RICH_SYNTH):
         cands = collect_hier(tiny, s.image, s.masks, points_per_side=16)
         for opts in (setting, loose):
             for t in (0.0, 1.0, 8.5):
