@@ -275,12 +275,15 @@ def _add_prompt_routes(app: FastAPI, pool: ModelPool, cache: FeatureCache, store
         dependencies=[Depends(require_json)],
     )
     def everything(image_id: str, req: EverythingRequest) -> EverythingResponse:
-        """Segment everything: masks for a grid of point prompts, filtered and de-duplicated."""
+        """Segment everything: masks for point prompts (a grid, or TinySAM's hierarchical rounds),
+        filtered and de-duplicated."""
         image = store.get(image_id)
         lm = pool.get(req.model)
         gen = leansam.AutomaticMaskGenerator(
             lm.model,
+            strategy=req.strategy,
             points_per_side=req.points_per_side,
+            high_score_thresh=req.high_score_thresh,
             pred_iou_thresh=req.pred_iou_thresh,
             stability_score_thresh=req.stability_score_thresh,
             stability_score_offset=req.stability_score_offset,
@@ -290,4 +293,11 @@ def _add_prompt_routes(app: FastAPI, pool: ModelPool, cache: FeatureCache, store
             recs = gen.generate(image)
         masks = [mask_record(r["segmentation"], r["predicted_iou"], req.png) for r in recs]
         h, w = image.shape[:2]
-        return EverythingResponse(image_id=image_id, model=lm.name, width=w, height=h, masks=masks)
+        return EverythingResponse(
+            image_id=image_id,
+            model=lm.name,
+            width=w,
+            height=h,
+            masks=masks,
+            prompts_decoded=gen.last_stats.prompts_decoded,
+        )

@@ -7,9 +7,9 @@ corner of the top-left pixel (as :class:`leansam.SamPredictor` takes them).
 from __future__ import annotations
 
 import math
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Point = tuple[float, float, int]
 Box = tuple[float, float, float, float]
@@ -94,12 +94,30 @@ class PromptRequest(_Strict):
 
 class EverythingRequest(_Strict):
     model: ModelName | None = None
+    strategy: Literal["grid", "hierarchical"] = Field(
+        "grid",
+        description="grid: every point of the n x n grid; hierarchical (TinySAM): a sparse grid first, "
+        "then only the dense points that its confident masks leave uncovered (needs n >= 4)",
+    )
     points_per_side: int = Field(16, ge=1, le=64, description="prompt grid of n x n points")
+    high_score_thresh: float | None = Field(
+        None,
+        ge=-100,
+        le=100,
+        description="hierarchical: a sparse mask covers the points where its logit exceeds this; "
+        "default: the model's",
+    )
     pred_iou_thresh: float | None = Field(None, ge=0, le=1, description="default: the model's")
     stability_score_thresh: float | None = Field(None, ge=0, le=1, description="default: the model's")
     stability_score_offset: float | None = Field(None, gt=0, le=100, description="default: the model's")
     box_nms_thresh: float | None = Field(None, ge=0, le=1, description="default: the model's")
     png: bool = False
+
+    @model_validator(mode="after")
+    def _check_strategy(self) -> EverythingRequest:
+        if self.strategy == "hierarchical" and self.points_per_side < 4:
+            raise ValueError(f"hierarchical sampling needs points_per_side >= 4, got {self.points_per_side}")
+        return self
 
 
 class Rle(_Strict):
@@ -138,3 +156,4 @@ class EverythingResponse(_Strict):
     width: int
     height: int
     masks: list[MaskRecord]
+    prompts_decoded: int = Field(description="prompts sent to the mask decoder")

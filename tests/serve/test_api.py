@@ -133,16 +133,26 @@ def test_mask_input_and_png(client, example_id, tiny, example_image):
     assert np.array_equal(got, ref[0, 0].numpy())
 
 
-def test_segment_everything_equals_generator(client, example_id, tiny, example_image):
+@pytest.mark.parametrize(
+    "strategy, extra",
+    [("grid", {}), ("hierarchical", {}), ("hierarchical", {"high_score_thresh": -2.0})],
+)
+def test_segment_everything_equals_generator(client, example_id, tiny, example_image, strategy, extra):
+    """The endpoint returns the generator's masks and prompt count for the request's strategy
+    (hierarchical: the model's confident-logit threshold unless the request sets one)."""
     import leansam
 
-    opts = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
-    r = client.post(f"/api/images/{example_id}/everything", json=opts)
+    opts = {"points_per_side": 8, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, **extra}
+    r = client.post(f"/api/images/{example_id}/everything", json={"strategy": strategy, **opts})
     assert r.status_code == 200, r.text
-    got = r.json()["masks"]
-    ref = leansam.AutomaticMaskGenerator(tiny, **opts).generate(example_image)
-    assert len(got) == len(ref) > 0
-    for g, e in zip(got, ref):
+    got = r.json()
+    gen = leansam.AutomaticMaskGenerator(tiny, strategy=strategy, **opts)
+    ref = gen.generate(example_image)
+    assert len(got["masks"]) == len(ref) > 0
+    assert got["prompts_decoded"] == gen.last_stats.prompts_decoded
+    if strategy == "hierarchical":  # confident sparse masks covered some dense points
+        assert 0 < gen.last_stats.prompts_skipped
+    for g, e in zip(got["masks"], ref):
         assert np.array_equal(decode_rle(g["segmentation"]), e["segmentation"])
 
 
@@ -392,6 +402,15 @@ def test_wrong_content_type_and_unknown_ids(client, example_id):
     r = client.post("/api/images/" + "0" * 64 + "/everything", json={})
     assert r.status_code == 404
     r = client.post(f"/api/images/{example_id}/everything", json={"points_per_side": 1000})
+    assert r.status_code == 422
+    for bad in ({"strategy": "boxes"}, {"strategy": "hierarchical", "points_per_side": 3}):
+        r = client.post(f"/api/images/{example_id}/everything", json=bad)
+        assert r.status_code == 422, (bad, r.text)
+    r = client.post(
+        f"/api/images/{example_id}/everything",
+        content=b'{"strategy": "hierarchical", "high_score_thresh": NaN}',
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 422
     assert client.get("/docs").status_code == 200
     assert "/api/images/{image_id}/predict" in client.get("/openapi.json").json()["paths"]

@@ -195,7 +195,9 @@ def test_box_two_objects_and_coco_export(browser, server, tiny, example_image, t
     assert np.array_equal(ds.annToMask(anns[0]).astype(bool), ref[0])
 
 
-def test_segment_everything_in_page(browser, server, tiny, example_image):
+@pytest.mark.parametrize("strategy", ["grid", "hierarchical"])
+def test_segment_everything_in_page(browser, server, tiny, example_image, strategy):
+    """The page's strategy menu picks the sampler; the masks drawn are the generator's."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
@@ -204,12 +206,16 @@ def test_segment_everything_in_page(browser, server, tiny, example_image):
     open_page(browser, server)
     Select(browser.find_element(By.ID, "folder-select")).select_by_value("example.jpg")
     wait_settled(browser, "document.getElementById('mask-canvas').dataset.imageId !== ''")
-    opts = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+    opts = {"points_per_side": 8, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
     browser.execute_script("window.leansam.everythingOptions = arguments[0];", opts)
+    Select(browser.find_element(By.ID, "strategy-select")).select_by_value(strategy)
     browser.find_element(By.ID, "everything").click()
     wait_settled(browser, "window.leansam.state.objects.length > 1")
     objects = browser.execute_script("return window.leansam.state.objects")
-    ref = leansam.AutomaticMaskGenerator(tiny, **opts).generate(example_image)
+    gen = leansam.AutomaticMaskGenerator(tiny, strategy=strategy, **opts)
+    ref = gen.generate(example_image)
+    shown = browser.find_element(By.ID, "status").text
+    assert f"({gen.last_stats.prompts_decoded} prompts decoded)" in shown
     assert len(objects) == len(ref) > 0
     union = np.zeros(example_image.shape[:2], dtype=bool)
     for obj, r in zip(objects, ref):

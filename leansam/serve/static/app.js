@@ -201,7 +201,7 @@ async function segmentEverything() {
   await busy(async () => {
     setStatus("segmenting everything…");
     const res = await api("POST", `/api/images/${state.image.id}/everything`, {
-      model: state.model || null, ...window.leansam.everythingOptions });
+      model: state.model || null, strategy: $("strategy-select").value, ...window.leansam.everythingOptions });
     window.leansam.lastResponse = res;
     state.objects = state.objects.filter((o) => o.mask);
     for (const m of res.masks) {
@@ -209,7 +209,7 @@ async function segmentEverything() {
         mask: m.segmentation, score: m.score, area: m.area, bbox: m.bbox });
     }
     state.current = state.objects.length - 1;
-    setStatus(`${res.masks.length} masks from ${res.model}`);
+    setStatus(`${res.masks.length} masks from ${res.model} (${res.prompts_decoded} prompts decoded)`);
     render();
   });
 }
