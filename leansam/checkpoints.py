@@ -230,7 +230,7 @@ def read_state_dict(
         else:
             raise CheckpointError(
                 f"cannot read checkpoint {path} for {who}: not a valid PyTorch or safetensors file "
-                f"({_reason(e)}); it may be truncated or corrupt"
+                f"({describe_load_error(e)}); it may be truncated or corrupt"
             ) from e
     return _unwrap(obj, path, who, info)
 
@@ -286,7 +286,7 @@ def _check_zip_sizes(z: zipfile.ZipFile, path: Path) -> None:
         raise CheckpointError(str(e)) from None
 
 
-def _reason(e: Exception) -> str:
+def describe_load_error(e: Exception) -> str:
     """The informative line of a torch.load error (its first line is often generic)."""
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     detail = next((ln for ln in lines if "error" in ln.lower() and "WeightsUnpickler" not in ln), None)

@@ -16,6 +16,7 @@ Stages::
     python -m leansam.train.recipe eval --root runs/tiny2      # -> docs/results/default_model.json
     python -m leansam.train.recipe eval --only everything      # its segment-everything part only
     python -m leansam.train.recipe eval --only training        # its training log only
+    python -m leansam.train.recipe probe --root runs/tiny2     # newest checkpoint -> training_probes.json
     python -m leansam.train.recipe calibrate-everything        # -> docs/results/everything_calibration.json
     python -m leansam.train.recipe export --root runs/tiny2    # -> leansam/assets/leansam_tiny.pt
     python -m leansam.train.recipe docs                        # results -> docs/training.md
@@ -310,20 +311,44 @@ def _latest(root: str) -> tuple[Segment, Path]:
     raise FileNotFoundError(f"no training run under {root} (run the train stage first)")
 
 
+def load_run_file(path: str | Path) -> object:
+    """``torch.load(path, weights_only=True)`` on CPU; a missing or unreadable file raises
+    :class:`~leansam.checkpoints.CheckpointError` with a one-line message."""
+    from ..checkpoints import CheckpointError, describe_load_error
+
+    if not Path(path).is_file():
+        raise CheckpointError(f"no weights file {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"cannot read weights {path}: {describe_load_error(e)}") from None
+
+
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """The model state_dict in a run's ``model.pt`` or ``last.pt`` (both read with ``weights_only=True``)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return state["module"] if "module" in state and "step" in state else state
+    """The model state_dict in a run's ``model.pt`` or ``last.pt`` or a snapshot (see :func:`load_run_file`)."""
+    state = load_run_file(path)
+    return state["module"] if isinstance(state, dict) and "module" in state and "step" in state else state
 
 
 def load_recipe_model(path: str | Path, name: str = "leansam_tiny"):
     """``name`` (a model of the recipe) with the weights of a run file (see :func:`read_weights`), in eval mode."""
     import leansam
 
+    from ..checkpoints import CheckpointError
+
     model = leansam.build_model(name, pretrained=False)
-    model.load_state_dict(
-        {k: v.float() if v.is_floating_point() else v for k, v in read_weights(path).items()}
-    )
+    state, want = read_weights(path), model.state_dict()
+    if not isinstance(state, dict):
+        raise CheckpointError(f"weights {path} hold a {type(state).__name__}, not a state_dict")
+    wrong = sorted(set(want) ^ set(state)) or [
+        k for k in want if getattr(state[k], "shape", None) != want[k].shape
+    ]
+    if wrong:
+        raise CheckpointError(
+            f"weights {path} do not fit {name}: {len(wrong)} keys missing, extra or of another shape "
+            f"(e.g. {wrong[0]})"
+        )
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     return model.eval()
 
 
@@ -499,13 +524,18 @@ def _check_bundled_pipeline(seg: Segment) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m leansam.train.recipe")
     p.add_argument(
-        "stage", choices=["train", "snapshot", "eval", "export", "docs", "curves", "calibrate-everything"]
+        "stage",
+        choices=["train", "snapshot", "eval", "probe", "export", "docs", "curves", "calibrate-everything"],
     )
     p.add_argument("--root", default="runs/tiny2")
     p.add_argument(
         "--from-asset", action="store_true", help="start the next segment from the bundled weights"
     )
-    p.add_argument("--weights", default=None, help="eval: a run file instead of the bundled weights")
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="eval: a run file instead of the bundled weights; probe: the file to probe (default: the newest)",
+    )
     p.add_argument(
         "--only", choices=["everything", "training"], help="eval: re-measure only this part of the results"
     )
@@ -527,6 +557,14 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(training_log_stage(a.root), indent=2))
     elif a.stage == "eval":
         print(json.dumps(evaluate_stage(a.root, a.weights), indent=2))
+    elif a.stage == "probe":
+        from .probe import probe_stage
+
+        try:
+            print(json.dumps(probe_stage(a.root, a.weights), indent=2))
+        except (OSError, ValueError, RuntimeError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     elif a.stage == "calibrate-everything":
         print(json.dumps(calibrate_stage(a), indent=2))
     elif a.stage == "export":
@@ -536,9 +574,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
     elif a.stage == "docs":
+        from .probe import PROBES
         from .report import write_training_doc
 
-        write_training_doc(RESULTS, Path("docs/training.md"), CALIBRATION)
+        write_training_doc(RESULTS, Path("docs/training.md"), CALIBRATION, PROBES)
     else:
         from .curves import plot_runs
 

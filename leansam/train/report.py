@@ -4,8 +4,10 @@
 ``<!-- /results -->`` with :func:`results_markdown` of ``docs/results/default_model.json`` (written
 by ``python -m leansam.train.recipe eval``), and the text between ``<!-- everything-defaults -->``
 and ``<!-- /everything-defaults -->`` with :func:`calibration_markdown` of
-``docs/results/everything_calibration.json`` (written by ``... calibrate-everything``); a test
-checks that the page and the files agree.
+``docs/results/everything_calibration.json`` (written by ``... calibrate-everything``), and the
+text between ``<!-- probes -->`` and ``<!-- /probes -->`` with the checkpoint table of
+``docs/results/training_probes.json`` (written by ``... probe``); a test checks that the page and
+the files agree.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from pathlib import Path
 
 from ..data.synth import CATEGORIES
 from ..data.synth.config import KIND_IDS
+from .probe import BEGIN as PROBES_BEGIN
+from .probe import END as PROBES_END
+from .probe import probes_markdown
 
 BEGIN, END = "<!-- results -->", "<!-- /results -->"
 CAL_BEGIN, CAL_END = "<!-- everything-defaults -->", "<!-- /everything-defaults -->"
@@ -250,18 +255,28 @@ def replace_block(page: str, text: str, begin: str = BEGIN, end: str = END) -> s
     return f"{head}{begin}\n{text}\n{end}{tail}"
 
 
-def render_page(page: str, res: dict, calibration: dict | None = None) -> str:
-    """``page`` with its results block replaced by :func:`results_markdown` of ``res`` and, with
-    ``calibration``, its segment-everything defaults block by :func:`calibration_markdown`."""
+def render_page(page: str, res: dict, calibration: dict | None = None, probes: dict | None = None) -> str:
+    """``page`` with its results block replaced by :func:`results_markdown` of ``res``; with
+    ``calibration``, its segment-everything defaults block by :func:`calibration_markdown`; with
+    ``probes``, its checkpoint block by :func:`~leansam.train.probe.probes_markdown`."""
     page = replace_block(page, results_markdown(res))
     if calibration is not None:
         page = replace_block(page, calibration_markdown(calibration), CAL_BEGIN, CAL_END)
+    if probes is not None:
+        page = replace_block(page, probes_markdown(probes, res["sets"]), PROBES_BEGIN, PROBES_END)
     return page
 
 
-def write_training_doc(results: Path, page: Path, calibration: Path | None = None) -> None:
+def _read(path: Path | None) -> dict | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path is not None and path.is_file() else None
+
+
+def write_training_doc(
+    results: Path, page: Path, calibration: Path | None = None, probes: Path | None = None
+) -> None:
     """Regenerates the results block of ``page`` from the ``results`` JSON file (and the
-    segment-everything defaults block from the ``calibration`` JSON file)."""
-    res = json.loads(results.read_text(encoding="utf-8"))
-    cal = json.loads(calibration.read_text(encoding="utf-8")) if calibration is not None else None
-    page.write_text(render_page(page.read_text(encoding="utf-8"), res, cal), encoding="utf-8")
+    segment-everything defaults block from the ``calibration`` JSON file, the checkpoint block
+    from the ``probes`` JSON file, where given and present)."""
+    res = _read(results)
+    text = render_page(page.read_text(encoding="utf-8"), res, _read(calibration), _read(probes))
+    page.write_text(text, encoding="utf-8")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from leansam.train.calibrate import RESULTS as CALIBRATION
+from leansam.train.probe import PROBES
 from leansam.train.recipe import BUNDLED_SEGMENT, EVAL_SETS, RESULTS, SEGMENTS, held_out, segment_config
 from leansam.train.report import BEGIN, END, render_page, results_markdown
 
@@ -19,7 +20,8 @@ def test_training_doc_matches_results_file() -> None:
     page = (ROOT / "docs/training.md").read_text(encoding="utf-8")
     res = json.loads((ROOT / RESULTS).read_text(encoding="utf-8"))
     cal = json.loads((ROOT / CALIBRATION).read_text(encoding="utf-8"))
-    assert render_page(page, res, cal) == page, (
+    probes = json.loads((ROOT / PROBES).read_text(encoding="utf-8"))
+    assert render_page(page, res, cal, probes) == page, (
         "docs/training.md is stale: run `python -m leansam.train.recipe docs`"
     )
 
