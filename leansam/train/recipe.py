@@ -574,10 +574,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
     elif a.stage == "docs":
+        from .ablation import RESULTS as DISTILLATION
         from .probe import PROBES
         from .report import write_training_doc
 
-        write_training_doc(RESULTS, Path("docs/training.md"), CALIBRATION, PROBES)
+        write_training_doc(RESULTS, Path("docs/training.md"), CALIBRATION, PROBES, DISTILLATION)
     else:
         from .curves import plot_runs
 

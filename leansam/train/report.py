@@ -255,15 +255,28 @@ def replace_block(page: str, text: str, begin: str = BEGIN, end: str = END) -> s
     return f"{head}{begin}\n{text}\n{end}{tail}"
 
 
-def render_page(page: str, res: dict, calibration: dict | None = None, probes: dict | None = None) -> str:
+def render_page(
+    page: str,
+    res: dict,
+    calibration: dict | None = None,
+    probes: dict | None = None,
+    distillation: dict | None = None,
+) -> str:
     """``page`` with its results block replaced by :func:`results_markdown` of ``res``; with
     ``calibration``, its segment-everything defaults block by :func:`calibration_markdown`; with
-    ``probes``, its checkpoint block by :func:`~leansam.train.probe.probes_markdown`."""
+    ``probes``, its checkpoint block by :func:`~leansam.train.probe.probes_markdown`; with
+    ``distillation``, its distillation-modes block by :func:`~leansam.train.ablation.markdown`."""
+    from .ablation import BEGIN as DIST_BEGIN
+    from .ablation import END as DIST_END
+    from .ablation import markdown as distillation_markdown
+
     page = replace_block(page, results_markdown(res))
     if calibration is not None:
         page = replace_block(page, calibration_markdown(calibration), CAL_BEGIN, CAL_END)
     if probes is not None:
         page = replace_block(page, probes_markdown(probes, res["sets"]), PROBES_BEGIN, PROBES_END)
+    if distillation is not None:
+        page = replace_block(page, distillation_markdown(distillation), DIST_BEGIN, DIST_END)
     return page
 
 
@@ -272,11 +285,16 @@ def _read(path: Path | None) -> dict | None:
 
 
 def write_training_doc(
-    results: Path, page: Path, calibration: Path | None = None, probes: Path | None = None
+    results: Path,
+    page: Path,
+    calibration: Path | None = None,
+    probes: Path | None = None,
+    distillation: Path | None = None,
 ) -> None:
     """Regenerates the results block of ``page`` from the ``results`` JSON file (and the
     segment-everything defaults block from the ``calibration`` JSON file, the checkpoint block
-    from the ``probes`` JSON file, where given and present)."""
+    from the ``probes`` JSON file, the distillation-modes block from the ``distillation`` JSON
+    file, where given and present)."""
     res = _read(results)
-    text = render_page(page.read_text(encoding="utf-8"), res, _read(calibration), _read(probes))
-    page.write_text(text, encoding="utf-8")
+    extra = (_read(calibration), _read(probes), _read(distillation))
+    page.write_text(render_page(page.read_text(encoding="utf-8"), res, *extra), encoding="utf-8")

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from leansam.train.ablation import RESULTS as DISTILLATION
 from leansam.train.calibrate import RESULTS as CALIBRATION
 from leansam.train.probe import PROBES
 from leansam.train.recipe import BUNDLED_SEGMENT, EVAL_SETS, RESULTS, SEGMENTS, held_out, segment_config
@@ -21,7 +22,8 @@ def test_training_doc_matches_results_file() -> None:
     res = json.loads((ROOT / RESULTS).read_text(encoding="utf-8"))
     cal = json.loads((ROOT / CALIBRATION).read_text(encoding="utf-8"))
     probes = json.loads((ROOT / PROBES).read_text(encoding="utf-8"))
-    assert render_page(page, res, cal, probes) == page, (
+    modes = json.loads((ROOT / DISTILLATION).read_text(encoding="utf-8"))
+    assert render_page(page, res, cal, probes, modes) == page, (
         "docs/training.md is stale: run `python -m leansam.train.recipe docs`"
     )
 
