@@ -74,10 +74,11 @@ def compare_modes(
     import leansam
 
     t = load_spec(teacher, pretrained=True).eval()  # the weights distill() loads too
+    torch.manual_seed(0)
+    untrained = build_student(student, t)  # first: a student of another pipeline stops here
     src = held_out(eval_images)
     teacher_gt = evaluate_gt(t, src)
-    torch.manual_seed(0)
-    rows = [_row("untrained", 0, build_student(student, t), t, src, None)]
+    rows = [_row("untrained", 0, untrained, t, src, None)]
     data = SEGMENTS[-1].data
     for mode in modes:
         cfg = DistillConfig(

@@ -38,7 +38,17 @@ def test_a_short_comparison_distils_from_the_trained_teacher(tmp_path: Path) -> 
 )
 def test_bad_input_is_one_error_line_and_writes_nothing(tmp_path: Path, capsys, args, message) -> None:
     out = tmp_path / "modes.json"
-    argv = ["--teacher", "leansam_tiny", "--root", str(tmp_path / "runs"), "--steps", "1", "--out", str(out)]
+    argv = [
+        "--teacher",
+        "leansam_tiny",
+        "--root",
+        str(tmp_path / "runs"),
+        "--steps",
+        "1",
+        "--eval-images",
+        "1",
+    ]
+    argv += ["--out", str(out)]
     assert main(argv + args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and message in err[0], err
