@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from .io import InputError
+from .io import InputError, one_line
 
 EXIT_USAGE = 2
 #: The file system refused a write or read (full disk, read-only folder, permissions).
@@ -95,10 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
         return _command_modules()[args.command].run(args)
     except OutputError as e:
-        sys.stderr.write(f"error: {_one_line(e)}\n")
+        sys.stderr.write(f"error: {one_line(e)}\n")
         return EXIT_OS
     except (InputError, CheckpointError, UnknownModelError) as e:
-        sys.stderr.write(f"error: {_one_line(e)}\n")
+        sys.stderr.write(f"error: {one_line(e)}\n")
         return EXIT_USAGE
     except KeyboardInterrupt as e:
         what = "terminated" if isinstance(e, Terminated) else "interrupted"
@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 143 if isinstance(e, Terminated) else 130
     except OSError as e:  # the file system refused (full disk, read-only, permissions): no traceback
         where = f" ({e.filename})" if e.filename else ""
-        sys.stderr.write(f"error: {e.strerror or _one_line(e)}{where}; the command stopped\n")
+        sys.stderr.write(f"error: {e.strerror or one_line(e)}{where}; the command stopped\n")
         return EXIT_OS
     finally:
         _restore_sigterm(previous)
@@ -137,11 +137,6 @@ def _restore_sigterm(previous: object) -> None:
 
     if previous is not None:
         signal.signal(signal.SIGTERM, previous)
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return " | ".join(line.strip() for line in text.splitlines()) if text else type(e).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover

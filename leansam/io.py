@@ -30,6 +30,12 @@ DEFAULT_MAX_PIXELS = 1 << 28
 LARGE_IMAGE_PIXELS = 1 << 24
 
 
+def one_line(e: BaseException) -> str:
+    """An exception's message on one line (its lines joined by `` | ``), for an ``error:`` line."""
+    text = str(e).strip()
+    return " | ".join(line.strip() for line in text.splitlines()) if text else type(e).__name__
+
+
 class InputError(ValueError):
     """Bad user input (file, image, prompt, option). The CLI prints it as ``error: ...`` and exits 2."""
 

@@ -279,16 +279,7 @@ def _add_prompt_routes(app: FastAPI, pool: ModelPool, cache: FeatureCache, store
         filtered and de-duplicated."""
         image = store.get(image_id)
         lm = pool.get(req.model)
-        gen = leansam.AutomaticMaskGenerator(
-            lm.model,
-            strategy=req.strategy,
-            points_per_side=req.points_per_side,
-            high_score_thresh=req.high_score_thresh,
-            pred_iou_thresh=req.pred_iou_thresh,
-            stability_score_thresh=req.stability_score_thresh,
-            stability_score_offset=req.stability_score_offset,
-            box_nms_thresh=req.box_nms_thresh,
-        )
+        gen = leansam.AutomaticMaskGenerator(lm.model, strategy=req.strategy, **req.generator_options())
         with torch.inference_mode():
             recs = gen.generate(image)
         masks = [mask_record(r["segmentation"], r["predicted_iou"], req.png) for r in recs]

@@ -113,10 +113,15 @@ class EverythingRequest(_Strict):
     box_nms_thresh: float | None = Field(None, ge=0, le=1, description="default: the model's")
     png: bool = False
 
+    def generator_options(self) -> dict:
+        """The :class:`leansam.AutomaticMaskGenerator` options of this request (None: the model's)."""
+        return self.model_dump(exclude={"model", "strategy", "png"})
+
     @model_validator(mode="after")
-    def _check_strategy(self) -> EverythingRequest:
-        if self.strategy == "hierarchical" and self.points_per_side < 4:
-            raise ValueError(f"hierarchical sampling needs points_per_side >= 4, got {self.points_per_side}")
+    def _check_generator_options(self) -> EverythingRequest:
+        from ..everything import AutomaticMaskGenerator
+
+        AutomaticMaskGenerator.check_options(self.strategy, **self.generator_options())  # ValueError: 422
         return self
 
 

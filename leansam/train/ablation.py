@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoints import CheckpointError
+from ..io import one_line
 from ..registry import UnknownModelError
 from .curves import read_metrics
 from .distill import MODES, DistillConfig, build_student, distill
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         UnknownModelError,
         CheckpointError,
     ) as e:  # unknown model, bad weights, other pipeline
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     res["command"] = "python -m leansam.train.ablation " + " ".join(
         argv if argv is not None else sys.argv[1:]

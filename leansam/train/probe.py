@@ -22,14 +22,12 @@ PROBE_SETS = ("held_out", "out_of_style")
 BEGIN, END = "<!-- probes -->", "<!-- /probes -->"
 
 
-def checkpoint_step(path: str | Path) -> tuple[str, int]:
-    """(segment, step) of a run's ``last.pt`` / ``model.pt`` or of a committed snapshot.
+def checkpoint_step(state: object, path: str | Path) -> tuple[str, int]:
+    """(segment, step) of a loaded run file (:func:`~leansam.train.recipe.load_run_file`): a run's
+    ``last.pt`` / ``model.pt`` or a committed snapshot, read from ``path``.
 
     A snapshot names its segment; a run file's segment is its folder's name. ``model.pt`` (a
     finished segment's weights) has no step: -1."""
-    from .recipe import load_run_file
-
-    state = load_run_file(path)
     path = Path(path)
     if isinstance(state, dict) and "step" in state and "module" in state:
         return str(state.get("segment", path.parent.name)), int(state["step"])
@@ -38,10 +36,11 @@ def checkpoint_step(path: str | Path) -> tuple[str, int]:
 
 def probe(path: str | Path, sets: dict[str, str], root: str) -> dict:
     """One probe row: ``path``'s weights evaluated on ``sets`` (name -> data spec)."""
-    from .recipe import load_recipe_model
+    from .recipe import load_recipe_model, load_run_file
 
-    segment, step = checkpoint_step(path)
-    model = load_recipe_model(path)
+    state = load_run_file(path)  # read once: its step and its weights
+    segment, step = checkpoint_step(state, path)
+    model = load_recipe_model(path, state=state)
     row: dict = {"segment": segment, "step": step, "weights": str(path), "sets": {}}
     for name, spec in sets.items():
         r = evaluate_gt(model, open_source(spec))
@@ -58,9 +57,9 @@ def probe(path: str | Path, sets: dict[str, str], root: str) -> dict:
 def record(row: dict, path: Path = PROBES) -> list[dict]:
     """Adds ``row`` to the probes file (replacing one of the same segment and step); returns the rows,
     ordered by segment and step."""
-    rows = json.loads(path.read_text(encoding="utf-8"))["rows"] if path.is_file() else []
     from .recipe import SEGMENTS
 
+    rows = json.loads(path.read_text(encoding="utf-8"))["rows"] if path.is_file() else []
     order = [s.name for s in SEGMENTS]
     rows = [r for r in rows if (r["segment"], r["step"]) != (row["segment"], row["step"])] + [row]
     rows.sort(

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from ..io import atomic_path
+from ..io import atomic_path, one_line
 from .calibrate import RESULTS as CALIBRATION
 from .calibrate import add_calibrate_args, calibrate_stage, everything_section
 from .curves import read_metrics
@@ -324,31 +324,32 @@ def load_run_file(path: str | Path) -> object:
         raise CheckpointError(f"cannot read weights {path}: {describe_load_error(e)}") from None
 
 
-def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """The model state_dict in a run's ``model.pt`` or ``last.pt`` or a snapshot (see :func:`load_run_file`)."""
-    state = load_run_file(path)
+def run_file_weights(state: object) -> object:
+    """The model state_dict inside a loaded run file: a ``last.pt`` or a snapshot holds it under
+    ``module`` (beside ``step``); a ``model.pt`` is the state_dict itself."""
     return state["module"] if isinstance(state, dict) and "module" in state and "step" in state else state
 
 
-def load_recipe_model(path: str | Path, name: str = "leansam_tiny"):
-    """``name`` (a model of the recipe) with the weights of a run file (see :func:`read_weights`), in eval mode."""
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The model state_dict in a run's ``model.pt`` or ``last.pt`` or a snapshot (see :func:`load_run_file`)."""
+    return run_file_weights(load_run_file(path))
+
+
+def load_recipe_model(path: str | Path, name: str = "leansam_tiny", state: object = None):
+    """``name`` (a model of the recipe) with the weights of a run file (see :func:`read_weights`), in
+    eval mode; ``state``: the file already loaded (:func:`load_run_file`). Weights that do not fit
+    raise :class:`~leansam.checkpoints.CheckpointError` listing the keys (strict, as every
+    checkpoint leansam loads)."""
     import leansam
 
-    from ..checkpoints import CheckpointError
+    from ..checkpoints import CheckpointError, load_checkpoint
+    from ..registry import get_model_info
 
+    weights = read_weights(path) if state is None else run_file_weights(state)
+    if not isinstance(weights, dict):
+        raise CheckpointError(f"weights {path} hold a {type(weights).__name__}, not a state_dict")
     model = leansam.build_model(name, pretrained=False)
-    state, want = read_weights(path), model.state_dict()
-    if not isinstance(state, dict):
-        raise CheckpointError(f"weights {path} hold a {type(state).__name__}, not a state_dict")
-    wrong = sorted(set(want) ^ set(state)) or [
-        k for k in want if getattr(state[k], "shape", None) != want[k].shape
-    ]
-    if wrong:
-        raise CheckpointError(
-            f"weights {path} do not fit {name}: {len(wrong)} keys missing, extra or of another shape "
-            f"(e.g. {wrong[0]})"
-        )
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    load_checkpoint(model, get_model_info(name), weights, path)
     return model.eval()
 
 
@@ -551,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             print(json.dumps(evaluate_everything_stage(a.weights), indent=2))
         except (OSError, ValueError) as e:
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {one_line(e)}", file=sys.stderr)
             return 2
     elif a.stage == "eval" and a.only == "training":
         print(json.dumps(training_log_stage(a.root), indent=2))
@@ -563,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             print(json.dumps(probe_stage(a.root, a.weights), indent=2))
         except (OSError, ValueError, RuntimeError) as e:
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {one_line(e)}", file=sys.stderr)
             return 2
     elif a.stage == "calibrate-everything":
         print(json.dumps(calibrate_stage(a), indent=2))
@@ -571,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             print(f"sha256 {export_stage(a.root)}")
         except (OSError, ValueError) as e:
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {one_line(e)}", file=sys.stderr)
             return 2
     elif a.stage == "docs":
         from .ablation import RESULTS as DISTILLATION

@@ -6,8 +6,10 @@ by ``python -m leansam.train.recipe eval``), and the text between ``<!-- everyth
 and ``<!-- /everything-defaults -->`` with :func:`calibration_markdown` of
 ``docs/results/everything_calibration.json`` (written by ``... calibrate-everything``), and the
 text between ``<!-- probes -->`` and ``<!-- /probes -->`` with the checkpoint table of
-``docs/results/training_probes.json`` (written by ``... probe``); a test checks that the page and
-the files agree.
+``docs/results/training_probes.json`` (written by ``... probe``), and the text between
+``<!-- distillation -->`` and ``<!-- /distillation -->`` with the table of
+``docs/results/distillation_modes.json`` (written by ``python -m leansam.train.ablation``); a test
+checks that the page and the files agree.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from pathlib import Path
 
 from ..data.synth import CATEGORIES
 from ..data.synth.config import KIND_IDS
+from .ablation import BEGIN as DIST_BEGIN
+from .ablation import END as DIST_END
+from .ablation import markdown as distillation_markdown
 from .probe import BEGIN as PROBES_BEGIN
 from .probe import END as PROBES_END
 from .probe import probes_markdown
@@ -266,10 +271,6 @@ def render_page(
     ``calibration``, its segment-everything defaults block by :func:`calibration_markdown`; with
     ``probes``, its checkpoint block by :func:`~leansam.train.probe.probes_markdown`; with
     ``distillation``, its distillation-modes block by :func:`~leansam.train.ablation.markdown`."""
-    from .ablation import BEGIN as DIST_BEGIN
-    from .ablation import END as DIST_END
-    from .ablation import markdown as distillation_markdown
-
     page = replace_block(page, results_markdown(res))
     if calibration is not None:
         page = replace_block(page, calibration_markdown(calibration), CAL_BEGIN, CAL_END)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from leansam.train.probe import PROBES, checkpoint_step, probe, probes_markdown, record
-from leansam.train.recipe import RESULTS, asset_path
+from leansam.train.recipe import RESULTS, asset_path, load_run_file
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,9 +28,13 @@ def test_checkpoint_step_reads_snapshots_run_files_and_final_weights(tmp_path: P
     (tmp_path / "seg5").mkdir()
     torch.save({"step": 75, "module": w, "optimizer": {}}, tmp_path / "seg5" / "last.pt")
     torch.save(w, tmp_path / "seg5" / "model.pt")
-    assert checkpoint_step(tmp_path / "snapshot.pt") == ("seg6", 40)
-    assert checkpoint_step(tmp_path / "seg5" / "last.pt") == ("seg5", 75)
-    assert checkpoint_step(tmp_path / "seg5" / "model.pt") == ("seg5", -1)
+
+    def step_of(path: Path) -> tuple[str, int]:
+        return checkpoint_step(load_run_file(path), path)
+
+    assert step_of(tmp_path / "snapshot.pt") == ("seg6", 40)
+    assert step_of(tmp_path / "seg5" / "last.pt") == ("seg5", 75)
+    assert step_of(tmp_path / "seg5" / "model.pt") == ("seg5", -1)
 
 
 def test_record_replaces_a_repeated_checkpoint_and_orders_by_segment_and_step(tmp_path: Path) -> None:
