@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from PIL import Image
 
+import leansam
+from tests import oracles
 from tests import parity as P
 
 
@@ -20,3 +23,22 @@ def mobile_sam_image_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("img") / "scene.png"
     Image.fromarray(P.load_case("mobile_sam")["image"]).save(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def sam_vit_b_ckpt(tmp_path_factory):
+    """SAM ViT-B stand-in checkpoint under the official file name."""
+    return P.write_stand_in_checkpoint("sam_vit_b", tmp_path_factory.mktemp("ck") / "sam_vit_b_01ec64.pth")
+
+
+@pytest.fixture(scope="session")
+def sam_vit_b_encoded(sam_vit_b_ckpt) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input, output) of leansam's ViT-B encoder on the sam_vit_b fixture image, as ``SamPredictor``
+    computes them. Modules that compare what comes after the encoder seed their encoder cache with it
+    (``oracles.share_encoder(..., seed=)``): ViT-B encodes that image once per session."""
+    model = leansam.build_model("sam_vit_b", checkpoint=sam_vit_b_ckpt)
+    cache: list = []
+    model.image_encoder = oracles.SharedEncoder(model.image_encoder, cache)
+    leansam.SamPredictor(model).set_image(P.load_case("sam_vit_b")["image"])
+    ((x, out, _),) = cache
+    return x, out

@@ -360,10 +360,16 @@ class SharedEncoder(torch.nn.Module):
         return out
 
 
-def share_encoder(mine: torch.nn.Module, official: torch.nn.Module) -> list:
+def share_encoder(
+    mine: torch.nn.Module, official: torch.nn.Module, seed: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> list:
     """Wraps both models' image encoders in one :class:`SharedEncoder` cache around ``mine``'s
-    encoder; returns the cache ([(input, output, [max input difference of each reuse])])."""
-    cache: list = []
+    encoder; returns the cache ([(input, output, [max input difference of each reuse])]).
+
+    ``seed``: an (input, output) pair of ``mine``'s encoder computed earlier (e.g. by a session
+    fixture on the same weights); the cache starts with it, so that input is not encoded again.
+    """
+    cache: list = [] if seed is None else [(seed[0], seed[1], [])]
     encoder = mine.image_encoder
     mine.image_encoder = SharedEncoder(encoder, cache)
     official.image_encoder = SharedEncoder(encoder, cache)

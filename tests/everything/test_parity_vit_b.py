@@ -1,7 +1,7 @@
 """``grid`` on the SAM ViT-B stand-in checkpoint vs the official ``SamAutomaticMaskGenerator``.
 
 Both generators see the same image embedding: the ViT-B encoder runs once per crop
-(leansam's; its parity with the official encoder is tested in
+(leansam's; the full image's embedding comes from the session fixture ``sam_vit_b_encoded``; its parity with the official encoder is tested in
 ``tests/models/test_sam_vit.py``) and a shared cache answers the second request. What
 is compared here is everything after the encoder: prompt layout, batched decoding,
 upscaling, IoU / stability filtering, boxes, edge filtering, NMS, RLE and records.
@@ -39,11 +39,10 @@ GRID = {**OPTS, "points_per_side": 7, "points_per_batch": 25, "stability_score_t
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    path = P.write_stand_in_checkpoint(NAME, tmp_path_factory.mktemp("ckpt") / "sam_vit_b_01ec64.pth")
-    mine = leansam.build_model(NAME, checkpoint=path)
-    official = oracles.segment_anything().sam_model_registry["vit_b"](checkpoint=str(path)).eval()
-    cache = oracles.share_encoder(mine, official)
+def models(sam_vit_b_ckpt, sam_vit_b_encoded):
+    mine = leansam.build_model(NAME, checkpoint=sam_vit_b_ckpt)
+    official = oracles.segment_anything().sam_model_registry["vit_b"](checkpoint=str(sam_vit_b_ckpt)).eval()
+    cache = oracles.share_encoder(mine, official, seed=sam_vit_b_encoded)
     return mine, official, cache
 
 

@@ -14,7 +14,7 @@ from tests.video import cases as C
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> tuple[Path, np.ndarray, Path, np.ndarray]:
-    """(folder of 3 PNG frames, the frames, stand-in efficienttam_ti checkpoint, the box on frame 0)."""
+    """(folder of 3 PNG frames, the frames, stand-in checkpoint of ``C.CLIP_MODEL``, the box on frame 0)."""
     root = tmp_path_factory.mktemp("clip")
     z, _ = C.load("efficienttam_ti/a_box_click")
     frames = z["frames"][:3]

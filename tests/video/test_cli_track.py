@@ -12,6 +12,7 @@ from PIL import Image
 from leansam.cli import main
 from leansam.data.coco import decode_mask
 from leansam.video import VideoPredictor, tracking_models
+from tests.video import cases as C
 
 
 def _av():
@@ -32,14 +33,14 @@ def test_track_writes_rle_per_frame_and_a_playable_overlay(clip, tmp_path: Path,
     out = tmp_path / "out"
     spec = f"0:{','.join(str(float(v)) for v in box)}:7"
     code, err = _run(
-        ["track", folder, "--model", "efficienttam_ti", "--checkpoint", ckpt, "--box", spec, "--out", out],
+        ["track", folder, "--model", C.CLIP_MODEL, "--checkpoint", ckpt, "--box", spec, "--out", out],
         capsys,
     )
     assert code == 0, err
     lines = [json.loads(ln) for ln in (out / "masks.jsonl").read_text().splitlines()]
     assert [ln["frame"] for ln in lines] == [0, 1, 2]
     # The same tracks as the Python API on the same frames and prompt.
-    pred = VideoPredictor("efficienttam_ti", checkpoint=ckpt)
+    pred = VideoPredictor(C.CLIP_MODEL, checkpoint=ckpt)
     state = pred.init_state(frames)
     pred.add_new_points_or_box(state, 0, 7, box=box)
     for line, (_, ids, logits) in zip(lines, pred.propagate_in_video(state)):
@@ -69,7 +70,7 @@ def test_stream_reads_a_video_file_and_tracks_as_the_offline_run(clip, tmp_path:
     spec = f"0:{','.join(str(float(v)) for v in box)}"
     lines = {}
     for mode in ("offline", "stream"):
-        args = ["track", video, "--model", "efficienttam_ti", "--checkpoint", ckpt, "--box", spec]
+        args = ["track", video, "--model", C.CLIP_MODEL, "--checkpoint", ckpt, "--box", spec]
         args += ["--out", tmp_path / mode] + (["--stream"] if mode == "stream" else [])
         code, err = _run(args, capsys)
         assert code == 0, err
@@ -101,7 +102,7 @@ def test_bad_input_is_one_error_line_and_nothing_written(
 ) -> None:
     folder, _, ckpt, _ = clip
     out = tmp_path / "out"
-    video, model, prompt = folder, "efficienttam_ti", ["--point", "0:20,20"]
+    video, model, prompt = folder, C.CLIP_MODEL, ["--point", "0:20,20"]
     if case == "frame_past_end":
         prompt = ["--point", "3:20,20"]
     elif case == "wrong_mask_size":
@@ -135,12 +136,12 @@ def test_precision_reaches_the_predictor_and_a_bad_value_is_one_error_line(
     from leansam.commands.track import _predictor
 
     folder, _, ckpt, _ = clip
-    base = ["track", str(folder), "--model", "efficienttam_ti", "--checkpoint", str(ckpt), "--out", "o"]
+    base = ["track", str(folder), "--model", C.CLIP_MODEL, "--checkpoint", str(ckpt), "--out", "o"]
     for precision in ("float32", "bfloat16"):
         args = build_parser().parse_args([*base, "--precision", precision])
         assert _predictor(args).precision == precision
     out = tmp_path / "out"
-    args = ["track", folder, "--model", "efficienttam_ti", "--checkpoint", ckpt, "--point", "0:20,20"]
+    args = ["track", folder, "--model", C.CLIP_MODEL, "--checkpoint", ckpt, "--point", "0:20,20"]
     code, err = _run([*args, "--out", out, "--precision", "float16"], capsys)
     _assert_clean_error(code, err, out, "--precision")
 
@@ -160,7 +161,7 @@ def test_precision_reaches_the_predictor_and_a_bad_value_is_one_error_line(
 def test_backend_options_are_checked_with_one_error_line(clip, tmp_path: Path, capsys, extra, words) -> None:
     folder, _, ckpt, _ = clip
     out = tmp_path / "out"
-    args = ["track", folder, "--model", "efficienttam_ti", "--point", "0:20,20", "--out", out, *extra]
+    args = ["track", folder, "--model", C.CLIP_MODEL, "--point", "0:20,20", "--out", out, *extra]
     if "--backend" not in extra:
         args += ["--checkpoint", ckpt]
     _assert_clean_error(

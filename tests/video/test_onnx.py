@@ -66,9 +66,9 @@ def test_the_cli_exports_the_graphs_and_tracks_with_them_as_with_torch(clip, tmp
 
     folder, frames, ckpt, box = clip
     graphs = tmp_path / "graphs"
-    args = ["export", "onnx", "--video", "--model", "efficienttam_ti", "--checkpoint", ckpt, "--out", graphs]
+    args = ["export", "onnx", "--video", "--model", C.CLIP_MODEL, "--checkpoint", ckpt, "--out", graphs]
     assert main([str(a) for a in args]) == 0, capsys.readouterr().err
-    assert load_onnx_video_model(graphs).name == "efficienttam_ti"
+    assert load_onnx_video_model(graphs).name == C.CLIP_MODEL
     assert sorted(p.name for p in graphs.iterdir() if not p.name.startswith(".")) == sorted(FILES.values())
     spec = "0:" + ",".join(str(float(v)) for v in box)
     masks = {}
@@ -77,7 +77,7 @@ def test_the_cli_exports_the_graphs_and_tracks_with_them_as_with_torch(clip, tmp
         ("onnx", ["--backend", "onnx", "--onnx", graphs]),
     ):
         out = tmp_path / backend
-        args = ["track", folder, "--model", "efficienttam_ti", "--box", spec, "--out", out, *extra]
+        args = ["track", folder, "--model", C.CLIP_MODEL, "--box", spec, "--out", out, *extra]
         code, err = main([str(a) for a in args]), capsys.readouterr().err
         assert code == 0, err
         assert ("on ONNX Runtime" in err) == (backend == "onnx")
@@ -90,7 +90,7 @@ def test_the_cli_exports_the_graphs_and_tracks_with_them_as_with_torch(clip, tmp
     args = ["track", folder, "--model", "sam2.1_hiera_tiny", "--box", spec, "--out", out, "--backend", "onnx"]
     code, err = main([str(a) for a in [*args, "--onnx", graphs]]), capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert code == 2 and len(lines) == 1 and "holds efficienttam_ti's graphs" in lines[0], err
+    assert code == 2 and len(lines) == 1 and f"holds {C.CLIP_MODEL}'s graphs" in lines[0], err
     assert not out.exists()
     assert masks["torch"].shape[0] == 3 and masks["torch"].any()
     # the issue's mask criterion: at most 0.1% of pixels differ
