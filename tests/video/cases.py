@@ -30,7 +30,7 @@ CASES = (
 
 
 #: The model of the 3-frame ``clip`` fixture (tests/video/conftest.py): the efficienttam_ti stand-in
-#: weights at 512 px, which load unchanged and track about 7x faster than at 1024 px. Tests that use
+#: weights at 512 px, which load unchanged and encode a quarter of the pixels of 1024 px. Tests that use
 #: the clip check tracking through the CLI, streams, int8 and the gates, not the recorded outputs.
 CLIP_MODEL = "efficienttam_ti_512x512"
 CLIP_SIZE = 512
