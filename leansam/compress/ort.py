@@ -192,6 +192,16 @@ def quantize_encoder_file(
 _OWNED = (ENCODER_FILE, DECODER_FILE, MANIFEST)
 
 
+def _calibration(config: QuantConfig, calib: Any) -> CalibrationSet | None:
+    """The static config's calibration images (``calib`` first, then the config's); None if dynamic."""
+    if not isinstance(config, OrtStaticConfig):
+        return None
+    source = calib if calib is not None else config.calib_images
+    if source is None:
+        raise InputError("no calibration images: give a folder (calib_images / --calib) or a list of images")
+    return load_calibration(source, config.num_calib)
+
+
 def quantize_onnx(
     model_or_name: Any,
     config: QuantConfig,
@@ -220,14 +230,7 @@ def quantize_onnx(
 
     say = log or (lambda _m: None)
     t0 = time.perf_counter()
-    cal = None
-    if isinstance(config, OrtStaticConfig):
-        source = calib if calib is not None else config.calib_images
-        if source is None:
-            raise InputError(
-                "no calibration images: give a folder (calib_images / --calib) or a list of images"
-            )
-        cal = load_calibration(source, config.num_calib)
+    cal = _calibration(config, calib)
     if isinstance(model_or_name, str):
         from ..checkpoints import load_model
 
