@@ -1,8 +1,9 @@
 """``grid`` on the SAM ViT-B stand-in checkpoint vs the official ``SamAutomaticMaskGenerator``.
 
-Both generators see the same image embedding: the ViT-B encoder runs once per crop
-(leansam's; the full image's embedding comes from the session fixture ``sam_vit_b_encoded``; its parity with the official encoder is tested in
-``tests/models/test_sam_vit.py``) and a shared cache answers the second request. What
+Both generators see the same image embedding: leansam's ViT-B encoder runs once per crop (its
+parity with the official encoder is tested in ``tests/models/test_sam_vit.py``; the full image's
+embedding comes from the session fixture ``sam_vit_b_encoded``) and a shared cache answers the
+second request. What
 is compared here is everything after the encoder: prompt layout, batched decoding,
 upscaling, IoU / stability filtering, boxes, edge filtering, NMS, RLE and records.
 

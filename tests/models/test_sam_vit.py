@@ -22,13 +22,8 @@ NAME = "sam_vit_b"
 
 
 @pytest.fixture(scope="module")
-def ckpt_path(sam_vit_b_ckpt):
-    return sam_vit_b_ckpt
-
-
-@pytest.fixture(scope="module")
-def model(ckpt_path):
-    return leansam.build_model(NAME, checkpoint=ckpt_path)
+def model(sam_vit_b_ckpt):
+    return leansam.build_model(NAME, checkpoint=sam_vit_b_ckpt)
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +38,8 @@ def test_embedding_matches_fixture(model, case):
 
 
 @pytest.mark.slow
-def test_embedding_matches_official_fp32(model, ckpt_path, case):
-    official = oracles.segment_anything().sam_model_registry["vit_b"](checkpoint=str(ckpt_path)).eval()
+def test_embedding_matches_official_fp32(model, sam_vit_b_ckpt, case):
+    official = oracles.segment_anything().sam_model_registry["vit_b"](checkpoint=str(sam_vit_b_ckpt)).eval()
     x = P.encoder_input(case)
     with torch.no_grad():
         mine, ref = model.image_encoder(x), official.image_encoder(x)
@@ -52,12 +47,12 @@ def test_embedding_matches_official_fp32(model, ckpt_path, case):
 
 
 @pytest.fixture(scope="module")
-def predictors(ckpt_path, case, sam_vit_b_encoded):
+def predictors(sam_vit_b_ckpt, case, sam_vit_b_encoded):
     """leansam's and the official predictor on one image, sharing leansam's image embedding (computed
     once per session by the ``sam_vit_b_encoded`` fixture)."""
     sa = oracles.segment_anything()
-    mine_model = leansam.build_model(NAME, checkpoint=ckpt_path)
-    official = sa.sam_model_registry["vit_b"](checkpoint=str(ckpt_path)).eval()
+    mine_model = leansam.build_model(NAME, checkpoint=sam_vit_b_ckpt)
+    official = sa.sam_model_registry["vit_b"](checkpoint=str(sam_vit_b_ckpt)).eval()
     cache = oracles.share_encoder(mine_model, official, seed=sam_vit_b_encoded)
     mine = leansam.SamPredictor(mine_model)
     mine.set_image(case["image"])

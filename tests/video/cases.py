@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from leansam.video import VideoModel, VideoPredictor, load_video_model
+from leansam.video import VIDEO_CONFIGS, VideoModel, VideoPredictor, load_video_model
 from tests import parity as P
 from tests import tolerances as T
 
@@ -29,11 +29,14 @@ CASES = (
 )
 
 
-#: The model of the 3-frame ``clip`` fixture (tests/video/conftest.py): the efficienttam_ti stand-in
-#: weights at 512 px, which load unchanged and encode a quarter of the pixels of 1024 px. Tests that use
-#: the clip check tracking through the CLI, streams, int8 and the gates, not the recorded outputs.
+#: The 3-frame clip (the ``clip`` fixture in tests/video/conftest.py, and :func:`clip_model`): the first
+#: frames of CLIP_CASE, tracked by CLIP_MODEL with the stand-in weights of CLIP_WEIGHTS, which load
+#: unchanged at 512 px (a quarter of the pixels of 1024 px). Tests that use the clip check tracking
+#: through the CLI, streams, the feature cache, int8 and the gates, not the recorded outputs.
+CLIP_CASE = "efficienttam_ti/a_box_click"
+CLIP_WEIGHTS = "efficienttam_ti"
 CLIP_MODEL = "efficienttam_ti_512x512"
-CLIP_SIZE = 512
+CLIP_SIZE = VIDEO_CONFIGS[CLIP_MODEL].image_size
 
 
 def load(case: str) -> tuple[dict[str, np.ndarray], dict]:
@@ -49,6 +52,11 @@ def stand_in_model(name: str, manifest: str) -> VideoModel:
     with tempfile.TemporaryDirectory() as tmp:
         path = P.write_stand_in_checkpoint(manifest, Path(tmp) / f"{name}.pt")
         return load_video_model(name, checkpoint=path)
+
+
+def clip_model() -> VideoModel:
+    """CLIP_MODEL with CLIP_WEIGHTS' stand-in weights (built once per process)."""
+    return stand_in_model(CLIP_MODEL, CLIP_WEIGHTS)
 
 
 def model_for(spec: dict) -> VideoModel:

@@ -16,10 +16,10 @@ from tests.video import cases as C
 def clip(tmp_path_factory) -> tuple[Path, np.ndarray, Path, np.ndarray]:
     """(folder of 3 PNG frames, the frames, stand-in checkpoint of ``C.CLIP_MODEL``, the box on frame 0)."""
     root = tmp_path_factory.mktemp("clip")
-    z, _ = C.load("efficienttam_ti/a_box_click")
+    z, _ = C.load(C.CLIP_CASE)
     frames = z["frames"][:3]
     (root / "frames").mkdir()
     for i, f in enumerate(frames):
         Image.fromarray(f).save(root / "frames" / f"{i:05d}.png")
-    ckpt = P.write_stand_in_checkpoint("efficienttam_ti", root / "efficienttam_ti.pt")
+    ckpt = P.write_stand_in_checkpoint(C.CLIP_WEIGHTS, root / f"{C.CLIP_WEIGHTS}.pt")
     return root / "frames", frames, ckpt, z["c1_box"]

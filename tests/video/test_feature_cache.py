@@ -48,14 +48,9 @@ def test_repropagation_reuses_features_and_matches_without_cache() -> None:
     assert C.mismatches(cached, z) == []
 
 
-def _clip_model_and_frames():
-    """The clip model (cheaper than CASE's 1024 px sam2.1) and 4 frames: the cache is the predictor's."""
-    z, _ = C.load("efficienttam_ti/a_box_click")
-    return C.stand_in_model(C.CLIP_MODEL, "efficienttam_ti"), z["frames"][:4]
-
-
 def test_the_cache_serves_hits_and_stays_within_its_budget() -> None:
-    model, frames = _clip_model_and_frames()
+    """On the clip model (cheaper than CASE's 1024 px sam2.1): the cache is the predictor's."""
+    model, frames = C.clip_model(), C.load(C.CLIP_CASE)[0]["frames"][:4]
     pred = VideoPredictor(model, feature_cache_mb=0.0)
     state = pred.init_state(frames)
     per_frame = pred.features(state, 0).nbytes()
@@ -73,4 +68,4 @@ def test_the_cache_serves_hits_and_stays_within_its_budget() -> None:
 
 def test_negative_budget_is_rejected() -> None:
     with pytest.raises(ValueError, match="feature_cache_mb"):
-        VideoPredictor(_clip_model_and_frames()[0], feature_cache_mb=-1)
+        VideoPredictor(C.clip_model(), feature_cache_mb=-1)

@@ -37,8 +37,8 @@ def _stream_outputs(tracker: StreamTracker, frames, prompts) -> list[C.Output]:
 
 def test_stream_equals_the_offline_predictor_on_efficienttam() -> None:
     """EfficientTAM has no pointer time encoding, so even a 3-frame clip tracks identically."""
-    z, _ = C.load("efficienttam_ti/a_box_click")
-    model, frames, box = C.stand_in_model(C.CLIP_MODEL, "efficienttam_ti"), z["frames"][:3], z["c1_box"]
+    z, _ = C.load(C.CLIP_CASE)
+    model, frames, box = C.clip_model(), z["frames"][:3], z["c1_box"]
     offline = VideoPredictor(model)
     state = offline.init_state(frames)
     offline.add_new_points_or_box(state, 0, 1, box=box)
