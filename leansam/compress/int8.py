@@ -72,6 +72,9 @@ def int8_kernels_available() -> bool:
 def quantize_uint8(x: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
     """``clamp(round(x / scale) + zero_point, 0, 255)`` as a uint8 tensor of x's shape and strides.
 
+    The kernel evaluates ``x * (1 / scale) + zero_point`` as one float32 fused multiply-add before
+    rounding half to even, so a value within an ulp of a .5 tie may round one step from exact division.
+
     One pass of ATen's vectorised quantize kernel; the result shares that kernel's storage
     (a plain uint8 view of it) instead of paying the copy ``int_repr()`` makes.
     """

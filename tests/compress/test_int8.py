@@ -34,11 +34,18 @@ def _dequant_input(x: torch.Tensor, s: float, zp: int) -> torch.Tensor:
 
 
 def test_quantize_uint8_matches_the_formula():
+    # ATen rounds the float32 fused multiply-add x * (1/scale) + zero_point, so a value within an
+    # ulp of a .5 tie can land one step from round(x / scale) + zero_point: the reference does the
+    # same arithmetic. The planted value is such a near-tie (x / 0.05 = 74.500008, kernel gives 174).
+    torch.manual_seed(0)
     x = torch.randn(2, 8, 5, 7) * 3
+    x[0, 0, 0, 0] = 3.7250003814697266
     u = quantize_uint8(x, 0.05, 100)
     assert u.dtype == torch.uint8 and u.shape == x.shape
-    ref = torch.clamp(torch.round(x / 0.05) + 100, 0, 255).to(torch.uint8)
+    inv = torch.tensor(1 / 0.05, dtype=torch.float32)
+    ref = torch.clamp(torch.round(torch.addcmul(torch.full_like(x, 100.0), x, inv)), 0, 255).to(torch.uint8)
     assert torch.equal(u, ref)
+    assert int(u[0, 0, 0, 0]) == 174
     xc = x.contiguous(memory_format=torch.channels_last)
     uc = quantize_uint8(xc, 0.05, 100)
     assert uc.is_contiguous(memory_format=torch.channels_last) and torch.equal(uc, ref)
