@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -253,6 +253,54 @@ class Prefetcher:
             self._pending = None
             return samples
         return [self.source[i] for i in indices]
+
+
+class _Steps(torch.utils.data.Dataset):
+    def __init__(self, make_batch: Callable[[int], list], start: int, stop: int) -> None:
+        self.make_batch, self.start, self.stop = make_batch, start, stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, j: int) -> tuple[int, list]:
+        return self.start + j, self.make_batch(self.start + j)
+
+
+def _as_is(item: object) -> object:
+    return item
+
+
+class StepLoader:
+    """Step ``s``'s batch, ``make_batch(s)``, computed ahead in ``workers`` processes.
+
+    ``get(step)`` serves steps in order from the first one asked for up to ``stop``; asking for
+    any other step starts the workers over from it. Workers are forked, so ``make_batch`` needs no
+    pickling, and each runs torch on one thread.
+    """
+
+    def __init__(self, make_batch: Callable[[int], list], stop: int, workers: int) -> None:
+        self.make_batch, self.stop, self.workers = make_batch, stop, workers
+        self._it: Iterator | None = None
+        self._next = -1
+
+    def get(self, step: int) -> list:
+        if self._it is None or step != self._next:
+            data = _Steps(self.make_batch, step, self.stop)
+            self._it = iter(
+                torch.utils.data.DataLoader(
+                    data,
+                    batch_size=None,
+                    num_workers=self.workers,
+                    collate_fn=_as_is,
+                    prefetch_factor=2,
+                    multiprocessing_context="fork",
+                )
+            )
+        got, batch = next(self._it)
+        if got != step:
+            raise RuntimeError(f"step loader served step {got} for step {step}")
+        self._next = step + 1
+        return batch
 
 
 def sample_indices(n: int, seed: int, step: int, batch: int, rank: int = 0, world: int = 1) -> list[int]:

@@ -23,14 +23,13 @@ Stages::
     python -m leansam.train.recipe curves --root runs/tiny2    # -> docs/curve_<segment>.png
 
 Evaluation sets (fixed): held-out ``synth:200:1000:rich`` (the training style, never trained on:
-training uses seeds 0 to 5), out-of-style ``synth:100:2000:ood`` (other shape mix, textures and
+training uses seeds 0 to 6), out-of-style ``synth:100:2000:ood`` (other shape mix, textures and
 layouts), and ``synth:100:1000:tiny`` (the easier set of earlier versions of the model).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import shutil
 import sys
@@ -46,6 +45,7 @@ from .data import RICH_SYNTH, SynthSource, open_source
 from .evaluate import encoder_latency, evaluate_gt, mask_resolution_limit
 from .example import example_objects
 from .runner import save_atomic, write_json_file
+from .segments import BUNDLED_SEGMENT, SEGMENTS, Segment
 from .train import TrainConfig, train
 
 ASSET = "leansam_tiny.pt"
@@ -63,121 +63,24 @@ EVAL_SETS = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class Segment:
-    """One resumable training run of the recipe: its name (run folder), data, length and LR, and
-    the registry model it trains. Every segment starts from the previous one's weights: loaded
-    as they are, or with ``grow``, into a model whose encoder has more blocks (the previous
-    encoder deepened by :func:`leansam.models.tiny_fpn.deepen`, the same function at step 0).
-    ``stop_after`` ends a segment early with its LR schedule unchanged (0: after ``steps``)."""
-
-    name: str
-    data: str
-    steps: int
-    lr: float
-    warmup: int
-    decoder_warmup: int = 0
-    correction_rounds: int = 0
-    seed: int = 0
-    model: str = "leansam_tiny"
-    prompts_per_image: int = 8
-    stop_after: int = 0
-    grow: bool = False
-
-
-SEGMENTS = (
-    Segment(
-        "seg1",
-        "synth:100000:0:medium",
-        steps=4000,
-        lr=1e-3,
-        warmup=100,
-        decoder_warmup=300,
-        seed=0,
-        model="leansam_nano",
-    ),
-    Segment(
-        "seg2",
-        "synth:100000:1:rich",
-        steps=6000,
-        lr=6e-4,
-        warmup=100,
-        correction_rounds=1,
-        seed=1,
-        model="leansam_nano",
-    ),
-    # 512 px input: 128 x 128 low-res masks, whose resolution limit on the held-out set is above
-    # the 0.90 box target (64 x 64 masks: below it; docs/training.md)
-    Segment(
-        "seg3",
-        "synth:100000:2:rich",
-        steps=4000,
-        lr=3e-4,
-        warmup=100,
-        correction_rounds=1,
-        seed=2,
-        model="leansam_nano_512",
-        prompts_per_image=16,
-        stop_after=1250,  # continued with a deeper encoder (seg4; docs/training.md)
-    ),
-    Segment(
-        "seg4",
-        "synth:100000:3:rich",
-        steps=3000,
-        lr=3e-4,
-        warmup=100,
-        correction_rounds=1,
-        seed=3,
-        model="leansam_tiny",
-        prompts_per_image=16,
-        grow=True,
-        stop_after=1200,  # continued without the correction round (seg5; docs/training.md)
-    ),
-    # No correction round: half the decoder passes per step, so more steps per CPU hour; the targets
-    # are measured on one box or one click.
-    Segment(
-        "seg5",
-        "synth:100000:4:rich",
-        steps=4000,
-        lr=3e-4,
-        warmup=100,
-        correction_rounds=0,
-        seed=4,
-        model="leansam_tiny",
-        prompts_per_image=16,
-        stop_after=2200,  # bundled; continued with a larger LR (seg6; docs/training.md)
-    ),
-    Segment(
-        "seg6",
-        "synth:100000:5:rich",
-        steps=6000,
-        lr=6e-4,
-        warmup=100,
-        correction_rounds=0,
-        seed=5,
-        model="leansam_tiny",
-        prompts_per_image=16,
-    ),
-)
-#: The segment whose final weights are the bundled ones (``export``): with ``--from-asset`` training
-#: continues after it.
-BUNDLED_SEGMENT = "seg5"
-
-
 def held_out(n: int = 200) -> SynthSource:
-    """The first ``n`` images of the held-out set (``RICH_SYNTH``, seed 1000; training uses seeds 0 to 5)."""
+    """The first ``n`` images of the held-out set (``RICH_SYNTH``, seed 1000; training uses seeds 0 to 6)."""
     return SynthSource(n, EVAL_SEED, RICH_SYNTH)
 
 
-def segment_config(root: str, seg: Segment, init: str | None) -> TrainConfig:
-    """The :class:`TrainConfig` of one segment; ``init`` is the checkpoint it starts from (None: fresh)."""
+def segment_config(
+    root: str, seg: Segment, init: str | None, device: str = "auto", data_workers: int = 0
+) -> TrainConfig:
+    """The :class:`TrainConfig` of one segment; ``init`` is the checkpoint it starts from (None: fresh).
+    ``device`` and ``data_workers`` say where it runs, not what it computes."""
     return TrainConfig(
         out=f"{root}/{seg.name}",
         model=seg.model if init is None else f"{seg.model}:{init}",
         data=seg.data,
         steps=seg.steps,
         stop_after=seg.stop_after,
-        batch_size=8,
+        batch_size=seg.batch_size,
+        batched_decode=seg.batched_decode,
         lr=seg.lr,
         warmup=seg.warmup,
         decoder_warmup=seg.decoder_warmup,
@@ -188,6 +91,8 @@ def segment_config(root: str, seg: Segment, init: str | None) -> TrainConfig:
         loss_res=256,
         threads=2,
         seed=seg.seed,
+        device=device,
+        data_workers=data_workers,
     )
 
 
@@ -218,7 +123,9 @@ def _todo(root: str, from_asset: bool) -> list[int]:
     return todo
 
 
-def train_stage(root: str, from_asset: bool = False) -> str | None:
+def train_stage(
+    root: str, from_asset: bool = False, device: str = "auto", data_workers: int = 0
+) -> str | None:
     """Runs (or resumes) the first unfinished segment; returns its name (None: all finished)."""
     todo = _todo(root, from_asset)
     if not todo:
@@ -236,7 +143,7 @@ def train_stage(root: str, from_asset: bool = False) -> str | None:
     if seg.grow:  # a resumed run needs no start weights: last.pt's replace them
         resuming = (Path(root) / seg.name / "last.pt").is_file()
         init = None if resuming or init is None else grown_init(root, k, init)
-    train(segment_config(root, seg, init))
+    train(segment_config(root, seg, init, device, data_workers))
     return seg.name
 
 
@@ -266,16 +173,22 @@ def snapshot_stage(root: str, dest: Path | None = None) -> Path | None:
         run = Path(root) / seg.name
         if _finished(root, seg) or not (run / "last.pt").is_file():
             continue
-        state = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
-        module = {k: v.half() if v.is_floating_point() else v for k, v in state["module"].items()}
-        dest.mkdir(parents=True, exist_ok=True)
-        out = dest / f"{seg.name}.pt"
-        save_atomic({"step": int(state["step"]), "module": module, "segment": seg.name}, out)
-        metrics = run / "metrics.csv"
-        if metrics.is_file():
-            _copy_file(metrics, dest / f"{seg.name}.metrics.csv")
-        return out
+        return snapshot_run(run, seg.name, dest)
     return None
+
+
+def snapshot_run(run: Path, name: str, dest: Path) -> Path:
+    """``dest/<name>.pt`` (``run``'s last.pt as fp16 weights with its step) and
+    ``dest/<name>.metrics.csv``; returns the weights' path."""
+    state = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
+    module = {k: v.half() if v.is_floating_point() else v for k, v in state["module"].items()}
+    dest.mkdir(parents=True, exist_ok=True)
+    out = dest / f"{name}.pt"
+    save_atomic({"step": int(state["step"]), "module": module, "segment": name}, out)
+    metrics = run / "metrics.csv"
+    if metrics.is_file():
+        _copy_file(metrics, dest / f"{name}.metrics.csv")
+    return out
 
 
 def _copy_file(src: Path, dest: Path) -> None:
@@ -371,7 +284,8 @@ def training_log(root: str) -> list[dict]:
                 "data": seg.data,
                 "steps_done": steps,
                 "steps_planned": seg.stop_after or seg.steps,
-                "images_seen": steps * 8,
+                "images_seen": steps * seg.batch_size,
+                "trained_on": seg.trained_on,
                 "wall_hours": sum(m["seconds"]) / 3600,
                 "cpu_hours_logged": sum(cpu) / 3600,
                 "steps_with_cpu_logged": len(cpu),
@@ -541,11 +455,13 @@ def main(argv: list[str] | None = None) -> int:
         "--only", choices=["everything", "training"], help="eval: re-measure only this part of the results"
     )
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="train: where to train")
+    p.add_argument("--data-workers", type=int, default=0, help="train: processes preparing batches")
     add_calibrate_args(p)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     if a.stage == "train":
-        print(f"segment: {train_stage(a.root, a.from_asset) or 'all finished'}")
+        print(f"segment: {train_stage(a.root, a.from_asset, a.device, a.data_workers) or 'all finished'}")
     elif a.stage == "snapshot":
         print(f"snapshot: {snapshot_stage(a.root) or 'no unfinished segment with a last.pt'}")
     elif a.stage == "eval" and a.only == "everything":

@@ -189,8 +189,9 @@ def _training_table(log: list[dict]) -> list[str]:
     ]
     for s in log:
         iou = "" if s["train_iou_r0_last100"] is None else f"{s['train_iou_r0_last100']:.3f}"
+        where = "" if s.get("trained_on", "cpu") == "cpu" else f" ({s['trained_on']})"
         lines.append(
-            f"| {s['segment']} | `{s['data']}` | {s['steps_done']} / {s['steps_planned']} | {s['images_seen']:,} "
+            f"| {s['segment']}{where} | `{s['data']}` | {s['steps_done']} / {s['steps_planned']} | {s['images_seen']:,} "
             f"| {s['wall_hours']:.2f} | {s['cpu_hours_logged']:.2f} ({s['steps_with_cpu_logged']}) "
             f"| {s['loss_last100']:.4f} | {iou} |"
         )

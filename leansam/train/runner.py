@@ -213,9 +213,10 @@ def _rng_state() -> dict[str, Any]:
 
 
 def _set_rng_state(s: dict[str, Any]) -> None:
-    torch.set_rng_state(s["torch"])
+    # a checkpoint read onto a GPU (map_location) holds these tensors there: the states live on the CPU
+    torch.set_rng_state(s["torch"].cpu())
     kind, keys, pos, has_gauss, cached = s["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    np.random.set_state((kind, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, cached))
     version, internal, gauss = s["python"]
     random.setstate((version, tuple(int(x) for x in internal.tolist()), gauss))
 

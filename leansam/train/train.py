@@ -13,7 +13,7 @@ loss of the new prediction is added. Loss = 20 x focal + 1 x dice + MSE(IoU head
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from ..io import InputError
 from ..models.sam import ImageFeatures, Sam
-from .data import Prefetcher, Prepared, open_source, prepare, sample_indices
+from .data import Prefetcher, Prepared, StepLoader, open_source, prepare, sample_indices
 from .losses import segmentation_loss
 from .prompts import boxes_from_masks, correction_points, jitter_boxes, sample_points
 from .runner import RunConfig, fit, setup, step_seed
@@ -45,6 +45,11 @@ class TrainConfig(RunConfig):
         train_encoder / train_decoder / train_prompt_encoder: which parts are optimised.
         decoder_warmup: steps of :func:`decoder_warmup` before training (fresh runs only).
         warmup_lr: its learning rate.
+        batched_decode: decode the box prompts of all images of the batch in one decoder call and
+            their click prompts in another (each prompt carries its image's features), instead of
+            two calls per image; the loss is then the mean over the two prompt kinds of their
+            per-prompt means. The same arithmetic in far fewer, larger kernels (for GPUs).
+        data_workers: processes preparing the coming steps' batches (0: one background thread).
     """
 
     model: str = "leansam_tiny"
@@ -64,6 +69,8 @@ class TrainConfig(RunConfig):
     train_prompt_encoder: bool = True
     decoder_warmup: int = 0
     warmup_lr: float = 1e-3
+    batched_decode: bool = False
+    data_workers: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -77,6 +84,8 @@ class TrainConfig(RunConfig):
             raise ValueError("decoder_warmup must be >= 0 and warmup_lr > 0")
         if self.box_jitter < 0 or min(self.focal_weight, self.dice_weight, self.iou_weight) < 0:
             raise ValueError("box_jitter and loss weights must be >= 0")
+        if self.data_workers < 0:
+            raise ValueError("data_workers must be >= 0")
 
 
 def load_spec(spec: str, pretrained: bool = False) -> Sam:
@@ -207,41 +216,99 @@ def load_batch(
     ]
 
 
+class _PreparedSteps:
+    """Step ``s``'s batch exactly as :func:`load_batch` prepares it, computed without the step's
+    generator (its flips are that generator's first draw), for :class:`StepLoader` workers. Masks
+    are bool (a quarter of the shared memory); the step turns the ones it picks to float."""
+
+    def __init__(self, source: Sequence, model: Sam, cfg: TrainConfig, rank: int, world: int) -> None:
+        self.source, self.transform, self.cfg = source, model.transform, cfg
+        self.rank, self.world = rank, world
+
+    def __call__(self, step: int) -> list[Prepared]:
+        cfg = self.cfg
+        gen = torch.Generator().manual_seed(step_seed(cfg.seed, step, self.rank))
+        idx = sample_indices(len(self.source), cfg.seed, step, cfg.batch_size, self.rank, self.world)
+        flips = torch.rand(len(idx), generator=gen) < 0.5
+        out = []
+        for i, f in zip(idx, flips):
+            p = prepare(self.source[i], self.transform, cfg.loss_res, bool(f) and cfg.flip, cfg.min_mask_area)
+            out.append(dataclasses.replace(p, masks=p.masks.bool()))
+        return out
+
+
+def _pick_prompts(
+    batch: list[Prepared], cfg: TrainConfig, gen: torch.Generator, frame: int, device: torch.device
+) -> Iterator[list[tuple]]:
+    """Per image with instances, up to ``prompts_per_image`` of them as a box group and a click
+    group, each ``(image index, gt masks, boxes, click coords, click labels)`` on ``device``.
+    Yields image by image, so a caller that decodes each image's groups before asking for the next
+    draws from ``gen`` in the per-image order."""
+    for i, p in enumerate(batch):
+        if len(p.masks) == 0:
+            continue
+        k = min(cfg.prompts_per_image, len(p.masks))
+        pick = torch.randperm(len(p.masks), generator=gen)[:k]
+        gt_cpu = p.masks[pick].float()  # the loader's masks are bool
+        n_box = round(k * cfg.box_fraction)
+        boxes, pts, labs = initial_prompts(gt_cpu, n_box, gen, frame, cfg.box_jitter)
+        gt = gt_cpu.to(device)
+        groups = []
+        if n_box:
+            groups.append((i, gt[:n_box], boxes.to(device), None, None))
+        if k - n_box:
+            groups.append((i, gt[n_box:], None, pts.to(device), labs.to(device)))
+        yield groups
+
+
+def _batched_groups(groups: list, feats_all: ImageFeatures) -> list:
+    """The per-image groups joined into one group per prompt kind, each prompt with its image's
+    features: ``(features, gt, boxes, coords, labels)``."""
+    joined = []
+    for is_box in (True, False):
+        kind = [g for g in groups if (g[2] is not None) == is_box]
+        if not kind:
+            continue
+        dev = kind[0][1].device
+        idx = torch.cat([torch.full((len(g[1]),), g[0], dtype=torch.long, device=dev) for g in kind])
+        hr = feats_all.high_res
+        feats = ImageFeatures(feats_all.embed[idx], [h[idx] for h in hr] if hr is not None else None)
+        cat = [None if kind[0][j] is None else torch.cat([g[j] for g in kind]) for j in (1, 2, 3, 4)]
+        joined.append((feats, *cat))
+    return joined
+
+
 def make_step(model: Sam, source: Sequence, cfg: TrainConfig, rank: int, world: int, device: torch.device):
     """The step function of :func:`leansam.train.runner.fit` for promptable segmentation."""
     frame = model.transform.prompt_frame
-    reader = Prefetcher(source)
+    reader, loader = Prefetcher(source), None
+    if cfg.data_workers:
+        prepared = _PreparedSteps(source, model, cfg, rank, world)
+        loader = StepLoader(prepared, cfg.stop_after or cfg.steps, cfg.data_workers)
 
     def step_fn(step: int) -> tuple[torch.Tensor, dict[str, float]]:
         gen = torch.Generator().manual_seed(step_seed(cfg.seed, step, rank))
-        batch = load_batch(reader, model, cfg, step, rank, world, gen)
+        if loader is not None:
+            batch = loader.get(step)
+            torch.rand(len(batch), generator=gen)  # the flips' draw, made by the loader
+        else:
+            batch = load_batch(reader, model, cfg, step, rank, world, gen)
         x = torch.stack([p.x for p in batch]).to(device)
         feats_all = model.encode_image(x)
+        per_image = _pick_prompts(batch, cfg, gen, frame, device)
+        if cfg.batched_decode:
+            work: Iterable = _batched_groups([g for groups in per_image for g in groups], feats_all)
+        else:
+            work = ((feats_all.select(g[0]), *g[1:]) for groups in per_image for g in groups)
         total = x.new_zeros(())
         agg: dict[str, list[torch.Tensor]] = {}
         n_groups = 0
-        for i, p in enumerate(batch):
-            if len(p.masks) == 0:
-                continue
-            k = min(cfg.prompts_per_image, len(p.masks))
-            pick = torch.randperm(len(p.masks), generator=gen)[:k]
-            gt = p.masks[pick].to(device)
-            n_box = round(k * cfg.box_fraction)
-            boxes, pts, labs = initial_prompts(gt.cpu(), n_box, gen, frame, cfg.box_jitter)
-            feats = feats_all.select(i)
-            groups = []
-            if n_box:
-                groups.append((gt[:n_box], boxes.to(device), None, None))
-            if k - n_box:
-                groups.append((gt[n_box:], None, pts.to(device), labs.to(device)))
-            for g_gt, g_box, g_c, g_l in groups:
-                loss, parts = prompt_rounds(
-                    model, feats, g_gt, g_box, g_c, g_l, cfg.correction_rounds, gen, cfg
-                )
-                total = total + loss
-                n_groups += 1
-                for key, v in parts.items():
-                    agg.setdefault(key, []).append(v)
+        for feats, g_gt, g_box, g_c, g_l in work:
+            loss, parts = prompt_rounds(model, feats, g_gt, g_box, g_c, g_l, cfg.correction_rounds, gen, cfg)
+            total = total + loss
+            n_groups += 1
+            for key, v in parts.items():
+                agg.setdefault(key, []).append(v)
         if n_groups == 0:  # no instance in the whole batch: a zero loss that still touches the graph
             return feats_all.embed.sum() * 0.0, {}
         metrics = {key: float(torch.stack(v).mean()) for key, v in agg.items()}

@@ -28,7 +28,7 @@ TINY_TRANSFORM = ImageTransform(encoder_size=512, prompt_frame=512)
 NANO_TRANSFORM = ImageTransform(encoder_size=256, prompt_frame=256)
 
 #: sha256 of leansam/assets/leansam_tiny.pt (printed by ``python -m leansam.train.recipe export``).
-TINY_SHA256 = "9c7c07b7009888a62cc57830017d19cac498b63bb5dd4b6db23690857f6905be"
+TINY_SHA256 = "1b3d29dbc22741251e57859ba339bf05a4140931cde696184f4a761af1d93d76"
 #: sha256 of leansam/assets/leansam_nano.pt (the recipe's segment seg2).
 NANO_SHA256 = "1eda8e73cac0c5a2f0176e51110b772aa0559c23d903954abdd0de49854bd42f"
 
@@ -36,8 +36,8 @@ NANO_SHA256 = "1eda8e73cac0c5a2f0176e51110b772aa0559c23d903954abdd0de49854bd42f"
 #: calibrate-everything`` (validation split, never the held-out set) to the file named in ``source``.
 TINY_EVERYTHING = EverythingDefaults(
     pred_iou_thresh=0.6,
-    stability_score_thresh=0.6,
-    stability_score_offset=2.0,
+    stability_score_thresh=0.7,
+    stability_score_offset=1.0,
     box_nms_thresh=0.5,
     high_score_thresh=0.0,
     source="docs/results/everything_calibration.json (python -m leansam.train.recipe calibrate-everything)",
