@@ -125,7 +125,7 @@ SEGMENTS = (
         batch_size=32,
         batched_decode=True,
         trained_on="H200",
-        stop_after=1700,  # bundled: the device time ended at step 1700; a CPU step of 32 images takes ~30 s
+        stop_after=1700,  # bundled: the device time ended here; batch-32 steps are too slow for the CPU
     ),
 )
 #: The segment whose final weights are the bundled ones (``export``): with ``--from-asset`` training

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -217,33 +218,37 @@ def load_batch(
 
 
 class _PreparedSteps:
-    """Step ``s``'s batch exactly as :func:`load_batch` prepares it, computed without the step's
-    generator (its flips are that generator's first draw), for :class:`StepLoader` workers. Masks
-    are bool (a quarter of the shared memory); the step turns the ones it picks to float."""
+    """Step ``s``'s batch as :func:`load_batch` prepares it, with the step's own generator (whose
+    first draw is the flips), for :class:`StepLoader` workers. Masks are bool (a quarter of the
+    shared memory); the step turns the ones it picks to float."""
 
     def __init__(self, source: Sequence, model: Sam, cfg: TrainConfig, rank: int, world: int) -> None:
-        self.source, self.transform, self.cfg = source, model.transform, cfg
+        self.source, self.model, self.cfg = source, model, cfg
         self.rank, self.world = rank, world
 
     def __call__(self, step: int) -> list[Prepared]:
-        cfg = self.cfg
-        gen = torch.Generator().manual_seed(step_seed(cfg.seed, step, self.rank))
-        idx = sample_indices(len(self.source), cfg.seed, step, cfg.batch_size, self.rank, self.world)
-        flips = torch.rand(len(idx), generator=gen) < 0.5
-        out = []
-        for i, f in zip(idx, flips):
-            p = prepare(self.source[i], self.transform, cfg.loss_res, bool(f) and cfg.flip, cfg.min_mask_area)
-            out.append(dataclasses.replace(p, masks=p.masks.bool()))
-        return out
+        gen = torch.Generator().manual_seed(step_seed(self.cfg.seed, step, self.rank))
+        batch = load_batch(self.source, self.model, self.cfg, step, self.rank, self.world, gen)
+        return [dataclasses.replace(p, masks=p.masks.bool()) for p in batch]
+
+
+class _Group(NamedTuple):
+    """Prompts of one kind decoded together: boxes (N x 4), or clicks (coords N x 1 x 2 and labels
+    N x 1), with their ground-truth masks N x L x L and the index of their image in the batch."""
+
+    image: int
+    gt: torch.Tensor
+    boxes: torch.Tensor | None
+    coords: torch.Tensor | None
+    labels: torch.Tensor | None
 
 
 def _pick_prompts(
     batch: list[Prepared], cfg: TrainConfig, gen: torch.Generator, frame: int, device: torch.device
-) -> Iterator[list[tuple]]:
+) -> Iterator[list[_Group]]:
     """Per image with instances, up to ``prompts_per_image`` of them as a box group and a click
-    group, each ``(image index, gt masks, boxes, click coords, click labels)`` on ``device``.
-    Yields image by image, so a caller that decodes each image's groups before asking for the next
-    draws from ``gen`` in the per-image order."""
+    group on ``device``. Yields image by image, so a caller that decodes each image's groups before
+    asking for the next draws from ``gen`` in the per-image order."""
     for i, p in enumerate(batch):
         if len(p.masks) == 0:
             continue
@@ -255,36 +260,40 @@ def _pick_prompts(
         gt = gt_cpu.to(device)
         groups = []
         if n_box:
-            groups.append((i, gt[:n_box], boxes.to(device), None, None))
+            groups.append(_Group(i, gt[:n_box], boxes.to(device), None, None))
         if k - n_box:
-            groups.append((i, gt[n_box:], None, pts.to(device), labs.to(device)))
+            groups.append(_Group(i, gt[n_box:], None, pts.to(device), labs.to(device)))
         yield groups
 
 
-def _batched_groups(groups: list, feats_all: ImageFeatures) -> list:
+def _batched_groups(groups: list[_Group], feats_all: ImageFeatures) -> list[tuple[ImageFeatures, _Group]]:
     """The per-image groups joined into one group per prompt kind, each prompt with its image's
-    features: ``(features, gt, boxes, coords, labels)``."""
+    features (the joined group's ``image`` is -1)."""
     joined = []
-    for is_box in (True, False):
-        kind = [g for g in groups if (g[2] is not None) == is_box]
+    for kind in ([g for g in groups if g.boxes is not None], [g for g in groups if g.boxes is None]):
         if not kind:
             continue
-        dev = kind[0][1].device
-        idx = torch.cat([torch.full((len(g[1]),), g[0], dtype=torch.long, device=dev) for g in kind])
+        dev = kind[0].gt.device
+        idx = torch.cat([torch.full((len(g.gt),), g.image, dtype=torch.long, device=dev) for g in kind])
         hr = feats_all.high_res
         feats = ImageFeatures(feats_all.embed[idx], [h[idx] for h in hr] if hr is not None else None)
-        cat = [None if kind[0][j] is None else torch.cat([g[j] for g in kind]) for j in (1, 2, 3, 4)]
-        joined.append((feats, *cat))
+        parts = [
+            None if getattr(kind[0], f) is None else torch.cat([getattr(g, f) for g in kind])
+            for f in _Group._fields[1:]
+        ]
+        joined.append((feats, _Group(-1, *parts)))
     return joined
 
 
 def make_step(model: Sam, source: Sequence, cfg: TrainConfig, rank: int, world: int, device: torch.device):
     """The step function of :func:`leansam.train.runner.fit` for promptable segmentation."""
     frame = model.transform.prompt_frame
-    reader, loader = Prefetcher(source), None
+    reader, loader = None, None
     if cfg.data_workers:
         prepared = _PreparedSteps(source, model, cfg, rank, world)
         loader = StepLoader(prepared, cfg.stop_after or cfg.steps, cfg.data_workers)
+    else:
+        reader = Prefetcher(source)
 
     def step_fn(step: int) -> tuple[torch.Tensor, dict[str, float]]:
         gen = torch.Generator().manual_seed(step_seed(cfg.seed, step, rank))
@@ -299,12 +308,14 @@ def make_step(model: Sam, source: Sequence, cfg: TrainConfig, rank: int, world: 
         if cfg.batched_decode:
             work: Iterable = _batched_groups([g for groups in per_image for g in groups], feats_all)
         else:
-            work = ((feats_all.select(g[0]), *g[1:]) for groups in per_image for g in groups)
+            work = ((feats_all.select(g.image), g) for groups in per_image for g in groups)
         total = x.new_zeros(())
         agg: dict[str, list[torch.Tensor]] = {}
         n_groups = 0
-        for feats, g_gt, g_box, g_c, g_l in work:
-            loss, parts = prompt_rounds(model, feats, g_gt, g_box, g_c, g_l, cfg.correction_rounds, gen, cfg)
+        for feats, g in work:
+            loss, parts = prompt_rounds(
+                model, feats, g.gt, g.boxes, g.coords, g.labels, cfg.correction_rounds, gen, cfg
+            )
             total = total + loss
             n_groups += 1
             for key, v in parts.items():
