@@ -6,7 +6,10 @@ Protocol of :func:`evaluate_gt`, per instance of every image of the source (a se
 * box: the tight GT box (``leansam.eval`` prompt kind ``tight-box``), single-mask output;
 * click: one foreground click at the mask pixel farthest from its boundary (kind ``center``),
   multimask output, the candidate with the highest predicted IoU is kept (no oracle);
-* fill-the-box baseline: the tight GT box itself, filled, as the predicted mask.
+* fill-the-box baseline: the tight GT box itself, filled, as the predicted mask;
+* background click: per image, one click at the background pixel farthest from every object
+  (the background: the pixels outside every instance), multimask output, the candidate with
+  the highest predicted IoU, scored against the whole background.
 
 IoU is computed at the original image resolution by :class:`leansam.eval.MaskIoUEvaluator`;
 mIoU is the mean over instances. :func:`everything_recall` scores segment-everything: the share
@@ -89,13 +92,15 @@ def _fill_bucket(fill: float) -> str:
 def evaluate_gt(model: Sam, source: Sequence, max_images: int | None = None) -> dict:
     """mIoU against ground truth with the tight GT box and with the centre click (module docstring).
 
-    Returns {"box_miou", "point_miou", "fill_box_miou", "n_instances", "n_images",
+    Returns {"box_miou", "point_miou", "fill_box_miou", "background_miou", "n_backgrounds",
+    "n_instances", "n_images",
     "per_category": {category id: {"box_miou", "point_miou", "fill_box_miou", "n"}},
     "per_fill": {"0.0-0.2" ...: the same per box-fill bucket}}; mIoU in [0, 1].
     """
     model.eval()
     predictor = SamPredictor(model)
     evaluators = {k: MaskIoUEvaluator(distributed=False) for k in (*PROMPTS, "fill_box")}
+    background: list[float] = []
     for i, s in _samples(source, max_images):
         predictor.set_image(s.image)
         inputs = [_inputs(i, s)]
@@ -104,16 +109,30 @@ def evaluate_gt(model: Sam, source: Sequence, max_images: int | None = None) -> 
             masks, _ = predict_instances(predictor, prompts)
             evaluators[name].process(inputs, [{"masks": masks}])
         evaluators["fill_box"].process(inputs, [{"masks": filled_boxes(s.masks)}])
+        background.extend(_background_click(predictor, s.masks, i))
     res = {name: ev.evaluate() for name, ev in evaluators.items()}
     fills = evaluators["fill_box"]
     return {
         **{f"{name}_miou": r["mIoU"] / 100 for name, r in res.items()},
+        "background_miou": float(np.mean(background)) if background else None,
+        "n_backgrounds": len(background),
         "n_instances": res["box"]["n"],
         "n_images": res["box"]["n_images"],
         "per_category": _grouped(evaluators, lambda i, k, r: r["category_id"]),
         # an instance's fill-the-box IoU is the share of its tight box that it covers
         "per_fill": _grouped(evaluators, lambda i, k, r: _fill_bucket(fills.image_rows(i)[k]["iou"])),
     }
+
+
+def _background_click(predictor: SamPredictor, masks: np.ndarray, image_id: int) -> list[float]:
+    """[IoU of the mask chosen for a centre click on the background with the background], or []
+    when the objects (N x H x W bool) leave no background."""
+    background = ~masks.any(axis=0)
+    if not background.any():
+        return []
+    prompts = make_prompts("center", background[None], np.zeros((1, 4), np.float32), image_id=image_id)
+    pred, _ = predict_instances(predictor, prompts)
+    return [float(mask_iou(pred, background[None])[0])]
 
 
 def match_counts(ious: np.ndarray, thresh: float = 0.5) -> tuple[int, int]:

@@ -48,6 +48,7 @@ def probe(path: str | Path, sets: dict[str, str], root: str) -> dict:
             "spec": spec,
             "box_miou": r["box_miou"],
             "point_miou": r["point_miou"],
+            "background_miou": r["background_miou"],
             "n_instances": r["n_instances"],
         }
     row["command"] = f"python -m leansam.train.recipe probe --root {root} --weights {path}"
@@ -88,12 +89,15 @@ def probes_markdown(probes: dict, bundled: dict) -> str:
     from .recipe import BUNDLED_SEGMENT as bundled_segment
 
     lines = [
-        "| weights | step | held-out box | held-out click | out-of-style box | out-of-style click |",
-        "|---|---|---|---|---|---|",
+        "| weights | step | held-out box | held-out click | out-of-style box | out-of-style click "
+        "| held-out background click |",
+        "|---|---|---|---|---|---|---|",
     ]
 
     def cells(sets: dict) -> str:
-        return " | ".join(f"{sets[n]['box_miou']:.3f} | {sets[n]['point_miou']:.3f}" for n in PROBE_SETS)
+        miou = [f"{sets[n]['box_miou']:.3f} | {sets[n]['point_miou']:.3f}" for n in PROBE_SETS]
+        bg = sets["held_out"].get("background_miou")
+        return " | ".join([*miou, "not measured" if bg is None else f"{bg:.3f}"])
 
     lines.append(f"| the bundled weights ({bundled_segment}) | | {cells(bundled)} |")
     for r in probes["rows"]:

@@ -30,6 +30,21 @@ def boxes_from_masks(masks: torch.Tensor, frame: int) -> torch.Tensor:
     return torch.where(m.flatten(1).any(1, keepdim=True), boxes, torch.zeros_like(boxes))
 
 
+def background_region(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The background as one segment: the pixels of the image that no instance covers.
+
+    masks: N x L x L instance masks at the loss resolution L (padded prompt frame); size: (rows,
+    cols) of the loss grid that the image fills (the rest is padding, never background).
+    Returns 1 x L x L float {0, 1}.
+    """
+    lh, lw = size
+    bg = torch.zeros(masks.shape[-2:], dtype=torch.bool, device=masks.device)
+    bg[:lh, :lw] = True
+    if len(masks):
+        bg &= ~(masks > 0.5).any(0)
+    return bg[None].float()
+
+
 def jitter_boxes(
     boxes: torch.Tensor,
     gen: torch.Generator,

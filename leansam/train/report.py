@@ -41,8 +41,9 @@ def _verdict(value: float, target: float) -> str:
 
 def _sets_table(sets: dict) -> list[str]:
     lines = [
-        "| set | images / instances | box mIoU | centre-click mIoU | fill-the-box baseline |",
-        "|---|---|---|---|---|",
+        "| set | images / instances | box mIoU | centre-click mIoU | fill-the-box baseline "
+        "| background click |",
+        "|---|---|---|---|---|---|",
     ]
     for name, r in sets.items():
         box, click = f"{r['box_miou']:.3f}", f"{r['point_miou']:.3f}"
@@ -53,9 +54,13 @@ def _sets_table(sets: dict) -> list[str]:
             )
         lines.append(
             f"| {SET_NAMES.get(name, name)} `{r['spec']}` | {r['n_images']} / {r['n_instances']} "
-            f"| {box} | {click} | {r['fill_box_miou']:.3f} |"
+            f"| {box} | {click} | {r['fill_box_miou']:.3f} | {_optional(r.get('background_miou'))} |"
         )
     return lines
+
+
+def _optional(value: float | None) -> str:
+    return "not measured" if value is None else f"{value:.3f}"
 
 
 def _category_table(r: dict) -> list[str]:

@@ -16,7 +16,8 @@ class Segment:
     as they are, or with ``grow``, into a model whose encoder has more blocks (the previous
     encoder deepened by :func:`leansam.models.tiny_fpn.deepen`, the same function at step 0).
     ``stop_after`` ends a segment early with its LR schedule unchanged (0: after ``steps``).
-    ``batch_size`` and ``batched_decode`` are :class:`~leansam.train.train.TrainConfig`'s;
+    ``batch_size``, ``batched_decode`` and ``background_clicks`` are
+    :class:`~leansam.train.train.TrainConfig`'s;
     ``trained_on`` records where the recipe's run of the segment ran (``cpu``, or a GPU's name:
     on CUDA training runs under bf16 autocast)."""
 
@@ -34,6 +35,7 @@ class Segment:
     grow: bool = False
     batch_size: int = 8
     batched_decode: bool = False
+    background_clicks: int = 0
     trained_on: str = "cpu"
 
 
@@ -125,9 +127,22 @@ SEGMENTS = (
         batch_size=32,
         batched_decode=True,
         trained_on="H200",
-        stop_after=1700,  # bundled: the device time ended here; batch-32 steps are too slow for the CPU
+        stop_after=1700,  # the device time ended here; batch-32 steps are too slow for the CPU
+    ),
+    Segment(
+        "seg8",
+        "synth:100000:7:rich",
+        steps=1000,
+        lr=3e-4,
+        warmup=50,
+        correction_rounds=0,
+        seed=7,
+        model="leansam_tiny",
+        prompts_per_image=16,
+        batched_decode=True,
+        background_clicks=2,  # clicks on the background select it (docs/training.md)
     ),
 )
 #: The segment whose final weights are the bundled ones (``export``): with ``--from-asset`` training
 #: continues after it.
-BUNDLED_SEGMENT = "seg7"
+BUNDLED_SEGMENT = "seg8"

@@ -24,7 +24,7 @@ from ..io import InputError
 from ..models.sam import ImageFeatures, Sam
 from .data import Prefetcher, Prepared, StepLoader, open_source, prepare, sample_indices
 from .losses import segmentation_loss
-from .prompts import boxes_from_masks, correction_points, jitter_boxes, sample_points
+from .prompts import background_region, boxes_from_masks, correction_points, jitter_boxes, sample_points
 from .runner import RunConfig, fit, setup, step_seed
 
 
@@ -51,6 +51,9 @@ class TrainConfig(RunConfig):
             two calls per image; the loss is then the mean over the two prompt kinds of their
             per-prompt means. The same arithmetic in far fewer, larger kernels (for GPUs).
         data_workers: processes preparing the coming steps' batches (0: one background thread).
+        background_clicks: per image, this many extra clicks on the background (the image's pixels
+            outside every instance), whose target is the whole background: a click there selects
+            it as one segment, as SAM's does for "stuff", instead of an arbitrary blob.
     """
 
     model: str = "leansam_tiny"
@@ -72,6 +75,7 @@ class TrainConfig(RunConfig):
     warmup_lr: float = 1e-3
     batched_decode: bool = False
     data_workers: int = 0
+    background_clicks: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -85,8 +89,8 @@ class TrainConfig(RunConfig):
             raise ValueError("decoder_warmup must be >= 0 and warmup_lr > 0")
         if self.box_jitter < 0 or min(self.focal_weight, self.dice_weight, self.iou_weight) < 0:
             raise ValueError("box_jitter and loss weights must be >= 0")
-        if self.data_workers < 0:
-            raise ValueError("data_workers must be >= 0")
+        if self.data_workers < 0 or self.background_clicks < 0:
+            raise ValueError("data_workers and background_clicks must be >= 0")
 
 
 def load_spec(spec: str, pretrained: bool = False) -> Sam:
@@ -257,13 +261,38 @@ def _pick_prompts(
         gt_cpu = p.masks[pick].float()  # the loader's masks are bool
         n_box = round(k * cfg.box_fraction)
         boxes, pts, labs = initial_prompts(gt_cpu, n_box, gen, frame, cfg.box_jitter)
+        if cfg.background_clicks:
+            gt_cpu, pts, labs = _add_background_clicks(p, gt_cpu, pts, labs, cfg, gen, frame)
         gt = gt_cpu.to(device)
         groups = []
         if n_box:
             groups.append(_Group(i, gt[:n_box], boxes.to(device), None, None))
-        if k - n_box:
+        if len(gt) - n_box:
             groups.append(_Group(i, gt[n_box:], None, pts.to(device), labs.to(device)))
         yield groups
+
+
+def _add_background_clicks(
+    p: Prepared,
+    gt: torch.Tensor,
+    pts: torch.Tensor,
+    labs: torch.Tensor,
+    cfg: TrainConfig,
+    gen: torch.Generator,
+    frame: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``cfg.background_clicks`` clicks on the background of ``p`` appended to the click prompts
+    (coords K x 1 x 2, labels K x 1), with the background region as their target rows of ``gt``.
+    An image whose background is smaller than ``cfg.min_mask_area`` gets none."""
+    side = p.masks.shape[-1]
+    size = (round(p.frame[0] * side / frame), round(p.frame[1] * side / frame))
+    bg = background_region(p.masks, size)
+    if bg.sum() < cfg.min_mask_area:
+        return gt, pts, labs
+    bg = bg.expand(cfg.background_clicks, -1, -1)
+    bg_pts, _ = sample_points(bg > 0.5, gen, frame)
+    ones = torch.ones((len(bg_pts), 1), dtype=labs.dtype)
+    return torch.cat([gt, bg]), torch.cat([pts, bg_pts[:, None]]), torch.cat([labs, ones])
 
 
 def _batched_groups(groups: list[_Group], feats_all: ImageFeatures) -> list[tuple[ImageFeatures, _Group]]:

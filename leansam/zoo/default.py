@@ -28,18 +28,18 @@ TINY_TRANSFORM = ImageTransform(encoder_size=512, prompt_frame=512)
 NANO_TRANSFORM = ImageTransform(encoder_size=256, prompt_frame=256)
 
 #: sha256 of leansam/assets/leansam_tiny.pt (printed by ``python -m leansam.train.recipe export``).
-TINY_SHA256 = "1b3d29dbc22741251e57859ba339bf05a4140931cde696184f4a761af1d93d76"
+TINY_SHA256 = "e42f5272bb906362be25d1055575cb170a8f1f29d545654fd8780a6a5430215d"
 #: sha256 of leansam/assets/leansam_nano.pt (the recipe's segment seg2).
 NANO_SHA256 = "1eda8e73cac0c5a2f0176e51110b772aa0559c23d903954abdd0de49854bd42f"
 
 #: Segment-everything defaults of the bundled weights: written by ``python -m leansam.train.recipe
 #: calibrate-everything`` (validation split, never the held-out set) to the file named in ``source``.
 TINY_EVERYTHING = EverythingDefaults(
-    pred_iou_thresh=0.6,
-    stability_score_thresh=0.7,
-    stability_score_offset=1.0,
+    pred_iou_thresh=0.5,
+    stability_score_thresh=0.85,
+    stability_score_offset=0.5,
     box_nms_thresh=0.5,
-    high_score_thresh=0.0,
+    high_score_thresh=3.0,
     source="docs/results/everything_calibration.json (python -m leansam.train.recipe calibrate-everything)",
 )
 NANO_EVERYTHING = EverythingDefaults(

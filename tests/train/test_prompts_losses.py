@@ -6,6 +6,7 @@ import torch
 
 from leansam.train.losses import dice_loss, focal_loss, mask_iou, segmentation_loss
 from leansam.train.prompts import (
+    background_region,
     boxes_from_masks,
     correction_points,
     jitter_boxes,
@@ -41,6 +42,17 @@ def test_points_inside_region() -> None:
     assert ((c[:, 0] >= 8) & (c[:, 0] < 40) & (c[:, 1] >= 16) & (c[:, 1] < 32)).all()
     _, valid = sample_points(torch.zeros(2, 32, 32, dtype=torch.bool), torch.Generator(), 128)
     assert not valid.any()
+
+
+def test_background_region_is_the_image_outside_every_instance() -> None:
+    masks = torch.cat([_square(1, 0, 4, 0, 4, size=8), _square(1, 2, 6, 3, 5, size=8)])
+    bg = background_region(masks, (6, 7))  # rows 6-7 and column 7 are padding
+    want = torch.zeros(8, 8)
+    want[:6, :7] = 1
+    want[0:4, 0:4] = 0
+    want[2:6, 3:5] = 0
+    assert bg.shape == (1, 8, 8) and torch.equal(bg[0], want)
+    assert torch.equal(background_region(torch.zeros(0, 8, 8), (8, 8)), torch.ones(1, 8, 8))
 
 
 def test_correction_point_labels() -> None:

@@ -9,11 +9,13 @@ import torch
 
 import leansam
 from leansam.train.data import StepLoader, open_source
+from leansam.train.prompts import background_region
 from leansam.train.runner import step_seed
 from leansam.train.train import (
     TrainConfig,
     _batched_groups,
     _Group,
+    _pick_prompts,
     _PreparedSteps,
     decode_all,
     load_batch,
@@ -97,3 +99,28 @@ def test_worker_prepared_batches_train_the_same_weights(tmp_path) -> None:
         weights.append(torch.load(tmp_path / f"w{workers}" / "model.pt", weights_only=True))
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_background_clicks_land_on_the_background_and_target_all_of_it() -> None:
+    model = leansam.build_model("leansam_nano")
+    frame = model.transform.prompt_frame
+    groups = {}
+    for n_bg in (0, 3):
+        cfg = TrainConfig(steps=1, background_clicks=n_bg, **SMALL)
+        gen = torch.Generator().manual_seed(step_seed(cfg.seed, 0, 0))
+        batch = load_batch(open_source(cfg.data), model, cfg, 0, 0, 1, gen)
+        groups[n_bg] = list(_pick_prompts(batch, cfg, gen, frame, torch.device("cpu")))
+    side = SMALL["loss_res"]
+    # the first image's instance prompts are the ones drawn without background clicks (later
+    # images' come after the background draws)
+    (box0, click0), (box3, click3) = groups[0][0], groups[3][0]
+    assert torch.equal(box0.boxes, box3.boxes) and torch.equal(click0.coords, click3.coords[:-3])
+    assert torch.equal(click0.gt, click3.gt[:-3])
+    for p, (_, click3) in zip(batch, groups[3]):
+        size = (round(p.frame[0] * side / frame), round(p.frame[1] * side / frame))
+        bg = background_region(p.masks, size)[0]
+        assert size[0] < side or size[1] < side  # the image is padded: padding is not background
+        assert all(torch.equal(g, bg) for g in click3.gt[-3:])
+        cells = (click3.coords[-3:, 0] * side / frame).long()
+        assert (click3.labels[-3:] == 1).all()
+        assert all(bg[int(y), int(x)] == 1 for x, y in cells.tolist())
