@@ -51,9 +51,9 @@ class TrainConfig(RunConfig):
             two calls per image; the loss is then the mean over the two prompt kinds of their
             per-prompt means. The same arithmetic in far fewer, larger kernels (for GPUs).
         data_workers: processes preparing the coming steps' batches (0: one background thread).
-        background_clicks: per image, this many extra clicks on the background (the image's pixels
-            outside every instance), whose target is the whole background: a click there selects
-            it as one segment, as SAM's does for "stuff", instead of an arbitrary blob.
+        background_clicks: per image with instances, this many extra clicks on the background (the
+            image's pixels outside every instance), whose target is the whole background: a click
+            there selects it as one segment, as SAM's does for "stuff", instead of an arbitrary blob.
     """
 
     model: str = "leansam_tiny"
