@@ -333,6 +333,12 @@ class Prepared:
     key: str
 
 
+def image_cells(frame: tuple[int, int], loss_res: int, side: int) -> tuple[int, int]:
+    """(rows, cols) of the ``loss_res`` x ``loss_res`` loss grid that an image of ``frame`` (h, w)
+    pixels in the prompt frame of ``side`` covers; the rest of the grid is padding."""
+    return round(frame[0] * loss_res / side), round(frame[1] * loss_res / side)
+
+
 def prepare(
     sample: Sample, transform: ImageTransform, loss_res: int, flip: bool = False, min_area: int = 1
 ) -> Prepared:
@@ -348,9 +354,8 @@ def prepare(
         masks = np.ascontiguousarray(masks[:, :, ::-1])
     x = preprocess(image, transform)[0]
     h, w = image.shape[:2]
-    side = transform.prompt_frame
     fh, fw = transform.frame_size((h, w))
-    lh, lw = round(fh * loss_res / side), round(fw * loss_res / side)
+    lh, lw = image_cells((fh, fw), loss_res, transform.prompt_frame)
     if len(masks):
         m = torch.from_numpy(masks).float()[:, None]
         m = F.interpolate(m, (lh, lw), mode="area")[:, 0]

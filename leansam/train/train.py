@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from ..io import InputError
 from ..models.sam import ImageFeatures, Sam
-from .data import Prefetcher, Prepared, StepLoader, open_source, prepare, sample_indices
+from .data import Prefetcher, Prepared, StepLoader, image_cells, open_source, prepare, sample_indices
 from .losses import segmentation_loss
 from .prompts import background_region, boxes_from_masks, correction_points, jitter_boxes, sample_points
 from .runner import RunConfig, fit, setup, step_seed
@@ -251,7 +251,7 @@ def _pick_prompts(
     batch: list[Prepared], cfg: TrainConfig, gen: torch.Generator, frame: int, device: torch.device
 ) -> Iterator[list[_Group]]:
     """Per image with instances, up to ``prompts_per_image`` of them as a box group and a click
-    group on ``device``. Yields image by image, so a caller that decodes each image's groups before
+    group on ``device`` (the click group ends with the image's ``background_clicks``). Yields image by image, so a caller that decodes each image's groups before
     asking for the next draws from ``gen`` in the per-image order."""
     for i, p in enumerate(batch):
         if len(p.masks) == 0:
@@ -284,9 +284,7 @@ def _add_background_clicks(
     """``cfg.background_clicks`` clicks on the background of ``p`` appended to the click prompts
     (coords K x 1 x 2, labels K x 1), with the background region as their target rows of ``gt``.
     An image whose background is smaller than ``cfg.min_mask_area`` gets none."""
-    side = p.masks.shape[-1]
-    size = (round(p.frame[0] * side / frame), round(p.frame[1] * side / frame))
-    bg = background_region(p.masks, size)
+    bg = background_region(p.masks, image_cells(p.frame, p.masks.shape[-1], frame))
     if bg.sum() < cfg.min_mask_area:
         return gt, pts, labs
     bg = bg.expand(cfg.background_clicks, -1, -1)
