@@ -41,6 +41,11 @@ class LayerNorm2d(nn.Module):
             # one fused layer_norm over them replaces six passes with strided reductions.
             y = F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], self.weight, self.bias, self.eps)
             return y.permute(0, 3, 1, 2)
+        if x.dim() == 4 and torch.onnx.is_in_onnx_export():
+            # ONNX: one LayerNormalization over the channels (between two transposes); ONNX Runtime
+            # runs the explicit form's ReduceMean over the channel axis of NCHW slowly.
+            y = F.layer_norm(x.permute(0, 2, 3, 1), (self.weight.shape[0],), self.weight, self.bias, self.eps)
+            return y.permute(0, 3, 1, 2)
         # Computed explicitly (not via permute + F.layer_norm) to keep the
         # reduction order of the official implementations: parity is checked at 1e-4.
         u = x.mean(1, keepdim=True)

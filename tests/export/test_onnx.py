@@ -21,6 +21,7 @@ import torch
 
 import leansam
 from leansam.export import OnnxExportConfig, export_onnx, load_onnx_decoder, load_onnx_model, read_metadata
+from leansam.models.common import LayerNorm2d
 from leansam.models.sam import ImageFeatures
 from tests.export.conftest import random_boxes
 
@@ -158,6 +159,19 @@ def test_onnx_matches_pytorch(name, exports, scene):
     if name not in LIGHT:  # free memory and disk before the next big model
         exports.drop(name)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_channel_layer_norms_are_one_onnx_operator_each(exports):
+    """LayerNorm2d exports as ``LayerNormalization`` over the channels, not as the explicit mean and
+    variance (ReduceMean over NCHW's channel axis, which ONNX Runtime runs as a strided reduction)."""
+    import onnx
+
+    model = exports.model("leansam_tiny")
+    norms = sum(isinstance(m, LayerNorm2d) for m in model.image_encoder.modules())
+    graph = onnx.load(str(exports.folder("leansam_tiny", upscale=True) / "encoder.onnx")).graph
+    ops = [n.op_type for n in graph.node]
+    assert norms > 0 and ops.count("LayerNormalization") == norms
+    assert "ReduceMean" not in ops
 
 
 @pytest.mark.parametrize("name", DECODER_VARIANTS)
