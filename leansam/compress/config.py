@@ -41,6 +41,20 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
+def _check_calibration(config: Any, cls: str) -> None:
+    """The calibration fields that the post-training configs share: ``calib_images``, ``num_calib``."""
+    _check(
+        config.calib_images is None or isinstance(config.calib_images, str),
+        cls,
+        "calib_images must be a folder path or None",
+    )
+    _check(
+        _is_int(config.num_calib) and config.num_calib >= 1,
+        cls,
+        f"num_calib must be >= 1, not {config.num_calib!r}",
+    )
+
+
 @dataclass(frozen=True)
 class QuantConfig:
     """Base of every quantization config (JSON round trip; the subclass sets ``method``)."""
@@ -133,16 +147,7 @@ class TinySamPTQConfig(QuantConfig):
             c,
             f"a_bits must be 8 (the int8 CPU kernels take uint8 activations), not {self.a_bits!r}",
         )
-        _check(
-            self.calib_images is None or isinstance(self.calib_images, str),
-            c,
-            "calib_images must be a folder path or None",
-        )
-        _check(
-            _is_int(self.num_calib) and self.num_calib >= 1,
-            c,
-            f"num_calib must be >= 1, not {self.num_calib!r}",
-        )
+        _check_calibration(self, c)
         _check(
             self.search in ("mse", "cosine", "minmax"),
             c,
@@ -213,16 +218,7 @@ class OrtStaticConfig(QuantConfig):
     def __post_init__(self) -> None:
         c = type(self).__name__
         _check(isinstance(self.per_channel, bool), c, "per_channel must be true or false")
-        _check(
-            self.calib_images is None or isinstance(self.calib_images, str),
-            c,
-            "calib_images must be a folder path or None",
-        )
-        _check(
-            _is_int(self.num_calib) and self.num_calib >= 1,
-            c,
-            f"num_calib must be >= 1, not {self.num_calib!r}",
-        )
+        _check_calibration(self, c)
         _check(
             self.calibrate_method in ("minmax", "entropy", "percentile"),
             c,

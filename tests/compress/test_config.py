@@ -58,6 +58,15 @@ def test_tinysam_config_validation(kwargs, match):
         TinySamPTQConfig(**kwargs)
 
 
+@pytest.mark.parametrize("cls", [TinySamPTQConfig, OrtStaticConfig])
+@pytest.mark.parametrize(
+    ("kwargs", "match"), [({"num_calib": 0}, "num_calib"), ({"calib_images": 3}, "calib_images")]
+)
+def test_calibration_fields_are_checked_by_both_post_training_configs(cls, kwargs, match):
+    with pytest.raises(ValueError, match=f"{cls.__name__}: {match}"):
+        cls(**kwargs)
+
+
 def test_ort_config_validation():
     with pytest.raises(ValueError, match="calibrate_method"):
         OrtStaticConfig(calibrate_method="max")
