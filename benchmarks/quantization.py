@@ -3,9 +3,9 @@
     python -m benchmarks.quantization [--models leansam_tiny,mobile_sam,efficientvit_sam_l0]
         [--runs 7] [--threads 1,2] [--calib-count 8] [--held-out 100] [--json docs/results/quantization.json]
 
-1. Calibration images: ``leansam data synth --n 16 --seed 7`` (the generator's default settings; the
-   bundled model's training set uses seed 0 and its held-out set seed 1000, so no image is shared);
-   the first ``--calib-count`` are used.
+1. Calibration images: ``leansam data synth --n 16 --seed 7`` (the generator's default settings,
+   not the style the bundled model trained on; its held-out set uses seed 1000, so no image is
+   shared); the first ``--calib-count`` are used.
 2. For each model: the fp32 model as ``leansam.build_model`` gives it (the reference: PyTorch
    eager, BatchNorm unfolded), the same with BatchNorm folded (context: how much of the gain is
    folding alone), and the TinySAM-recipe int8 model (``leansam.compress.quantize_``, real oneDNN
@@ -44,7 +44,6 @@ from leansam.io import write_json
 RESULT = Path("docs/results/quantization.json")
 MODELS = ("leansam_tiny", "mobile_sam", "efficientvit_sam_l0")
 CALIB_SEED = 7
-HELD_OUT_SEED = 1000
 GATE = {"min_box_iou": 0.95, "min_point_iou": 0.90, "min_cosine": 0.99, "min_everything_miou": 0.80}
 #: segment-everything filters under which the weak bundled model produces masks at all
 WEAK_EVERYTHING = {"everything_iou_thresh": 0.4, "everything_stability_thresh": 0.3, "points_per_side": 16}
@@ -83,9 +82,16 @@ def _cpu_interleaved(fns: dict[str, Any], runs: int, warmup: int = 1) -> dict[st
 
 
 def _held_out(n: int):
-    from leansam.train.data import TINY_SYNTH, SynthSource
+    """The first ``n`` images of the bundled model's held-out set (``leansam.train.recipe.held_out``)."""
+    from leansam.train.recipe import held_out
 
-    return SynthSource(n, seed=HELD_OUT_SEED, config=TINY_SYNTH)
+    return held_out(n)
+
+
+def _held_out_name(n: int) -> str:
+    from leansam.train.recipe import EVAL_SEED
+
+    return f"SynthSource({n}, seed={EVAL_SEED}, RICH_SYNTH)"
 
 
 def _quantization_info(report: Any) -> dict[str, Any]:
@@ -140,7 +146,7 @@ def _fidelity(fp32: leansam.Sam, q: leansam.Sam, held_out: int, gate_images: int
     keys = ("box_miou", "point_miou", "n_instances", "n_images")
     return {
         "weights_sha256": weights_sha256("leansam_tiny"),
-        "held_out": f"SynthSource({held_out}, seed={HELD_OUT_SEED}, TINY_SYNTH)",
+        "held_out": _held_out_name(held_out),
         "fp32": {k: ev["fp32"][k] for k in keys},
         "int8": {k: ev["int8"][k] for k in keys},
         "gate_images": len(imgs),
