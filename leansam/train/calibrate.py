@@ -3,7 +3,7 @@
     python -m leansam.train.recipe calibrate-everything     # -> docs/results/everything_calibration.json
 
 **Validation split** :func:`validation_spec`: the held-out set's style (``RICH_SYNTH``) rendered
-with seed :data:`VALIDATION_SEED`, disjoint from the training data (seeds 0 to 7) and from every
+with seed :data:`VALIDATION_SEED`, disjoint from the training data (seeds 0 to 8) and from every
 evaluation set of the recipe (seeds 1000 and 2000). The held-out set is never looked at here.
 
 **How.** Each image is encoded and its whole grid (``points_per_side`` squared clicks, three masks

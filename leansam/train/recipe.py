@@ -23,7 +23,7 @@ Stages::
     python -m leansam.train.recipe curves --root runs/tiny2    # -> docs/curve_<segment>.png
 
 Evaluation sets (fixed): held-out ``synth:200:1000:rich`` (the training style, never trained on:
-training uses seeds 0 to 7), out-of-style ``synth:100:2000:ood`` (other shape mix, textures and
+training uses seeds 0 to 8), out-of-style ``synth:100:2000:ood`` (other shape mix, textures and
 layouts), and ``synth:100:1000:tiny`` (the easier set of earlier versions of the model).
 """
 
@@ -64,7 +64,7 @@ EVAL_SETS = {
 
 
 def held_out(n: int = 200) -> SynthSource:
-    """The first ``n`` images of the held-out set (``RICH_SYNTH``, seed 1000; training uses seeds 0 to 7)."""
+    """The first ``n`` images of the held-out set (``RICH_SYNTH``, seed 1000; training uses seeds 0 to 8)."""
     return SynthSource(n, EVAL_SEED, RICH_SYNTH)
 
 

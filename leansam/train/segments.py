@@ -142,6 +142,20 @@ SEGMENTS = (
         batched_decode=True,
         background_clicks=2,  # clicks on the background select it (docs/training.md)
     ),
+    # Longer than one working session on the CPU: resumed from its committed snapshot.
+    Segment(
+        "seg9",
+        "synth:100000:8:rich",
+        steps=4000,
+        lr=4e-4,
+        warmup=100,
+        correction_rounds=0,
+        seed=8,
+        model="leansam_tiny",
+        prompts_per_image=16,
+        batched_decode=True,
+        background_clicks=2,
+    ),
 )
 #: The segment whose final weights are the bundled ones (``export``): with ``--from-asset`` training
 #: continues after it.
