@@ -36,14 +36,12 @@ class LayerNorm2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cl = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-        if cl and x.dtype == self.weight.dtype and eager():
-            # Channels-last input (leansam's own encoders): channels are the innermost dimension, so
-            # one fused layer_norm over them replaces six passes with strided reductions.
-            y = F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], self.weight, self.bias, self.eps)
-            return y.permute(0, 3, 1, 2)
-        if x.dim() == 4 and torch.onnx.is_in_onnx_export():
-            # ONNX: one LayerNormalization over the channels (between two transposes); ONNX Runtime
-            # runs the explicit form's ReduceMean over the channel axis of NCHW slowly.
+        onnx = x.dim() == 4 and torch.onnx.is_in_onnx_export()
+        if (cl and x.dtype == self.weight.dtype and eager()) or onnx:
+            # One layer_norm over the channels as the innermost dimension instead of strided
+            # reductions over NCHW's channel axis: in eager mode on channels-last input (leansam's own
+            # encoders), and in ONNX graphs (one LayerNormalization between two transposes), where
+            # ONNX Runtime runs the explicit form's ReduceMean slowly.
             y = F.layer_norm(x.permute(0, 2, 3, 1), (self.weight.shape[0],), self.weight, self.bias, self.eps)
             return y.permute(0, 3, 1, 2)
         # Computed explicitly (not via permute + F.layer_norm) to keep the

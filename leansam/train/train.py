@@ -251,8 +251,9 @@ def _pick_prompts(
     batch: list[Prepared], cfg: TrainConfig, gen: torch.Generator, frame: int, device: torch.device
 ) -> Iterator[list[_Group]]:
     """Per image with instances, up to ``prompts_per_image`` of them as a box group and a click
-    group on ``device`` (the click group ends with the image's ``background_clicks``). Yields image by image, so a caller that decodes each image's groups before
-    asking for the next draws from ``gen`` in the per-image order."""
+    group on ``device`` (the click group ends with the image's ``background_clicks``). Yields image
+    by image, so a caller that decodes each image's groups before asking for the next draws from
+    ``gen`` in the per-image order."""
     for i, p in enumerate(batch):
         if len(p.masks) == 0:
             continue

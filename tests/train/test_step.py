@@ -8,7 +8,7 @@ import dataclasses
 import torch
 
 import leansam
-from leansam.train.data import StepLoader, open_source
+from leansam.train.data import StepLoader, image_cells, open_source
 from leansam.train.prompts import background_region
 from leansam.train.runner import step_seed
 from leansam.train.train import (
@@ -117,7 +117,7 @@ def test_background_clicks_land_on_the_background_and_target_all_of_it() -> None
     assert torch.equal(box0.boxes, box3.boxes) and torch.equal(click0.coords, click3.coords[:-3])
     assert torch.equal(click0.gt, click3.gt[:-3])
     for p, (_, click3) in zip(batch, groups[3]):
-        size = (round(p.frame[0] * side / frame), round(p.frame[1] * side / frame))
+        size = image_cells(p.frame, side, frame)
         bg = background_region(p.masks, size)[0]
         assert size[0] < side or size[1] < side  # the image is padded: padding is not background
         assert all(torch.equal(g, bg) for g in click3.gt[-3:])
