@@ -5,7 +5,7 @@ mask decoder with SAM 2's high-resolution skip features) is trained directly on 
 masks of rendered synthetic scenes with SAM's promptable-segmentation loss, in segments
 (:data:`SEGMENTS`) that each resume exactly from ``<root>/<segment>/last.pt``; a new segment
 starts from the previous one's weights, or from the bundled weights (``--from-asset``) on a
-machine that no longer has the previous run folder. An unfinished segment's weights are committed
+machine that no longer has the previous run folder. The newest segment's weights are committed
 at the end of each working session (``snapshot``); on a machine without the run folder, ``train``
 continues the segment from them (fresh optimizer moments, same schedule and data order).
 
@@ -49,7 +49,7 @@ from .segments import BUNDLED_SEGMENT, SEGMENTS, Segment
 from .train import TrainConfig, train
 
 ASSET = "leansam_tiny.pt"
-#: Committed weights of an unfinished segment (``snapshot`` stage): ``<seg>.pt`` + ``<seg>.metrics.csv``.
+#: Committed weights of the newest segment (``snapshot`` stage): ``<seg>.pt`` + ``<seg>.metrics.csv``.
 SNAPSHOTS = Path("weights/leansam_tiny")
 RESULTS = Path("docs/results/default_model.json")
 
@@ -166,15 +166,16 @@ def grown_init(root: str, k: int, init: str) -> str:
 
 
 def snapshot_stage(root: str, dest: Path | None = None) -> Path | None:
-    """Copies the running segment's weights (fp16, no optimizer state) and its metrics into ``dest``,
-    to be committed: a machine without ``root`` continues the segment from them. None: no running
-    segment. ``dest`` defaults to :data:`SNAPSHOTS`."""
+    """Copies the newest segment's weights (fp16, no optimizer state) and its metrics into ``dest``,
+    to be committed: a machine without ``root`` continues the segment from them. The newest segment
+    is the latest with a ``last.pt``: the running one, or one that has finished (its snapshot holds
+    the final step, and the train stage then writes its ``model.pt`` without training). None: no
+    segment with a ``last.pt``. ``dest`` defaults to :data:`SNAPSHOTS`."""
     dest = SNAPSHOTS if dest is None else dest
-    for seg in SEGMENTS:
+    for seg in reversed(SEGMENTS):
         run = Path(root) / seg.name
-        if _finished(root, seg) or not (run / "last.pt").is_file():
-            continue
-        return snapshot_run(run, seg.name, dest)
+        if (run / "last.pt").is_file():
+            return snapshot_run(run, seg.name, dest)
     return None
 
 
@@ -464,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.stage == "train":
         print(f"segment: {train_stage(a.root, a.from_asset, a.device, a.data_workers) or 'all finished'}")
     elif a.stage == "snapshot":
-        print(f"snapshot: {snapshot_stage(a.root) or 'no unfinished segment with a last.pt'}")
+        print(f"snapshot: {snapshot_stage(a.root) or 'no segment with a last.pt'}")
     elif a.stage == "eval" and a.only == "everything":
         try:
             print(json.dumps(evaluate_everything_stage(a.weights), indent=2))

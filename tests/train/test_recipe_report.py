@@ -79,7 +79,7 @@ def test_eval_only_everything_refuses_other_weights(capsys) -> None:
     assert (ROOT / RESULTS).read_bytes() == before
 
 
-def test_a_snapshot_of_the_running_segment_restores_on_a_machine_without_the_run(tmp_path: Path) -> None:
+def test_a_snapshot_of_the_newest_segment_restores_on_a_machine_without_the_run(tmp_path: Path) -> None:
     import torch
 
     from leansam.train.recipe import restore_snapshot, snapshot_stage
@@ -104,6 +104,12 @@ def test_a_snapshot_of_the_running_segment_restores_on_a_machine_without_the_run
     assert (fresh / "seg2" / "metrics.csv").read_text() == "step,loss\n0,1.0\n"
     # an existing run keeps its own last.pt
     assert not restore_snapshot(str(root), SEGMENTS[1], dest)
+    # a segment that has just finished (model.pt beside its final last.pt) is the newest one
+    (root / "seg3").mkdir()
+    torch.save({"step": 90, "module": module, "optimizer": {"state": {}}}, root / "seg3" / "last.pt")
+    (root / "seg3" / "model.pt").write_bytes(b"")
+    assert snapshot_stage(str(root), dest) == dest / "seg3.pt"
+    assert torch.load(dest / "seg3.pt", weights_only=True)["step"] == 90
 
 
 def test_from_asset_skips_to_the_segment_a_snapshot_continues(tmp_path: Path, monkeypatch) -> None:
